@@ -1,0 +1,34 @@
+# lstm-worker developer entry points. `make demo` and `make test` are all a new user needs.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Offline machines: point LSTM_TRAIN_DATA at a local 20 Newsgroups archive.
+LSTM_TRAIN_DATA ?= $(if $(wildcard ../shared/data/20news-bydate.tar.gz),$(abspath ../shared/data/20news-bydate.tar.gz),20newsgroups)
+export LSTM_TRAIN_DATA
+
+.PHONY: install test lint bench demo clean
+
+install: $(STAMP)
+
+# Idempotent: re-runs only when pyproject.toml changes. torch==2.13.0 is the CPU wheel.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3.x"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all]'
+	touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check core training export worker tests bench
+
+bench: install
+	$(PY) -m bench.run
+
+demo: install
+	$(PY) -m bench.demo
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache

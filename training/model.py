@@ -1,0 +1,139 @@
+"""The LSTM text classifier, built only from a :class:`ModelConfig`.
+
+Serving-safe by construction: a document's scores depend only on its own
+tokens. The forward direction of an LSTM over a right-padded batch is exact at
+every real position (pads come after them). The backward direction is run
+over each sequence reversed *within its own length* (a gather), so it too
+starts at the document's last real token and never reads a pad. Pooling masks
+the pads. The same graph exports to ONNX, so PyTorch training, the exported
+model and the worker compute one function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+POOLINGS = ("max", "mean", "attention", "max_mean")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    num_classes: int
+    embed_dim: int = 128
+    hidden_size: int = 128
+    num_layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.3
+    embed_dropout: float = 0.2
+    pooling: str = "max_mean"
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {self.pooling!r}")
+        if min(self.vocab_size, self.num_classes, self.embed_dim, self.hidden_size, self.num_layers) < 1:
+            raise ValueError("sizes must be positive")
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.embed_dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def time_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """``[B, T]`` bool: True at real tokens."""
+    steps = torch.arange(width, device=lengths.device).unsqueeze(0)
+    return steps < lengths.unsqueeze(1)
+
+
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each ``x[b, :lengths[b]]`` in time, leaving its pads where they are."""
+    width = x.size(1)
+    steps = torch.arange(width, device=x.device).unsqueeze(0)
+    lengths = lengths.unsqueeze(1)
+    index = torch.where(steps < lengths, lengths - 1 - steps, steps)
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.size(2)))
+
+
+class LengthAwareBiLSTM(nn.Module):
+    """Stacked (bi)LSTM over right-padded batches whose outputs ignore the pads."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool, dropout: float):
+        super().__init__()
+        self.bidirectional = bidirectional
+        directions = 2 if bidirectional else 1
+        self.forward_layers = nn.ModuleList()
+        self.backward_layers = nn.ModuleList()
+        for layer in range(num_layers):
+            size = input_size if layer == 0 else hidden_size * directions
+            self.forward_layers.append(nn.LSTM(size, hidden_size, batch_first=True))
+            if bidirectional:
+                self.backward_layers.append(nn.LSTM(size, hidden_size, batch_first=True))
+        self.between_layers = nn.Dropout(dropout)
+        self.output_size = hidden_size * directions
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        for layer, forward_lstm in enumerate(self.forward_layers):
+            if layer:
+                x = self.between_layers(x)
+            out, _ = forward_lstm(x)
+            if self.bidirectional:
+                backward, _ = self.backward_layers[layer](reverse_within_length(x, lengths))
+                out = torch.cat([out, reverse_within_length(backward, lengths)], dim=-1)
+            x = out
+        return x
+
+
+class LSTMClassifier(nn.Module):
+    """embedding → length-aware (bi)LSTM → masked pooling → dropout → linear."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=config.pad_id)
+        self.embed_dropout = nn.Dropout(config.embed_dropout)
+        self.encoder = LengthAwareBiLSTM(
+            config.embed_dim, config.hidden_size, config.num_layers, config.bidirectional, config.dropout
+        )
+        features = self.encoder.output_size
+        if config.pooling == "attention":
+            self.attention = nn.Sequential(nn.Linear(features, features), nn.Tanh(), nn.Linear(features, 1, bias=False))
+        pooled = features * 2 if config.pooling == "max_mean" else features
+        self.head_dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(pooled, config.num_classes)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, classes]`` for right-padded ``ids [B, T]`` with ``lengths [B]`` (each >= 1)."""
+        states = self.encoder(self.embed_dropout(self.embedding(ids)), lengths)
+        mask = time_mask(lengths, ids.size(1)).unsqueeze(-1)
+        return self.classifier(self.head_dropout(self._pool(states, mask, lengths)))
+
+    def _pool(self, states: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        pooling = self.config.pooling
+        if pooling == "attention":
+            scores = self.attention(states).masked_fill(~mask, float("-inf"))
+            return (torch.softmax(scores, dim=1) * states).sum(dim=1)
+        mean = (states * mask).sum(dim=1) / lengths.unsqueeze(1).to(states.dtype)
+        if pooling == "mean":
+            return mean
+        maximum = states.masked_fill(~mask, float("-inf")).amax(dim=1)
+        return maximum if pooling == "max" else torch.cat([maximum, mean], dim=-1)
+
+
+class ProbabilityModel(nn.Module):
+    """What is exported: ids, lengths → class probabilities."""
+
+    def __init__(self, classifier: LSTMClassifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.classifier(ids, lengths), dim=-1)
+
+
+def build_model(config: ModelConfig | dict) -> LSTMClassifier:
+    return LSTMClassifier(config if isinstance(config, ModelConfig) else ModelConfig(**config))

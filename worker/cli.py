@@ -1,0 +1,21 @@
+"""``lstm-worker``: stream text classification over Kafka with an exported model bundle."""
+
+from __future__ import annotations
+
+import click
+
+from worker import __version__
+from worker.broker_command import broker
+from worker.classify_command import classify
+from worker.run_command import run
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="lstm-worker")
+def main() -> None:
+    """Classify text messages from Kafka with an LSTM model bundle (ONNX Runtime, no torch)."""
+
+
+main.add_command(run)
+main.add_command(classify)
+main.add_command(broker)
