@@ -2,8 +2,13 @@
 
 ``write_bundle`` is used by ``lstm-export``; ``load_bundle`` by everything that
 serves a model. The loader trusts nothing: it checks the format version, that
-every file named by the manifest lies inside the bundle, and every file's size
-and sha256 before any byte of the model is handed to ONNX Runtime.
+every file named by the manifest lies inside the bundle, the manifest's own
+digest, and every file's size and sha256 before any byte of the model is
+handed to ONNX Runtime. Nothing here unpickles: the bundle is JSON + ONNX.
+
+The checksums detect corruption and accidental edits, not a deliberate
+attacker who rewrites the manifest too; sign the bundle (or its digest)
+outside this tool when you need authenticity.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ BUNDLE_FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE, VOCAB_FILE, LABELS_FILE = "model.onnx", "vocab.json", "labels.json"
 INPUT_IDS, INPUT_LENGTHS, OUTPUT_PROBABILITIES = "input_ids", "lengths", "probabilities"
+MANIFEST_DIGEST_KEY = "manifest_sha256"
+# A manifest is a few KiB; refusing huge ones keeps a hostile file from exhausting memory.
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON without its own digest field."""
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST_KEY}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def write_bundle(
     directory: str | Path,
     *,
@@ -83,6 +98,7 @@ def write_bundle(
     version: str,
     opset: int,
     quantization: str | None = None,
+    model_config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     parity: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
@@ -117,6 +133,7 @@ def write_bundle(
             "opset": opset,
             "quantization": quantization,
             "num_classes": len(labels),
+            "config": dict(model_config or {}),
         },
         "vocab_file": VOCAB_FILE,
         "labels_file": LABELS_FILE,
@@ -125,18 +142,62 @@ def write_bundle(
         "files": files,
         **(extra or {}),
     }
+    manifest[MANIFEST_DIGEST_KEY] = manifest_digest(manifest)
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return directory
 
 
-def _inside(root: Path, name: str) -> Path:
+def _inside(root: Path, name: object, manifest_path: Path) -> Path:
     """Resolve ``name`` under ``root`` and refuse anything that escapes it (``..``, absolute, symlinks)."""
-    if not isinstance(name, str) or not name or os.path.isabs(name):
-        raise BundleError(f"manifest names an invalid file path {name!r}")
+    if not isinstance(name, str) or not name or os.path.isabs(name) or "\x00" in name:
+        raise BundleError(f"{manifest_path}: path check failed: invalid file path {name!r}")
     candidate = (root / name).resolve()
-    if candidate.parent != root and root not in candidate.parents:
-        raise BundleError(f"manifest file {name!r} points outside the bundle: refused")
+    if root not in candidate.parents:
+        raise BundleError(f"{manifest_path}: path check failed: {name!r} points outside the bundle; refused")
     return candidate
+
+
+def _read_manifest(root: Path) -> tuple[Path, dict[str, Any]]:
+    manifest_path = root / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise BundleError(f"{manifest_path}: presence check failed: missing; {root} is not a model bundle")
+    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{manifest_path}: size check failed: larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{manifest_path}: JSON check failed: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{manifest_path}: format check failed: not a {BUNDLE_FORMAT} manifest")
+    if manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
+        raise BundleError(
+            f"{manifest_path}: format version check failed: version {manifest.get('format_version')!r} "
+            f"is not supported (this version reads {BUNDLE_FORMAT_VERSION}); re-export the model"
+        )
+    if manifest.get(MANIFEST_DIGEST_KEY) != manifest_digest(manifest):
+        raise BundleError(
+            f"{manifest_path}: manifest digest check failed: the manifest was edited after export; "
+            "re-export the model instead of editing its manifest"
+        )
+    return manifest_path, manifest
+
+
+def _verify_file(root: Path, manifest_path: Path, name: str, expected: object) -> None:
+    file_path = _inside(root, name, manifest_path)
+    if not file_path.is_file():
+        raise BundleError(f"{file_path}: presence check failed: missing from the bundle (incomplete copy?)")
+    try:
+        size, digest = int(expected["bytes"]), str(expected["sha256"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        raise BundleError(f"{manifest_path}: checksum entry for {name!r} is malformed") from None
+    actual_size = file_path.stat().st_size
+    if actual_size != size:
+        raise BundleError(
+            f"{file_path}: size check failed ({actual_size} bytes, manifest says {size}); "
+            "the bundle is truncated or modified"
+        )
+    if sha256_file(file_path) != digest:
+        raise BundleError(f"{file_path}: sha256 checksum check failed; the file was modified or corrupted")
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -145,20 +206,7 @@ def load_bundle(path: str | Path) -> Bundle:
     if not root.is_dir():
         raise BundleError(f"model bundle not found: {root} is not a directory (run lstm-export to create one)")
     root = root.resolve()
-    manifest_path = root / MANIFEST_FILE
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"{manifest_path}: missing; {root} is not a model bundle") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{manifest_path}: not a {BUNDLE_FORMAT} manifest")
-    if manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
-        raise BundleError(
-            f"{manifest_path}: format version {manifest.get('format_version')!r} is not supported "
-            f"(this version reads {BUNDLE_FORMAT_VERSION}); re-export the model"
-        )
+    manifest_path, manifest = _read_manifest(root)
     try:
         files = manifest["files"]
         model_file, vocab_file, labels_file = manifest["model"]["file"], manifest["vocab_file"], manifest["labels_file"]
@@ -168,40 +216,30 @@ def load_bundle(path: str | Path) -> Bundle:
         for key in ("name", "version"):
             manifest[key]  # noqa: B018 - presence check
     except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{manifest_path}: required field missing or malformed: {exc}") from None
+        raise BundleError(f"{manifest_path}: field check failed: required field missing or malformed: {exc}") from None
     if not isinstance(files, dict):
-        raise BundleError(f"{manifest_path}: 'files' must map file names to checksums")
+        raise BundleError(f"{manifest_path}: field check failed: 'files' must map file names to checksums")
+    if preprocessing.max_len < 1:
+        raise BundleError(f"{manifest_path}: field check failed: preprocessing.max_len must be positive")
     for required in (model_file, vocab_file, labels_file):
+        _inside(root, required, manifest_path)
         if required not in files:
-            raise BundleError(f"{manifest_path}: {required!r} is not covered by a checksum; refused")
+            raise BundleError(f"{manifest_path}: checksum check failed: {required!r} has no checksum; refused")
     for name, expected in files.items():
-        file_path = _inside(root, name)
-        if not file_path.is_file():
-            raise BundleError(f"{file_path}: missing from the bundle")
-        try:
-            size, digest = int(expected["bytes"]), str(expected["sha256"])
-        except (KeyError, TypeError, ValueError):
-            raise BundleError(f"{manifest_path}: checksum entry for {name!r} is malformed") from None
-        if file_path.stat().st_size != size:
-            raise BundleError(
-                f"{file_path}: size check failed ({file_path.stat().st_size} bytes, manifest says {size}); "
-                "the bundle is truncated or modified"
-            )
-        if sha256_file(file_path) != digest:
-            raise BundleError(f"{file_path}: sha256 checksum mismatch; the bundle was modified or corrupted")
+        _verify_file(root, manifest_path, name, expected)
     if preprocessing.tokenizer != TOKENIZER_NAME:
         raise BundleError(
-            f"{manifest_path}: tokenizer {preprocessing.tokenizer!r} is not {TOKENIZER_NAME!r}; "
+            f"{manifest_path}: tokenizer check failed: {preprocessing.tokenizer!r} is not {TOKENIZER_NAME!r}; "
             "re-export the model with this version"
         )
     try:
-        vocab = Vocabulary.load(_inside(root, vocab_file))
+        vocab = Vocabulary.load(root / vocab_file)
     except VocabularyError as exc:
-        raise BundleError(f"{root / vocab_file}: {exc}") from None
+        raise BundleError(f"{root / vocab_file}: vocabulary check failed: {exc}") from None
     try:
-        labels = json.loads(_inside(root, labels_file).read_text(encoding="utf-8"))
+        labels = json.loads((root / labels_file).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{root / labels_file}: not valid JSON ({exc})") from None
+        raise BundleError(f"{root / labels_file}: JSON check failed: not valid JSON ({exc})") from None
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels) or len(labels) != num_classes:
-        raise BundleError(f"{root / labels_file}: must be a list of {num_classes} label strings")
+        raise BundleError(f"{root / labels_file}: labels check failed: must be a list of {num_classes} label strings")
     return Bundle(root, manifest, vocab, tuple(labels), preprocessing)

@@ -1,0 +1,80 @@
+"""``lstm-export``: checkpoint directory → verified, self-contained ONNX model bundle."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from core.exceptions import ContractError
+from export import __version__
+from export.exceptions import ExportError, GateError
+from export.onnx_export import DEFAULT_OPSET, MIN_OPSET
+from export.parity import MIN_PARITY_DOCS
+from export.pipeline import QUANTIZATIONS, ExportConfig, run_export, summary
+
+_SHOW_TOOL_VERSION = "\0show-tool-version"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _identifier(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not _NAME_RE.fullmatch(value):
+        raise click.BadParameter("use letters, digits, '.', '_' or '-' (it becomes part of 'name@version')")
+    return value
+
+
+def _version(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # `--version VERSION` names the model's version (issue #3); a bare `--version` keeps the
+    # universal meaning "print the tool's version", so both readings of the flag work.
+    if value == _SHOW_TOOL_VERSION:
+        click.echo(f"lstm-export, version {__version__}")
+        ctx.exit(0)
+    return _identifier(ctx, param, value)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LSTM_EXPORT",
+                                 "max_content_width": 100})
+@click.option("--checkpoint", "checkpoint", required=True, show_envvar=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Directory written by `lstm-train --output` (checkpoint.pt, validation.jsonl, metrics.json).")
+@click.option("--output", "output", required=True, show_envvar=True, type=click.Path(path_type=Path),
+              help="Bundle directory to create; must not exist (or be empty). Written atomically.")
+@click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None, show_envvar=True,
+              help="Dynamic int8 quantization (ONNX Runtime); refused if validation accuracy drops > 1 point.")
+@click.option("--opset", type=click.IntRange(MIN_OPSET, 21), default=DEFAULT_OPSET, show_default=True,
+              show_envvar=True, help="ONNX opset of the exported graph.")
+@click.option("--name", callback=_identifier, default=None, show_envvar=True,
+              help="Model name in the manifest and in every prediction ('name@version'). "
+                   "[default: the checkpoint directory's name]")
+@click.option("--version", "model_version", is_flag=False, flag_value=_SHOW_TOOL_VERSION, default="1",
+              show_default=True, show_envvar=True, envvar="LSTM_EXPORT_VERSION", is_eager=True, callback=_version,
+              metavar="[VERSION]",
+              help="Model version in the manifest ('name@version'). "
+                   "Given without a value, print lstm-export's own version and exit.")
+@click.option("--parity-docs", type=click.IntRange(MIN_PARITY_DOCS), default=1024, show_default=True,
+              show_envvar=True, help="Validation documents the parity gate compares (at least 512).")
+@click.option("--threads", type=click.IntRange(0), default=0, show_default=True, show_envvar=True,
+              help="ONNX Runtime threads for the gates (0 = ONNX Runtime's default).")
+def main(checkpoint: Path, output: Path, quantize: str | None, opset: int, name: str | None,
+         model_version: str, parity_docs: int, threads: int) -> None:
+    """Export an lstm-train checkpoint to an ONNX model bundle and prove it answers like PyTorch.
+
+    The bundle (model.onnx, vocab.json, labels.json, manifest.json with sha256 of
+    every file) is built next to OUTPUT, then gated: ONNX Runtime must match
+    PyTorch on >= 512 real validation documents (|Δp| <= 1e-4, identical argmax)
+    and a short document must score the same alone and batched with long ones.
+    A refused export exits non-zero and leaves no bundle behind.
+    """
+    config = ExportConfig(checkpoint, output, quantize, opset, name, model_version, parity_docs, threads)
+    try:
+        bundle_dir = run_export(config, log=lambda line: click.echo(line, err=True))
+    except GateError as exc:
+        click.echo(f"lstm-export: REFUSED: {exc}", err=True)
+        for key, value in exc.report.items():
+            click.echo(f"  {key}: {value}", err=True)
+        sys.exit(3)
+    except (ExportError, ContractError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(summary(bundle_dir))

@@ -1,0 +1,174 @@
+"""The gates an exported model must pass before a bundle exists.
+
+1. Parity: PyTorch and ONNX Runtime score the same real validation documents
+   (mixed lengths: a 1-token text, texts longer than max length) in batches of
+   mixed sizes; any probability off by more than ``tolerance`` or any argmax
+   difference refuses the export. Optimum only warns here; we refuse, because
+   a silently different model in production is worse than no model.
+2. Padding invariance: a short document scored alone must score the same
+   inside a batch padded to much longer documents, on ONNX Runtime, since the
+   worker batches whatever arrives together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from core.text import tokenize
+from core.vocab import Vocabulary, pad_batch
+from export.exceptions import PaddingInvarianceError, ParityError
+from training.model import ProbabilityModel
+from worker.engine import InferenceEngine
+
+PARITY_TOLERANCE = 1e-4
+INVARIANCE_TOLERANCE = 1e-5
+MIN_PARITY_DOCS = 512
+# Unsorted, uneven batch sizes: batches mix lengths, so most rows carry padding.
+BATCH_SIZES = (1, 7, 64, 2, 33, 128, 3, 16, 100, 5)
+INVARIANCE_COMPANIONS = 63
+INVARIANCE_PROBES = 8
+
+
+def after_reference_hook(model: ProbabilityModel) -> None:
+    """Called after the PyTorch reference is computed and before ONNX export. Does nothing.
+
+    Tests replace it to perturb the weights, i.e. to export a model that really
+    differs from the reference, and check that the gate refuses it.
+    """
+
+
+@dataclass(frozen=True)
+class ParityDocuments:
+    texts: list[str]
+    id_lists: list[list[int]]
+    one_token: int
+    truncated: int
+
+
+def select_documents(texts: Sequence[str], vocab: Vocabulary, max_len: int, count: int) -> ParityDocuments:
+    """Up to ``count`` real documents plus guaranteed edge cases (1 token, longer than ``max_len``).
+
+    A validation split smaller than :data:`MIN_PARITY_DOCS` is topped up with
+    prefixes of its own documents (still real text, new lengths).
+    """
+    chosen = list(texts[: max(count - 2, 1)])
+    first_words = next((tokenize(t, vocab.lowercase, 1) for t in texts if tokenize(t, vocab.lowercase, 1)), ["a"])
+    chosen.append(first_words[0])  # a 1-token document
+    chosen.append("\n".join(texts[:8]))  # longer than max_len for any sane max_len
+    cut = 1
+    while len(chosen) < MIN_PARITY_DOCS:
+        source = texts[len(chosen) % len(texts)]
+        words = source.split()
+        chosen.append(" ".join(words[: max(1, len(words) * cut // 7)]))
+        cut = cut % 6 + 1
+    id_lists = [vocab.token_ids(t, max_len) for t in chosen]
+    one_token = sum(1 for ids in id_lists if len(ids) == 1)
+    truncated = sum(1 for t in chosen if len(tokenize(t, vocab.lowercase, max_len + 1)) > max_len)
+    return ParityDocuments(chosen, id_lists, one_token, truncated)
+
+
+def batch_plan(n: int, sizes: Sequence[int] = BATCH_SIZES) -> list[tuple[int, int]]:
+    """Consecutive ``(start, end)`` slices cycling through ``sizes``, in document order."""
+    plan, start, turn = [], 0, 0
+    while start < n:
+        end = min(n, start + sizes[turn % len(sizes)])
+        plan.append((start, end))
+        start, turn = end, turn + 1
+    return plan
+
+
+def torch_probabilities(model: ProbabilityModel, id_lists: Sequence[Sequence[int]], plan) -> np.ndarray:
+    parts = []
+    with torch.inference_mode():
+        for start, end in plan:
+            ids, lengths = pad_batch(id_lists[start:end])
+            parts.append(model(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy())
+    return np.concatenate(parts).astype(np.float32)
+
+
+def onnx_probabilities(engine: InferenceEngine, id_lists: Sequence[Sequence[int]], plan) -> np.ndarray:
+    return np.concatenate([engine.run_padded(*pad_batch(id_lists[s:e])) for s, e in plan])
+
+
+def check_parity(
+    engine: InferenceEngine,
+    reference: np.ndarray,
+    docs: ParityDocuments,
+    plan: list[tuple[int, int]],
+    tolerance: float = PARITY_TOLERANCE,
+) -> dict:
+    """Compare ONNX Runtime with the PyTorch ``reference``; raise :class:`ParityError` on any difference."""
+    batched = onnx_probabilities(engine, docs.id_lists, plan)
+    serving = engine.predict_proba(docs.id_lists)  # the worker's path: sorted, token-budgeted sub-batches
+    diffs = {name: np.abs(out - reference) for name, out in (("batched", batched), ("serving", serving))}
+    mismatches = {name: int((out.argmax(1) != reference.argmax(1)).sum()) for name, out in
+                  (("batched", batched), ("serving", serving))}
+    worst = int(diffs["batched"].max(axis=1).argmax())
+    lengths = [len(x) for x in docs.id_lists]
+    report = {
+        "passed": False,
+        "tolerance": tolerance,
+        "documents_compared": len(docs.id_lists),
+        "batch_sizes": sorted({e - s for s, e in plan}),
+        "batches": len(plan),
+        "token_lengths": {"min": min(lengths), "max": max(lengths), "mean": round(float(np.mean(lengths)), 1)},
+        "one_token_documents": docs.one_token,
+        "documents_longer_than_max_len": docs.truncated,
+        "max_abs_diff": float(diffs["batched"].max()),
+        "max_abs_diff_serving_path": float(diffs["serving"].max()),
+        "argmax_mismatches": mismatches["batched"],
+        "argmax_mismatches_serving_path": mismatches["serving"],
+        "worst_document_index": worst,
+    }
+    failed = [
+        f"{name}: max |Δp| {diffs[name].max():.3g} > {tolerance:g}" for name in diffs if diffs[name].max() > tolerance
+    ] + [f"{name}: {count} argmax differences" for name, count in mismatches.items() if count]
+    if failed:
+        raise ParityError(
+            "parity gate failed, ONNX Runtime does not answer like PyTorch on "
+            f"{len(docs.id_lists)} validation documents ({'; '.join(failed)}); no bundle written",
+            report,
+        )
+    report["passed"] = True
+    return report
+
+
+def check_padding_invariance(
+    engine: InferenceEngine,
+    id_lists: Sequence[Sequence[int]],
+    tolerance: float = INVARIANCE_TOLERANCE,
+) -> dict:
+    """Short documents alone vs. in a batch with the 63 longest ones (first and middle row)."""
+    order = np.argsort([len(x) for x in id_lists], kind="stable")
+    probes = [id_lists[i] for i in order[:INVARIANCE_PROBES]]
+    companions = [id_lists[i] for i in order[::-1][:INVARIANCE_COMPANIONS]]
+    worst, label_changes = 0.0, 0
+    for probe in probes:
+        alone = engine.run_padded(*pad_batch([probe]))[0]
+        for row in (0, len(companions) // 2):
+            batch = companions[:row] + [probe] + companions[row:]
+            inside = engine.run_padded(*pad_batch(batch))[row]
+            worst = max(worst, float(np.abs(alone - inside).max()))
+            label_changes += int(alone.argmax() != inside.argmax())
+    report = {
+        "passed": False,
+        "tolerance": tolerance,
+        "probe_lengths": sorted(len(p) for p in probes),
+        "batch_size": len(companions) + 1,
+        "padded_to": max(len(c) for c in companions),
+        "max_abs_diff": worst,
+        "label_changes": label_changes,
+    }
+    if worst > tolerance or label_changes:
+        raise PaddingInvarianceError(
+            f"padding-invariance gate failed: a short document's scores change by {worst:.3g} "
+            f"(> {tolerance:g}, {label_changes} label changes) when batched with {len(companions)} long documents; "
+            "no bundle written",
+            report,
+        )
+    report["passed"] = True
+    return report

@@ -1,0 +1,147 @@
+"""The export as one transaction: build in a scratch directory, gate, then rename into place.
+
+The scratch directory is a sibling of the output (same filesystem, so the
+final ``os.rename`` is atomic). Whatever fails, it is removed: a refused
+export leaves no bundle behind, and a half-written one never exists under
+the output name.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime
+import torch
+
+from core.bundle import MODEL_FILE, load_bundle, write_bundle
+from export import __version__, parity, quantize
+from export.checkpoint import Checkpoint, load_checkpoint, load_validation
+from export.exceptions import ExportError
+from export.onnx_export import export_onnx, graph_op_types
+from worker.engine import InferenceEngine
+
+QUANTIZATIONS = ("int8",)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    checkpoint: Path
+    output: Path
+    quantize: str | None = None
+    opset: int = 17
+    name: str | None = None
+    version: str = "1"
+    parity_docs: int = 1024
+    threads: int = 0
+
+
+def _check_output(output: Path) -> None:
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ExportError(f"{output} already exists and is not an empty directory; choose a new --output")
+    if not output.parent.is_dir():
+        raise ExportError(f"{output.parent} does not exist; create it or choose another --output")
+
+
+def _manifest_extra(config: ExportConfig, checkpoint: Checkpoint) -> dict:
+    return {
+        "source": {"checkpoint": str(config.checkpoint.resolve()), **checkpoint.provenance},
+        "exporter": {
+            "tool": f"lstm-export {__version__}",
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None) -> Path:
+    """Export, gate and publish the bundle at ``config.output``; raise :class:`ExportError` on refusal."""
+    output = config.output.absolute()
+    _check_output(output)
+    checkpoint = load_checkpoint(config.checkpoint)
+    validation = load_validation(config.checkpoint, checkpoint.labels)
+    model = checkpoint.probability_model()
+    max_len = checkpoint.preprocessing.max_len
+    texts = [text for text, _ in validation]
+    docs = parity.select_documents(texts, checkpoint.vocab, max_len, max(config.parity_docs, parity.MIN_PARITY_DOCS))
+    plan = parity.batch_plan(len(docs.id_lists))
+    log(f"PyTorch reference on {len(docs.id_lists)} validation documents")
+    reference = parity.torch_probabilities(model, docs.id_lists, plan)
+    parity.after_reference_hook(model)
+    log(f"exporting ONNX (opset {config.opset})")
+    fp32_bytes = export_onnx(model, config.opset)
+    name = config.name or checkpoint.directory.resolve().name
+    common = dict(
+        vocab=checkpoint.vocab,
+        labels=list(checkpoint.labels),
+        preprocessing=checkpoint.preprocessing,
+        name=name,
+        version=config.version,
+        opset=config.opset,
+        model_config=checkpoint.model_config.to_dict(),
+        metrics=checkpoint.metrics,
+        extra=_manifest_extra(config, checkpoint),
+    )
+    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.export-", dir=output.parent))
+    try:
+        # Gate the model exactly as it will be served: through a written, verified bundle and the engine.
+        fp32_engine = InferenceEngine(load_bundle(write_bundle(scratch / "fp32", onnx_model=fp32_bytes, **common)),
+                                      provider="cpu", threads=config.threads)
+        log("parity gate: ONNX Runtime vs PyTorch")
+        report = {"onnx": parity.check_parity(fp32_engine, reference, docs, plan)}
+        log(f"  max |Δp| {report['onnx']['max_abs_diff']:.2e} on {report['onnx']['documents_compared']} documents")
+        gold = [checkpoint.labels.index(label) for _, label in validation]
+        all_ids = [fp32_engine.token_ids(text) for text in texts]
+        report["validation_accuracy"] = round(quantize.accuracy(fp32_engine.predict_proba(all_ids), gold), 6)
+        final_bytes, final_engine, tolerance = fp32_bytes, fp32_engine, parity.INVARIANCE_TOLERANCE
+        if config.quantize == "int8":
+            log("quantizing to int8 (onnxruntime quantize_dynamic)")
+            int8_path = scratch / "int8.onnx"
+            ops = quantize.quantize_int8(scratch / "fp32" / MODEL_FILE, int8_path)
+            final_bytes = int8_path.read_bytes()
+            final_engine = InferenceEngine(
+                load_bundle(write_bundle(scratch / "int8", onnx_model=final_bytes, quantization="int8", **common)),
+                provider="cpu", threads=config.threads)
+            report["quantization"] = quantize.check_int8(fp32_engine, final_engine, all_ids, gold, ops)
+            tolerance = quantize.INT8_INVARIANCE_TOLERANCE
+            report["validation_accuracy"] = report["quantization"]["int8_accuracy"]
+        elif config.quantize is not None:
+            raise ExportError(f"unknown quantization {config.quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
+        log("padding-invariance gate")
+        report["padding_invariance"] = parity.check_padding_invariance(final_engine, docs.id_lists, tolerance)
+        report["passed"] = True
+        final = write_bundle(scratch / "final", onnx_model=final_bytes, quantization=config.quantize,
+                             parity=report, **common)
+        load_bundle(final)  # the published bundle must verify exactly as a consumer will
+        os.rename(final, output)  # atomic on one filesystem; replaces an empty output directory
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return output
+
+
+def summary(bundle_dir: Path) -> str:
+    bundle = load_bundle(bundle_dir)
+    report = bundle.manifest["parity"]
+    lines = [
+        f"bundle {bundle.model_id} written to {bundle.path}",
+        f"  parity: {report['onnx']['documents_compared']} documents, batch sizes {report['onnx']['batch_sizes']}, "
+        f"max |Δp| {report['onnx']['max_abs_diff']:.2e}, argmax mismatches {report['onnx']['argmax_mismatches']}",
+        f"  padding invariance: max |Δp| {report['padding_invariance']['max_abs_diff']:.2e}",
+        f"  validation accuracy: {report['validation_accuracy']:.4f}",
+    ]
+    if "quantization" in report:
+        q = report["quantization"]
+        lines.append(
+            f"  int8: accuracy {q['int8_accuracy']:.4f} vs fp32 {q['fp32_accuracy']:.4f} "
+            f"(drop {q['accuracy_drop_points']:.2f} points), speed x{q['speed']['int8_speedup']} vs fp32"
+        )
+    ops = graph_op_types(bundle.model_path.read_bytes())
+    lstm_ops = {k: v for k, v in ops.items() if "LSTM" in k}
+    lines.append(f"  graph: {sum(ops.values())} nodes, {lstm_ops}")
+    return "\n".join(lines)
