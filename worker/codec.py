@@ -1,0 +1,165 @@
+"""The message contract: input record → text (or a typed rejection); outputs and dead letters → bytes.
+
+Pure functions over plain values, so the whole contract is testable without
+a broker. See docs/worker.md for the user-facing description.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+Headers = list[tuple[str, bytes]]
+
+CONTENT_TYPE_HEADER = "content-type"
+MODEL_HEADER = "lstm-worker.model"
+_REPLACED_HEADERS = {CONTENT_TYPE_HEADER, MODEL_HEADER}
+
+# Dead-letter reasons (header error.type, metric label). Stable: users alert on them.
+OVERSIZE = "oversize"
+NULL_VALUE = "null_value"
+INVALID_UTF8 = "invalid_utf8"
+INVALID_JSON = "invalid_json"
+NOT_JSON_OBJECT = "not_json_object"
+MISSING_TEXT = "missing_text"
+EMPTY_TEXT = "empty_text"
+INFERENCE_ERROR = "inference_error"
+REASONS = (OVERSIZE, NULL_VALUE, INVALID_UTF8, INVALID_JSON, NOT_JSON_OBJECT, MISSING_TEXT, EMPTY_TEXT,
+           INFERENCE_ERROR)
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    topic: str
+    partition: int
+    offset: int
+
+    def as_id(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A classifiable message: its text and the id echoed in the output."""
+
+    text: str
+    id: Any
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    message: str
+
+
+def _record_id(json_id: Any, key: bytes | None, source: SourceRef) -> Any:
+    """The JSON ``id`` (string or number), else the key as UTF-8, else ``topic:partition:offset``."""
+    if isinstance(json_id, str | int | float) and not isinstance(json_id, bool):
+        return json_id
+    if key is not None:
+        try:
+            return key.decode("utf-8")
+        except UnicodeDecodeError:
+            pass  # a binary key is still carried over as the output key; it just cannot be the id
+    return source.as_id()
+
+
+def decode_value(
+    value: bytes | None,
+    key: bytes | None,
+    source: SourceRef,
+    *,
+    input_format: str = "auto",
+    text_field: str = "text",
+    max_message_bytes: int = 1_000_000,
+) -> Decoded | Rejection:
+    """Turn one record value into text to classify, or say precisely why it cannot be.
+
+    ``auto``: a value that parses as a JSON object is JSON; a JSON string is its
+    decoded text; a JSON array or ``null`` is rejected (a structured payload that
+    is not an object is a producer bug, not prose); anything else, numbers and
+    text that merely starts with ``{`` included, is plain text.
+    ``json``: only a JSON object is accepted. ``text``: the whole value is the text.
+    """
+    if value is None:
+        return Rejection(NULL_VALUE, "record value is null (tombstone)")
+    if len(value) > max_message_bytes:
+        return Rejection(OVERSIZE, f"value is {len(value)} bytes, over --max-message-bytes {max_message_bytes}")
+    try:
+        raw = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection(INVALID_UTF8, f"value is not valid UTF-8: {exc.reason} at byte {exc.start}")
+    json_id: Any = None
+    if input_format == "text":
+        text = raw
+    else:
+        parsed, error = _parse_json(raw)
+        if input_format == "json" and error is not None:
+            return Rejection(INVALID_JSON, f"value is not valid JSON: {error}")
+        if isinstance(parsed, dict):
+            field = parsed.get(text_field)
+            if not isinstance(field, str):
+                kind = "missing" if field is None else f"a {type(field).__name__}, not a string"
+                return Rejection(MISSING_TEXT, f"JSON field {text_field!r} is {kind}")
+            text, json_id = field, parsed.get("id")
+        elif error is None and (input_format == "json" or parsed is None or isinstance(parsed, list)):
+            return Rejection(NOT_JSON_OBJECT, f"value is a JSON {_json_kind(parsed)}, expected an object")
+        elif isinstance(parsed, str):
+            text = parsed
+        else:
+            text = raw
+    if not text.strip():
+        return Rejection(EMPTY_TEXT, "text is empty or whitespace only")
+    return Decoded(text, _record_id(json_id, key, source))
+
+
+def _parse_json(raw: str) -> tuple[Any, str | None]:
+    try:
+        return json.loads(raw), None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return None, str(exc)
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "value")
+
+
+def encode_output(
+    *,
+    record_id: Any,
+    label: str,
+    score: float,
+    top_k: list[tuple[str, float]] | tuple[tuple[str, float], ...],
+    model_id: str,
+    source: SourceRef,
+) -> bytes:
+    body = {
+        "id": record_id,
+        "label": label,
+        "score": round(float(score), 6),
+        "top_k": [{"label": name, "score": round(float(p), 6)} for name, p in top_k],
+        "model": model_id,
+        "source": {"topic": source.topic, "partition": source.partition, "offset": source.offset},
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def output_headers(input_headers: Headers | None, model_id: str) -> Headers:
+    """Input headers (trace context) carried over; content-type and model replaced, not duplicated."""
+    kept = [(k, v) for k, v in (input_headers or []) if k.lower() not in _REPLACED_HEADERS]
+    return [*kept, (CONTENT_TYPE_HEADER, b"application/json"), (MODEL_HEADER, model_id.encode("utf-8"))]
+
+
+def dead_letter_headers(input_headers: Headers | None, rejection: Rejection, source: SourceRef) -> Headers:
+    """Original headers plus why and where from; error.message is capped so a header stays small."""
+    return [
+        *(input_headers or []),
+        ("error.type", rejection.reason.encode("utf-8")),
+        ("error.message", rejection.message[:1000].encode("utf-8", "replace")),
+        ("source.topic", source.topic.encode("utf-8")),
+        ("source.partition", str(source.partition).encode("ascii")),
+        ("source.offset", str(source.offset).encode("ascii")),
+    ]

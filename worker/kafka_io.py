@@ -1,0 +1,183 @@
+"""Thin kafka-python wrappers: the only module of the worker that talks to the broker.
+
+The loop sees a :class:`KafkaSource` (poll / commit / pause / lag) and a
+:class:`KafkaSink` (asynchronous send returning a future), so it can be tested
+with in-memory fakes. Start-up checks turn kafka-python's errors into one
+line naming the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError, KafkaTimeoutError, NoBrokersAvailable
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from worker.exceptions import StartupError
+from worker.settings import WorkerSettings
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp_ms: int
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+class SendFuture(Protocol):
+    def add_callback(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+    def add_errback(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Forwards rebalance callbacks; kafka-python calls them inside poll(), on the consumer thread."""
+
+    def __init__(self, on_revoked: Callable[[list[TopicPartition]], None],
+                 on_assigned: Callable[[list[TopicPartition]], None]):
+        self._on_revoked, self._on_assigned = on_revoked, on_assigned
+
+    def on_partitions_revoked(self, revoked):  # noqa: ANN001 - kafka-python API
+        self._on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned):  # noqa: ANN001
+        self._on_assigned(list(assigned))
+
+
+def _connect_error(settings: WorkerSettings, exc: Exception) -> StartupError:
+    servers = ",".join(settings.bootstrap_servers)
+    return StartupError(
+        f"cannot reach Kafka at {servers} ({type(exc).__name__}): check --bootstrap-servers and the "
+        "security options, or start a local broker with `lstm-worker broker`"
+    )
+
+
+class KafkaSource:
+    """A subscribed consumer with manual commits."""
+
+    def __init__(self, settings: WorkerSettings, bootstrap_timeout_ms: int = 10_000):
+        try:
+            self.consumer = KafkaConsumer(
+                bootstrap_servers=list(settings.bootstrap_servers),
+                group_id=settings.group_id,
+                client_id=f"lstm-worker-{settings.group_id}",
+                enable_auto_commit=False,  # commits follow broker acks of our outputs, see offsets.py
+                auto_offset_reset="earliest",
+                session_timeout_ms=settings.session_timeout_ms,
+                heartbeat_interval_ms=max(500, settings.session_timeout_ms // 3),
+                max_poll_records=max(settings.batch_size * 4, 500),
+                fetch_max_bytes=50 * 1024 * 1024,
+                max_partition_fetch_bytes=max(1 << 20, settings.max_message_bytes + 1024),
+                fetch_min_bytes=1,
+                fetch_max_wait_ms=100,  # bounds the latency a poll on an idle partition adds
+                bootstrap_timeout_ms=bootstrap_timeout_ms,
+                **settings.security.client_config(),
+            )
+        except (NoBrokersAvailable, KafkaTimeoutError, KafkaError, OSError) as exc:
+            raise _connect_error(settings, exc) from None
+        self.topic = settings.topic
+
+    def check_topic(self) -> int:
+        partitions = self.consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            self.consumer.close(autocommit=False)
+            raise StartupError(f"input topic {self.topic!r} does not exist: create it "
+                               f"(kafka-topics.sh --create --topic {self.topic}) or fix --topic")
+        return len(partitions)
+
+    def subscribe(self, on_revoked: Callable[[list[TopicPartition]], None],
+                  on_assigned: Callable[[list[TopicPartition]], None]) -> None:
+        self.consumer.subscribe([self.topic], listener=_Listener(on_revoked, on_assigned))
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[InputRecord]:
+        batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        return [
+            InputRecord(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []), r.timestamp)
+            for records in batches.values() for r in records
+        ]
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()})
+
+    def pause(self) -> None:
+        self.consumer.pause(*self.consumer.assignment())
+
+    def resume(self) -> None:
+        self.consumer.resume(*self.consumer.paused())
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.consumer.assignment())
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """High watermark minus position, from the last fetch (no extra round trip)."""
+        result = {}
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = self.consumer.position(tp, timeout_ms=0)
+            except KafkaError:
+                continue
+            if position is not None:
+                result[tp] = max(0, high - position)
+        return result
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)  # commits are ours; close() leaves the group
+
+
+class KafkaSink:
+    """An asynchronous producer: ``send`` returns a future, acks drive the offset tracker."""
+
+    def __init__(self, settings: WorkerSettings, bootstrap_timeout_ms: int = 10_000):
+        try:
+            self.producer = KafkaProducer(
+                bootstrap_servers=list(settings.bootstrap_servers),
+                client_id=f"lstm-worker-{settings.group_id}",
+                acks="all",
+                # Idempotence keeps per-partition order with several requests in flight and retries.
+                enable_idempotence=True,
+                max_in_flight_requests_per_connection=5,
+                linger_ms=5,
+                batch_size=256 * 1024,
+                compression_type=None,
+                max_request_size=max(1 << 20, settings.max_message_bytes * 2 + 65536),
+                max_block_ms=30_000,
+                bootstrap_timeout_ms=bootstrap_timeout_ms,
+                **settings.security.client_config(),
+            )
+        except (NoBrokersAvailable, KafkaTimeoutError, KafkaError, OSError) as exc:
+            raise _connect_error(settings, exc) from None
+
+    def check_topic(self, topic: str, option: str) -> None:
+        """Fetch metadata for an output topic (brokers with auto-creation create it here)."""
+        try:
+            partitions = self.producer.partitions_for(topic)
+        except KafkaError:
+            partitions = None
+        if not partitions:
+            raise StartupError(f"output topic {topic!r} does not exist and the broker did not create it: "
+                               f"create it or set {option}")
+
+    def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> SendFuture:
+        return self.producer.send(topic, key=key, value=value, headers=headers)
+
+    def flush(self, timeout_s: float) -> None:
+        self.producer.flush(timeout=timeout_s)
+
+    def close(self, timeout_s: float) -> None:
+        self.producer.close(timeout=timeout_s)

@@ -1,0 +1,40 @@
+"""Prometheus metrics of the worker, on a private registry (several workers can live in one test process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.records_in = Counter("lstm_worker_records_in", "Records polled from the input topic", registry=r)
+        self.records_out = Counter("lstm_worker_records_out", "Labels acknowledged by the broker", registry=r)
+        self.dead_letters = Counter("lstm_worker_dead_letters", "Records dead-lettered, by reason",
+                                    ["reason"], registry=r)
+        self.send_errors = Counter("lstm_worker_send_errors", "Sends that failed after the producer's retries",
+                                   registry=r)
+        self.dropped_revoked = Counter("lstm_worker_dropped_revoked",
+                                       "Records skipped because their partition was revoked before send",
+                                       registry=r)
+        self.batch_size = Histogram("lstm_worker_batch_size", "Records per inference batch",
+                                    buckets=_SIZE_BUCKETS, registry=r)
+        self.batch_tokens = Histogram("lstm_worker_batch_tokens", "Tokens per inference batch",
+                                      buckets=_TOKEN_BUCKETS, registry=r)
+        self.inference_seconds = Histogram("lstm_worker_inference_seconds", "ONNX Runtime time per batch",
+                                           buckets=_SECONDS_BUCKETS, registry=r)
+        self.end_to_end_seconds = Histogram(
+            "lstm_worker_end_to_end_seconds",
+            "Record timestamp to broker acknowledgement of its label", buckets=_SECONDS_BUCKETS, registry=r)
+        self.consumer_lag = Gauge("lstm_worker_consumer_lag", "High watermark minus position, per partition",
+                                  ["topic", "partition"], registry=r)
+        self.in_flight = Gauge("lstm_worker_in_flight", "Records polled but not yet acknowledged", registry=r)
+        self.paused = Gauge("lstm_worker_fetch_paused", "1 while fetching is paused for backpressure", registry=r)
+        self.assigned_partitions = Gauge("lstm_worker_assigned_partitions", "Partitions assigned", registry=r)
+        self.commits = Counter("lstm_worker_commits", "Offset commits, by outcome", ["outcome"], registry=r)
+        self.model_info = Info("lstm_worker_model", "The model bundle being served", registry=r)

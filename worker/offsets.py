@@ -1,0 +1,142 @@
+"""Per-partition offset bookkeeping for at-least-once delivery.
+
+Every polled record is *registered* (in offset order) before it is processed
+and *acknowledged* when the broker confirmed its output or dead letter. The
+committable offset of a partition is the lowest offset not yet acknowledged
+(or one past the highest registered, when all are), so a commit never passes
+a record whose result is not safely stored, whatever order the acks arrive in.
+
+A failed send blocks its partition: nothing at or after it is committed, and
+the loop stops so that a restart re-reads from the last safe offset.
+
+On revocation a partition's state is dropped and its *epoch* bumped: acks that
+arrive later for records of the old assignment are ignored, so they can never
+commit on behalf of a new owner.
+
+Acks arrive on the producer's I/O thread, registrations and commits happen on
+the consumer thread: all methods take one lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from kafka.structs import TopicPartition
+
+
+@dataclass
+class _PartitionState:
+    epoch: int
+    pending: OrderedDict[int, bool] = field(default_factory=OrderedDict)  # offset -> acknowledged
+    next_offset: int | None = None  # one past the highest registered offset
+    committed: int | None = None
+    failed_at: int | None = None
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What a record carries through the pipeline to acknowledge itself later."""
+
+    partition: TopicPartition
+    offset: int
+    epoch: int
+
+
+class OffsetTracker:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[TopicPartition, _PartitionState] = {}
+        self._epochs: dict[TopicPartition, int] = {}
+        self._in_flight = 0
+        self.failure: str | None = None
+
+    def register(self, tp: TopicPartition, offset: int) -> Ticket:
+        with self._lock:
+            state = self._states.get(tp)
+            if state is None:
+                state = self._states[tp] = _PartitionState(self._epochs.get(tp, 0))
+            if state.next_offset is not None and offset < state.next_offset:
+                raise ValueError(f"{tp} offset {offset} registered out of order (next is {state.next_offset})")
+            state.pending[offset] = False
+            state.next_offset = offset + 1
+            self._in_flight += 1
+            return Ticket(tp, offset, state.epoch)
+
+    def is_current(self, ticket: Ticket) -> bool:
+        """False once the partition was revoked after the ticket was issued."""
+        with self._lock:
+            state = self._states.get(ticket.partition)
+            return state is not None and state.epoch == ticket.epoch
+
+    def ack(self, ticket: Ticket) -> bool:
+        """Mark a record done; returns False if its partition was revoked meanwhile (ignored)."""
+        with self._lock:
+            state = self._states.get(ticket.partition)
+            if state is None or state.epoch != ticket.epoch or ticket.offset not in state.pending:
+                return False
+            state.pending[ticket.offset] = True
+            self._in_flight -= 1
+            while state.pending:
+                offset, done = next(iter(state.pending.items()))
+                if not done:
+                    break
+                state.pending.popitem(last=False)
+            return True
+
+    def fail(self, ticket: Ticket, reason: str) -> None:
+        """A send failed for good: never commit at or past this record."""
+        with self._lock:
+            state = self._states.get(ticket.partition)
+            if state is None or state.epoch != ticket.epoch:
+                return
+            if state.failed_at is None or ticket.offset < state.failed_at:
+                state.failed_at = ticket.offset
+            self.failure = self.failure or f"{ticket.partition.topic}[{ticket.partition.partition}]@" \
+                                            f"{ticket.offset}: {reason}"
+
+    def _safe_offset(self, state: _PartitionState) -> int | None:
+        if state.pending:
+            safe = next(iter(state.pending))
+        else:
+            safe = state.next_offset
+        if state.failed_at is not None and safe is not None:
+            safe = min(safe, state.failed_at)
+        return safe
+
+    def committable(self, partitions: list[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        """Offsets that are safe to commit and newer than the last commit."""
+        with self._lock:
+            result = {}
+            for tp, state in self._states.items():
+                if partitions is not None and tp not in partitions:
+                    continue
+                safe = self._safe_offset(state)
+                if safe is not None and (state.committed is None or safe > state.committed):
+                    result[tp] = safe
+            return result
+
+    def mark_committed(self, offsets: dict[TopicPartition, int]) -> None:
+        with self._lock:
+            for tp, offset in offsets.items():
+                state = self._states.get(tp)
+                if state is not None:
+                    state.committed = max(offset, state.committed or 0)
+
+    def revoke(self, partitions: list[TopicPartition]) -> None:
+        """Forget revoked partitions; later acks of their records are ignored."""
+        with self._lock:
+            for tp in partitions:
+                state = self._states.pop(tp, None)
+                self._epochs[tp] = (state.epoch if state else self._epochs.get(tp, 0)) + 1
+                if state is not None:
+                    self._in_flight -= sum(1 for done in state.pending.values() if not done)
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def partitions(self) -> list[TopicPartition]:
+        with self._lock:
+            return list(self._states)

@@ -1,0 +1,1 @@
+"""The streaming pipeline: the consumer/inference loop."""

@@ -1,0 +1,164 @@
+"""Worker configuration: built and validated once at start-up into a frozen object.
+
+Everything downstream receives a :class:`WorkerSettings`; nothing reads the
+environment or CLI again. Validation errors are ``click.BadParameter`` naming
+the option, so the CLI prints one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+INPUT_FORMATS = ("auto", "text", "json")
+LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+PASSWORD_ENV = "LSTM_WORKER_SASL_PASSWORD"
+
+
+def default_output_topic(topic: str) -> str:
+    return f"{topic}.labels"
+
+
+def default_dlq_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)  # never logged
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    def client_config(self) -> dict[str, Any]:
+        """kafka-python keyword arguments for this security setup."""
+        config: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.protocol.startswith("SASL"):
+            config.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                          sasl_plain_password=self.sasl_password)
+        if self.protocol.endswith("SSL"):
+            config.update(ssl_cafile=self.ssl_cafile, ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile)
+        return config
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    topic: str
+    model: Path
+    bootstrap_servers: tuple[str, ...] = ("localhost:9092",)
+    group_id: str = "lstm-worker"
+    output_topic: str = ""
+    dlq_topic: str = ""
+    batch_size: int = 64
+    max_wait_ms: int = 20
+    max_batch_tokens: int = 16384
+    provider: str = "auto"
+    threads: int = 0
+    input_format: str = "auto"
+    text_field: str = "text"
+    top_k: int = 3
+    max_message_bytes: int = 1_000_000
+    metrics_port: int = 0
+    metrics_host: str = "0.0.0.0"
+    session_timeout_ms: int = 10_000
+    shutdown_timeout_s: float = 20.0
+    log_format: str = "auto"
+    log_level: str = "info"
+    security: KafkaSecurity = KafkaSecurity()
+    # Bound on records between poll() and an acknowledged send; above it fetching pauses.
+    max_in_flight: int = 0
+    commit_interval_ms: int = 1000
+
+    @property
+    def in_flight_limit(self) -> int:
+        return self.max_in_flight or max(4 * self.batch_size, 1024)
+
+
+def _require(condition: bool, option: str, message: str) -> None:
+    if not condition:
+        raise click.BadParameter(message, param_hint=option)
+
+
+def read_password(password_file: Path | None, environ: dict[str, str] | None = None) -> str | None:
+    """The SASL password from ``--sasl-password-file`` or ``LSTM_WORKER_SASL_PASSWORD``; never a CLI value."""
+    environ = os.environ if environ is None else environ
+    if password_file is not None:
+        try:
+            return password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {password_file}: {exc.strerror}",
+                                     param_hint="--sasl-password-file") from None
+    return environ.get(PASSWORD_ENV) or None
+
+
+def build_settings(
+    *,
+    topic: str,
+    model: Path,
+    bootstrap_servers: str = "localhost:9092",
+    output_topic: str | None = None,
+    dlq_topic: str | None = None,
+    security_protocol: str = "PLAINTEXT",
+    sasl_mechanism: str | None = None,
+    sasl_username: str | None = None,
+    sasl_password: str | None = None,
+    ssl_cafile: str | None = None,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    **rest: Any,
+) -> WorkerSettings:
+    """Validate raw option values and freeze them; raise ``click.BadParameter`` on the first bad one."""
+    _require(bool(topic and topic.strip()), "--topic", "the input topic must not be empty")
+    servers = tuple(s.strip() for s in bootstrap_servers.split(",") if s.strip())
+    _require(bool(servers) and all(":" in s for s in servers), "--bootstrap-servers",
+             f"{bootstrap_servers!r} must be a comma-separated list of host:port")
+    output_topic = output_topic or default_output_topic(topic)
+    dlq_topic = dlq_topic or default_dlq_topic(topic)
+    _require(output_topic != topic, "--output-topic", "the output topic must differ from the input topic")
+    _require(dlq_topic != topic, "--dlq-topic", "the dead-letter topic must differ from the input topic")
+    _require(dlq_topic != output_topic, "--dlq-topic", "the dead-letter topic must differ from the output topic")
+    positive = {"batch_size": "--batch-size", "max_batch_tokens": "--max-batch-tokens", "top_k": "--top-k",
+                "max_message_bytes": "--max-message-bytes", "session_timeout_ms": "--session-timeout-ms"}
+    for key, option in positive.items():
+        if key in rest:
+            _require(rest[key] >= 1, option, f"must be at least 1, got {rest[key]}")
+    for key, option in {"max_wait_ms": "--max-wait-ms", "threads": "--threads"}.items():
+        if key in rest:
+            _require(rest[key] >= 0, option, f"must not be negative, got {rest[key]}")
+    if "metrics_port" in rest:
+        _require(0 <= rest["metrics_port"] <= 65535, "--metrics-port", "must be 0 (off) or a TCP port")
+    if "shutdown_timeout_s" in rest:
+        _require(rest["shutdown_timeout_s"] > 0, "--shutdown-timeout-s", "must be positive")
+    if "text_field" in rest:
+        _require(bool(rest["text_field"]), "--text-field", "must not be empty")
+    protocol = security_protocol.upper()
+    _require(protocol in SECURITY_PROTOCOLS, "--security-protocol", f"choose one of {', '.join(SECURITY_PROTOCOLS)}")
+    if protocol.startswith("SASL"):
+        _require(bool(sasl_mechanism), "--sasl-mechanism", f"required with {protocol}")
+        _require(sasl_mechanism.upper() in SASL_MECHANISMS, "--sasl-mechanism",
+                 f"choose one of {', '.join(SASL_MECHANISMS)}")
+        _require(bool(sasl_username), "--sasl-username", f"required with {protocol}")
+        _require(sasl_password is not None, "--sasl-password-file",
+                 f"{protocol} needs a password: set {PASSWORD_ENV} or pass --sasl-password-file")
+    else:
+        _require(not sasl_mechanism and not sasl_username, "--security-protocol",
+                 "SASL options given but the protocol is not SASL_PLAINTEXT or SASL_SSL")
+    for value, option in ((ssl_cafile, "--ssl-cafile"), (ssl_certfile, "--ssl-certfile"),
+                          (ssl_keyfile, "--ssl-keyfile")):
+        if value is not None:
+            _require(protocol.endswith("SSL"), option, "given but the protocol is not SSL or SASL_SSL")
+            _require(Path(value).is_file(), option, f"file not found: {value}")
+    security = KafkaSecurity(protocol, sasl_mechanism.upper() if sasl_mechanism else None, sasl_username,
+                             sasl_password, ssl_cafile, ssl_certfile, ssl_keyfile)
+    return WorkerSettings(topic=topic, model=Path(model), bootstrap_servers=servers, output_topic=output_topic,
+                          dlq_topic=dlq_topic, security=security, **rest)
