@@ -81,6 +81,16 @@ def chunks(items: Iterable[tuple[int, bytes]], size: int) -> Iterator[list[tuple
         yield chunk
 
 
+def _json_id(line: bytes, number: int) -> Any:
+    """A rejected line still reports its JSON "id" when it has one (e.g. empty text), else its number."""
+    try:
+        parsed = json.loads(line)
+    except (ValueError, RecursionError):
+        return number
+    value = parsed.get("id") if isinstance(parsed, dict) else None
+    return value if isinstance(value, str | int | float) and not isinstance(value, bool) else number
+
+
 def classify_chunk(
     engine: InferenceEngine, chunk: list[tuple[int, bytes]], settings: ClassifySettings
 ) -> tuple[list[dict[str, Any]], int]:
@@ -94,7 +104,7 @@ def classify_chunk(
             record_id = number if result.id == f"line:0:{number}" else result.id
             decoded.append(Decoded(result.text, record_id))
         else:
-            decoded.append(error_record(number, result.reason, result.message))
+            decoded.append(error_record(_json_id(line, number), result.reason, result.message))
     texts = [item for item in decoded if isinstance(item, Decoded)]
     predictions = engine.to_predictions(
         engine.predict_proba([engine.token_ids(item.text) for item in texts]), settings.top_k
