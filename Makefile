@@ -22,13 +22,13 @@ test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check core training export worker tests bench
+	$(VENV)/bin/ruff check core training export worker tests bench scripts
 
 bench: install
 	$(PY) -m bench.run
 
 demo: install
-	$(PY) -m bench.demo
+	$(PY) scripts/demo.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

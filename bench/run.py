@@ -1,0 +1,126 @@
+"""`make bench`: one run, one machine, every way of scoring the same real documents, side by side.
+
+Writes ``bench/results/<timestamp>.json`` and ``bench/results/latest.json`` and
+prints the ratios the performance targets are stated in. Ratios measured in
+one run are what count; absolute numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import time
+from pathlib import Path
+
+import click
+
+from bench.hardware import lstm_flops_per_token, matmul_peak_gflops
+from bench.offline import ort_batched, ort_per_message, torch_per_message
+from bench.streaming import measure_worker
+from core.bundle import load_bundle
+from training.data import load_dataset
+from worker.devbroker import DevBroker, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_BUNDLES = [ROOT / "artifacts/default/bundle", ROOT / "artifacts/demo/bundle"]
+TARGETS = {
+    "worker_vs_classify": 0.85,
+    "batched_vs_torch_per_message": 5.0,
+    "bucketed_vs_unbucketed": 1.5,
+    "p99_ms_at_half_load": 300.0,
+    "worker_rss_mb": 300.0,
+}
+
+
+def default_bundle() -> Path | None:
+    return next((b for b in DEFAULT_BUNDLES if (b / "manifest.json").exists()), None)
+
+
+@click.command()
+@click.option("--bundle", type=click.Path(path_type=Path), default=default_bundle,
+              show_default="artifacts/default/bundle", help="Model bundle to measure.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="checkpoint.pt for the PyTorch per-message baseline (default: the bundle's source checkpoint).")
+@click.option("--data", envvar="LSTM_TRAIN_DATA", default="20newsgroups", show_envvar=True,
+              help="20 Newsgroups archive; documents come from its test split.")
+@click.option("--docs", default=3000, show_default=True, help="Documents for the batched and streaming runs.")
+@click.option("--per-message-docs", default=300, show_default=True,
+              help="Documents for the (slow) one-at-a-time runs; their rate is per document anyway.")
+@click.option("--threads", default=os.cpu_count() or 1, show_default=True, help="Inference threads, same for all.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--latency-seconds", default=20.0, show_default=True, help="Length of the half-load latency run.")
+@click.option("--output", type=click.Path(path_type=Path), default=ROOT / "bench/results", show_default=True)
+def main(bundle: Path | None, checkpoint: Path | None, data: str, docs: int, per_message_docs: int, threads: int,
+         provider: str, latency_seconds: float, output: Path) -> None:
+    """Measure per-message PyTorch, per-message ONNX Runtime, batched classify and the worker via Kafka."""
+    if bundle is None:
+        raise click.UsageError("no bundle found: run `make demo` or `lstm-export`, or pass --bundle")
+    loaded = load_bundle(bundle)
+    checkpoint = checkpoint or Path(loaded.manifest.get("source", {}).get("checkpoint", ""))
+    dataset = load_dataset(data, seed=0)
+    rng = random.Random(0)
+    texts = [dataset.test_texts[i] for i in rng.sample(range(len(dataset.test_texts)), docs)]
+    few = texts[:per_message_docs]
+    results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                 "processor": platform.processor()},
+                     "bundle": loaded.model_id, "docs": docs, "threads": threads, "provider": provider}
+    click.echo("measuring FP32 matmul peak ...")
+    results["matmul_peak_gflops"] = round(matmul_peak_gflops(), 1)
+    if checkpoint.is_file():
+        click.echo("per-message PyTorch ...")
+        results["torch_per_message"] = torch_per_message(str(checkpoint), few, threads)
+    click.echo("per-message ONNX Runtime ...")
+    results["ort_per_message"] = ort_per_message(loaded, few, threads)
+    click.echo("batched classify, bucketed and not ...")
+    results["classify_bucketed"] = ort_batched(loaded, texts, threads, provider, bucketed=True)
+    results["classify_unbucketed"] = ort_batched(loaded, texts, threads, provider, bucketed=False)
+    config = loaded.manifest["model"].get("config")
+    if config:
+        tokens = sum(len(loaded.vocab.token_ids(t, loaded.preprocessing.max_len)) for t in texts)
+        seconds = results["classify_bucketed"]["seconds"]
+        results["lstm_gflops_achieved"] = round(tokens * lstm_flops_per_token(config) / seconds / 1e9, 2)
+    click.echo("worker end to end through a local broker ...")
+    with DevBroker() as broker:
+        results["worker"] = measure_worker(broker.bootstrap_servers, bundle, texts, metrics_port=free_port(),
+                                           threads=threads, provider=provider, latency_seconds=latency_seconds)
+    results["ratios"] = ratios(results)
+    write(results, output)
+
+
+def ratios(r: dict) -> dict:
+    classify = r["classify_bucketed"]["docs_per_s"]
+    out = {
+        "worker_vs_classify": round(r["worker"]["docs_per_s"] / classify, 3),
+        "bucketed_vs_unbucketed": round(classify / r["classify_unbucketed"]["docs_per_s"], 2),
+        "batched_vs_ort_per_message": round(classify / r["ort_per_message"]["docs_per_s"], 2),
+        "p99_ms_at_half_load": r["worker"]["latency"]["p99_ms"],
+        "worker_rss_mb": r["worker"]["rss_mb"],
+    }
+    if "torch_per_message" in r:
+        out["batched_vs_torch_per_message"] = round(classify / r["torch_per_message"]["docs_per_s"], 2)
+    if "lstm_gflops_achieved" in r:
+        out["lstm_share_of_matmul_peak"] = round(r["lstm_gflops_achieved"] / r["matmul_peak_gflops"], 3)
+    return out
+
+
+def write(results: dict, output: Path) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    text = json.dumps(results, indent=2)
+    (output / f"{stamp}.json").write_text(text)
+    (output / "latest.json").write_text(text)
+    click.echo(f"\nresults: {output / (stamp + '.json')}\n")
+    click.echo(f"{'measure':<34}{'value':>12}{'target':>10}  ok")
+    for name, value in results["ratios"].items():
+        target = TARGETS.get(name)
+        lower_is_better = name in ("p99_ms_at_half_load", "worker_rss_mb")
+        ok = "" if target is None else ("yes" if (value <= target if lower_is_better else value >= target) else "NO")
+        click.echo(f"{name:<34}{value:>12}{'' if target is None else target:>10}  {ok}")
+    rates = {k: v["docs_per_s"] for k, v in results.items() if isinstance(v, dict) and "docs_per_s" in v}
+    click.echo("\n" + "  ".join(f"{k}: {v} docs/s" for k, v in rates.items()))
+
+
+if __name__ == "__main__":
+    main()
