@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Validate everything under deploy/ without a cluster or a Docker engine:
+#   1. render every kustomization (kubectl kustomize),
+#   2. schema-check every built-in kind against a pinned Kubernetes version
+#      (kubernetes-validate --strict),
+#   3. check the custom resources (KEDA, Prometheus Operator) for their required fields
+#      and for consistency with the worker settings (check_custom_resources.py),
+#   4. lint the Dockerfiles (hadolint) and scan deploy/ with checkov (0 failed allowed).
+# Tools live in their own venv (default .venv-deploy at the repo root), created and
+# pinned by deploy/requirements-tools.txt; re-runs reuse it. Exits non-zero on any failure.
+#
+#   deploy/validate.sh                  # everything
+#   DEPLOY_VENV=/path deploy/validate.sh
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3.11}"
+VENV="${DEPLOY_VENV:-$ROOT/.venv-deploy}"
+REQS="deploy/requirements-tools.txt"
+# The Kubernetes API version the built-in kinds must be valid for: the oldest minor a
+# platform team is likely to run that still has every field these manifests use.
+K8S_VERSION="${K8S_SCHEMA_VERSION:-1.33.0}"
+OUT="${DEPLOY_RENDER_DIR:-$VENV/render}"
+
+declare -a RESULTS=()
+FAILED=0
+record() { # name status
+    RESULTS+=("$(printf '%-44s %s' "$1" "$2")")
+    [[ "$2" == ok* ]] || FAILED=1
+}
+
+# --- 1. tools venv (idempotent: reinstalls only when the pins change) -------------------
+t0=$SECONDS
+stamp="$VENV/.deploy-tools.sha256"
+want="$(sha256sum "$REQS" | cut -d' ' -f1)"
+if [[ ! -x "$VENV/bin/python" || ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    command -v "$PYTHON" >/dev/null || { echo "error: $PYTHON not found; set PYTHON=python3.x" >&2; exit 2; }
+    echo "==> installing deploy tools into $VENV"
+    [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQS"
+    echo "$want" > "$stamp"
+fi
+echo "==> tools ready in $((SECONDS - t0)) s"
+KUBECTL="$VENV/bin/kubectl"
+export PATH="$VENV/bin:$PATH"
+
+# --- 2. render every kustomization ---------------------------------------------------
+t1=$SECONDS
+rm -rf "$OUT" && mkdir -p "$OUT"
+mapfile -t KUSTOMIZATIONS < <(find deploy/k8s -name kustomization.yaml -printf '%h\n' | sort)
+for dir in "${KUSTOMIZATIONS[@]}"; do
+    name="${dir#deploy/k8s/}"; file="$OUT/${name//\//_}.yaml"
+    if "$KUBECTL" kustomize "$dir" > "$file" 2> "$file.err"; then
+        record "render $name" "ok ($(grep -c '^kind:' "$file") objects)"
+    else
+        record "render $name" "FAILED: $(head -c 300 "$file.err")"; rm -f "$file"
+    fi
+done
+
+# --- 3. schema validation of built-in kinds + custom resource checks --------------------
+for file in "$OUT"/*.yaml; do
+    name="$(basename "$file" .yaml)"
+    if "$VENV/bin/python" deploy/check_custom_resources.py --builtin-out "$file.builtin" "$file" > "$file.crlog" 2>&1; then
+        record "custom resources $name" "ok"
+    else
+        record "custom resources $name" "FAILED"; sed 's/^/    /' "$file.crlog"
+    fi
+    if "$VENV/bin/kubernetes-validate" --kubernetes-version "$K8S_VERSION" --strict --quiet \
+            "$file.builtin" > "$file.kvlog" 2>&1; then
+        record "kubernetes-validate $K8S_VERSION $name" "ok"
+    else
+        record "kubernetes-validate $K8S_VERSION $name" "FAILED"; sed 's/^/    /' "$file.kvlog"
+    fi
+done
+
+# --- 4. linters --------------------------------------------------------------------
+if "$VENV/bin/hadolint" deploy/docker/*.Dockerfile > "$OUT/hadolint.log" 2>&1; then
+    record "hadolint deploy/docker" "ok"
+else
+    record "hadolint deploy/docker" "FAILED"; sed 's/^/    /' "$OUT/hadolint.log"
+fi
+# --skip-download: no network calls (the machines here and CI may be offline).
+if "$VENV/bin/checkov" --directory deploy --quiet --compact --skip-download \
+        --framework dockerfile kubernetes kustomize > "$OUT/checkov.log" 2>&1; then
+    record "checkov deploy/" "ok ($(grep -ho 'Passed checks: [0-9]*' "$OUT/checkov.log" | awk '{s+=$3} END {print s+0}') passed, 0 failed)"
+else
+    record "checkov deploy/" "FAILED"; grep -E 'Check:|FAILED|File:|Error' "$OUT/checkov.log" | sed 's/^/    /' | head -60
+fi
+
+echo
+echo "deploy validation summary (checks took $((SECONDS - t1)) s; rendered YAML in $OUT)"
+printf '  %s\n' "${RESULTS[@]}"
+if (( FAILED )); then echo "deploy validation FAILED"; exit 1; fi
+echo "deploy validation passed"
