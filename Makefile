@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LSTM_TRAIN_DATA ?= $(if $(wildcard ../shared/data/20news-bydate.tar.gz),$(abspath ../shared/data/20news-bydate.tar.gz),20newsgroups)
 export LSTM_TRAIN_DATA
 
-.PHONY: install test lint bench demo clean
+.PHONY: install test faults lint bench demo clean
 
 install: $(STAMP)
 
@@ -19,7 +19,11 @@ $(STAMP): pyproject.toml
 	touch $@
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not faults"
+
+# Real processes under real faults (SIGKILL, broker freeze, poison input); CI runs it too.
+faults: install
+	$(PY) -m pytest -q -m faults tests/faults
 
 lint: install
 	$(VENV)/bin/ruff check core training export worker tests bench scripts

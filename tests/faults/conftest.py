@@ -1,0 +1,43 @@
+"""Fixtures for the fault suite: a fresh broker per test (some tests freeze it) and real documents."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.harness import WorkerProcess
+from worker.devbroker import DevBroker
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/faults/" in str(item.fspath):
+            item.add_marker(pytest.mark.faults)
+
+
+@pytest.fixture
+def broker() -> Iterator[DevBroker]:
+    with DevBroker() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def real_texts(news_archive: Path) -> list[str]:
+    from training.data import load_dataset
+
+    dataset = load_dataset(news_archive, seed=0)
+    texts = list(dataset.test_texts)
+    random.Random(0).shuffle(texts)
+    return texts
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    """Every worker a test starts; all are killed at the end whatever happened."""
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.cleanup()
