@@ -17,7 +17,7 @@ from export.exceptions import ExportError
 from training.model import ProbabilityModel
 
 DEFAULT_OPSET = 17
-MIN_OPSET = 14  # LSTM with layout, GatherElements and the Trilu-free graph need 14+
+MIN_OPSET = 11  # GatherElements (the within-length reversal) needs opset 11; 11-21 export and pass the gates
 
 
 def export_onnx(model: ProbabilityModel, opset: int = DEFAULT_OPSET) -> bytes:

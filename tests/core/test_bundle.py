@@ -1,0 +1,196 @@
+"""The bundle loader refuses every kind of broken bundle, naming the file and the failed check.
+
+A synthetic bundle (real vocabulary and labels, placeholder model bytes) is
+enough here: the loader verifies files before ONNX Runtime ever sees them.
+The export tests check real exported bundles and the classify tests check
+that a tampered one is refused end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from core.bundle import (
+    BUNDLE_FORMAT_VERSION,
+    LABELS_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    VOCAB_FILE,
+    Preprocessing,
+    load_bundle,
+    manifest_digest,
+    write_bundle,
+)
+from core.exceptions import BundleError
+from core.vocab import Vocabulary
+
+MODEL_BYTES = b"\x08\x07" + bytes(range(256)) * 16  # stands in for ONNX bytes: never parsed by the loader
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path) -> Path:
+    vocab = Vocabulary.build(["the cat sat on the mat", "a dog ate the bone"], max_size=50)
+    return write_bundle(
+        tmp_path / "bundle",
+        onnx_model=MODEL_BYTES,
+        vocab=vocab,
+        labels=["animals", "food"],
+        preprocessing=Preprocessing(max_len=32),
+        name="unit",
+        version="3",
+        opset=17,
+        model_config={"embed_dim": 8, "hidden_size": 4, "num_layers": 1, "bidirectional": True},
+        metrics={"test": {"accuracy": 0.5}},
+        parity={"passed": True},
+    )
+
+
+def rewrite_manifest(bundle: Path, edit: Callable[[dict], None], redigest: bool = True) -> None:
+    """Edit the manifest; with ``redigest`` the digest is recomputed so the *next* check is the one that trips."""
+    path = bundle / MANIFEST_FILE
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    edit(manifest)
+    if redigest:
+        manifest["manifest_sha256"] = manifest_digest(manifest)
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def refused(bundle: Path) -> str:
+    with pytest.raises(BundleError) as info:
+        load_bundle(bundle)
+    return str(info.value)
+
+
+def test_round_trip(bundle_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir)
+    assert bundle.model_id == "unit@3"
+    assert bundle.labels == ("animals", "food")
+    assert bundle.preprocessing == Preprocessing(max_len=32)
+    assert bundle.model_path.read_bytes() == MODEL_BYTES
+    assert bundle.manifest["model"]["config"]["hidden_size"] == 4
+    assert bundle.manifest["format_version"] == BUNDLE_FORMAT_VERSION
+    assert set(bundle.manifest["files"]) == {MODEL_FILE, VOCAB_FILE, LABELS_FILE}
+    assert bundle.vocab.token_ids("the cat", 32) == load_bundle(bundle_dir).vocab.token_ids("the cat", 32)
+
+
+def test_flipped_byte_is_refused_by_sha256(bundle_dir: Path) -> None:
+    data = bytearray((bundle_dir / MODEL_FILE).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (bundle_dir / MODEL_FILE).write_bytes(bytes(data))
+    message = refused(bundle_dir)
+    assert MODEL_FILE in message and "sha256" in message
+
+
+def test_truncated_file_is_refused_by_size(bundle_dir: Path) -> None:
+    data = (bundle_dir / MODEL_FILE).read_bytes()
+    (bundle_dir / MODEL_FILE).write_bytes(data[:-10])
+    message = refused(bundle_dir)
+    assert MODEL_FILE in message and "size check failed" in message and "truncated" in message
+
+
+@pytest.mark.parametrize("missing", [VOCAB_FILE, LABELS_FILE, MODEL_FILE])
+def test_missing_file_is_refused(bundle_dir: Path, missing: str) -> None:
+    (bundle_dir / missing).unlink()
+    message = refused(bundle_dir)
+    assert missing in message and "presence check failed" in message
+
+
+def test_missing_manifest_is_refused(bundle_dir: Path) -> None:
+    (bundle_dir / MANIFEST_FILE).unlink()
+    message = refused(bundle_dir)
+    assert MANIFEST_FILE in message and "not a model bundle" in message
+
+
+def test_edited_manifest_is_refused_by_its_digest(bundle_dir: Path) -> None:
+    rewrite_manifest(bundle_dir, lambda m: m["preprocessing"].update(max_len=9999), redigest=False)
+    message = refused(bundle_dir)
+    assert MANIFEST_FILE in message and "manifest digest check failed" in message
+
+
+def test_edited_checksum_is_refused(bundle_dir: Path) -> None:
+    rewrite_manifest(bundle_dir, lambda m: m["files"][VOCAB_FILE].update(sha256="0" * 64))
+    message = refused(bundle_dir)
+    assert VOCAB_FILE in message and "sha256" in message
+
+
+def test_wrong_format_version_is_refused(bundle_dir: Path) -> None:
+    rewrite_manifest(bundle_dir, lambda m: m.update(format_version=BUNDLE_FORMAT_VERSION + 1))
+    message = refused(bundle_dir)
+    assert MANIFEST_FILE in message and "format version check failed" in message and "re-export" in message
+
+
+def test_invalid_manifest_json_is_refused(bundle_dir: Path) -> None:
+    (bundle_dir / MANIFEST_FILE).write_text("{not json", encoding="utf-8")
+    message = refused(bundle_dir)
+    assert MANIFEST_FILE in message and "not valid JSON" in message
+
+
+def test_path_traversal_in_files_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "x"
+    outside.write_bytes(b"outside the bundle")
+    rewrite_manifest(bundle_dir, lambda m: m["files"].update({"../x": {"sha256": "0" * 64, "bytes": 18}}))
+    message = refused(bundle_dir)
+    assert "'../x'" in message and "path check failed" in message and "outside the bundle" in message
+
+
+def test_path_traversal_as_model_file_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    shutil.copy(bundle_dir / MODEL_FILE, tmp_path / "stolen.onnx")
+    entry = json.loads((bundle_dir / MANIFEST_FILE).read_text())["files"][MODEL_FILE]
+
+    def point_outside(manifest: dict) -> None:
+        manifest["model"]["file"] = "../stolen.onnx"
+        manifest["files"]["../stolen.onnx"] = entry
+
+    rewrite_manifest(bundle_dir, point_outside)
+    message = refused(bundle_dir)
+    assert "../stolen.onnx" in message and "path check failed" in message
+
+
+def test_absolute_path_is_refused(bundle_dir: Path) -> None:
+    rewrite_manifest(bundle_dir, lambda m: m.update(labels_file="/etc/passwd"))
+    assert "path check failed" in refused(bundle_dir)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_symlink_leaving_the_bundle_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.json"
+    shutil.move(bundle_dir / LABELS_FILE, target)
+    (bundle_dir / LABELS_FILE).symlink_to(target)
+    message = refused(bundle_dir)
+    assert LABELS_FILE in message and "outside the bundle" in message
+
+
+def test_labels_must_match_num_classes(bundle_dir: Path) -> None:
+    (bundle_dir / LABELS_FILE).write_text('["only-one"]', encoding="utf-8")
+    rewrite_manifest(bundle_dir, lambda m: m["files"][LABELS_FILE].update(
+        sha256=__import__("hashlib").sha256(b'["only-one"]').hexdigest(), bytes=12))
+    message = refused(bundle_dir)
+    assert LABELS_FILE in message and "labels check failed" in message
+
+
+def test_not_a_directory(tmp_path: Path) -> None:
+    assert "not a directory" in refused(tmp_path / "nothing-here")
+
+
+def test_write_refuses_non_empty_directory(bundle_dir: Path) -> None:
+    with pytest.raises(BundleError, match="not empty"):
+        write_bundle(bundle_dir, onnx_model=b"x", vocab=Vocabulary(("<pad>", "<unk>")), labels=["a"],
+                     preprocessing=Preprocessing(8), name="n", version="1", opset=17)
+
+
+def test_loader_is_torch_free(bundle_dir: Path) -> None:
+    code = (
+        "import sys; from core.bundle import load_bundle; "
+        f"load_bundle({str(bundle_dir)!r}); "
+        "assert 'torch' not in sys.modules, 'core.bundle imported torch'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
