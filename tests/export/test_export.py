@@ -1,0 +1,128 @@
+"""lstm-export on the tiny real checkpoint: the bundle verifies, gates refuse what they must.
+
+The sabotage and int8 tests run the CLI in-process (click's CliRunner) so a
+test hook can perturb the model between the PyTorch reference and the ONNX
+export: the exported model then really differs from the reference, which is
+exactly what the parity gate exists to catch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+
+from core.bundle import MODEL_FILE, load_bundle
+from export import parity
+from export.cli import main as export_main
+from worker.engine import InferenceEngine
+
+pytestmark = pytest.mark.slow
+
+
+def run_export(*args: str):
+    return CliRunner().invoke(export_main, list(args), catch_exceptions=False)
+
+
+def validation_accuracy(bundle_dir: Path, checkpoint_dir: Path) -> float:
+    engine = InferenceEngine(load_bundle(bundle_dir), provider="cpu")
+    rows = [json.loads(line) for line in (checkpoint_dir / "validation.jsonl").read_text().splitlines() if line]
+    probabilities = engine.predict_proba([engine.token_ids(r["text"]) for r in rows])
+    predicted = [engine.labels[i] for i in probabilities.argmax(axis=1)]
+    return float(np.mean([p == r["label"] for p, r in zip(predicted, rows, strict=True)]))
+
+
+def test_bundle_verifies_and_records_the_gates(tiny_bundle_dir: Path, tiny_checkpoint_dir: Path) -> None:
+    bundle = load_bundle(tiny_bundle_dir)
+    checkpoint = torch.load(tiny_checkpoint_dir / "checkpoint.pt", weights_only=True)
+    manifest = bundle.manifest
+    assert manifest["model"]["config"] == checkpoint["model_config"]
+    assert list(bundle.labels) == checkpoint["labels"]
+    assert bundle.preprocessing.max_len == checkpoint["preprocessing"]["max_len"]
+    assert manifest["metrics"] == json.loads((tiny_checkpoint_dir / "metrics.json").read_text())
+    report = manifest["parity"]
+    assert report["passed"] and report["onnx"]["passed"] and report["padding_invariance"]["passed"]
+    onnx_report = report["onnx"]
+    assert onnx_report["documents_compared"] >= 512
+    assert onnx_report["max_abs_diff"] <= 1e-4 and onnx_report["argmax_mismatches"] == 0
+    assert onnx_report["one_token_documents"] >= 1 and onnx_report["documents_longer_than_max_len"] >= 1
+    assert 1 in onnx_report["batch_sizes"] and max(onnx_report["batch_sizes"]) >= 64
+    assert report["padding_invariance"]["max_abs_diff"] <= 1e-5
+    # The graph: named inputs/outputs with dynamic batch and sequence axes, opset 17, float LSTMs.
+    graph = onnx.load(str(bundle.model_path))
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.graph.input}
+    assert dims == {"input_ids": ["batch", "sequence"], "lengths": ["batch"]}
+    assert [o.name for o in graph.graph.output] == ["probabilities"]
+    assert {o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")} == {17}
+    assert any(node.op_type == "LSTM" for node in graph.graph.node)
+    # No pickle anywhere: every file other than the ONNX protobuf is JSON.
+    for name in manifest["files"]:
+        if name != MODEL_FILE:
+            json.loads((tiny_bundle_dir / name).read_text(encoding="utf-8"))
+
+
+def test_parity_gate_refuses_a_sabotaged_export(tiny_checkpoint_dir: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def perturb(model: torch.nn.Module) -> None:
+        with torch.no_grad():  # a 0.5 % change of the output layer: small, but a different model
+            model.classifier.classifier.weight.mul_(1.005)
+
+    monkeypatch.setattr(parity, "after_reference_hook", perturb)
+    output = tmp_path / "bundle"
+    result = run_export("--checkpoint", str(tiny_checkpoint_dir), "--output", str(output))
+    assert result.exit_code != 0
+    assert "parity gate failed" in result.output and "no bundle written" in result.output
+    assert not output.exists()
+    assert list(tmp_path.iterdir()) == [], "the scratch directory must be removed too"
+
+
+def test_export_refuses_a_non_empty_output(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "keep.txt").write_text("precious")
+    result = run_export("--checkpoint", str(tiny_checkpoint_dir), "--output", str(tmp_path / "bundle"))
+    assert result.exit_code != 0 and "not an empty directory" in result.output
+    assert (tmp_path / "bundle" / "keep.txt").read_text() == "precious"
+
+
+def test_export_refuses_a_directory_without_checkpoint(tmp_path: Path) -> None:
+    result = run_export("--checkpoint", str(tmp_path), "--output", str(tmp_path / "bundle"))
+    assert result.exit_code == 1
+    assert "checkpoint.pt: not found" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_export_refuses_a_pickled_object_in_the_checkpoint(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "validation.jsonl").write_bytes((tiny_checkpoint_dir / "validation.jsonl").read_bytes())
+    torch.save({"format": "lstm-worker-checkpoint", "payload": Path("/")}, tmp_path / "checkpoint.pt")
+    result = run_export("--checkpoint", str(tmp_path), "--output", str(tmp_path / "bundle"))
+    assert result.exit_code == 1 and "weights-only" in result.output
+
+
+def test_int8_export_keeps_accuracy_within_one_point(tiny_checkpoint_dir: Path, tiny_bundle_dir: Path,
+                                                     tmp_path: Path) -> None:
+    output = tmp_path / "int8"
+    result = run_export("--checkpoint", str(tiny_checkpoint_dir), "--output", str(output),
+                        "--quantize", "int8", "--name", "tiny-int8", "--version", "2.0")
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(output)
+    assert bundle.model_id == "tiny-int8@2.0"
+    assert bundle.manifest["model"]["quantization"] == "int8"
+    quantization = bundle.manifest["parity"]["quantization"]
+    assert quantization["passed"] and quantization["op_types"].get("DynamicQuantizeLSTM", 0) >= 1
+    assert quantization["speed"]["int8_speedup"] > 0
+    assert {n.op_type for n in onnx.load(str(bundle.model_path)).graph.node} >= {"DynamicQuantizeLSTM"}
+    # Independently of the report: score the validation split with both bundles.
+    fp32, int8 = validation_accuracy(tiny_bundle_dir, tiny_checkpoint_dir), validation_accuracy(
+        output, tiny_checkpoint_dir)
+    assert abs(fp32 - int8) * 100 <= 1.0
+    assert int8 == pytest.approx(quantization["int8_accuracy"], abs=1e-6)
+
+
+def test_version_flag_prints_the_tool_version() -> None:
+    result = run_export("--version")
+    assert result.exit_code == 0 and result.output.startswith("lstm-export, version ")
