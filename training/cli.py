@@ -1,0 +1,137 @@
+"""``lstm-train``: the click command. Builds a frozen TrainConfig once, here, and hands it down."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+import click
+
+from training.config import EMBEDDING_INITS, TrainConfig
+from training.model import POOLINGS
+
+DEFAULTS = TrainConfig(data="", output="")
+
+
+def _version() -> str:
+    try:
+        return version("lstm-worker")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0+unknown"
+
+
+def _opt(*names: str, env: str, help: str, **kwargs):
+    return click.option(*names, envvar=f"LSTM_TRAIN_{env}", show_envvar=True, help=help, **kwargs)
+
+
+OPTIONS = [
+    _opt("--data", env="DATA", help="Training data: the 20news-bydate archive (.tar.gz or folder), '20newsgroups' "
+         "(download with scikit-learn), or a CSV/TSV/JSONL file."),
+    _opt("--output", type=click.Path(file_okay=False), env="OUTPUT",
+         help="Folder for checkpoint.pt, last.pt, metrics.json and plots (created)."),
+    _opt("--test-data", type=click.Path(dir_okay=False), env="TEST_DATA",
+         help="Labelled test file; default: the archive's test split or a stratified 20% of --data."),
+    _opt("--text-field", default=DEFAULTS.text_field, show_default=True, env="TEXT_FIELD",
+         help="Column/field holding the text (a 1-based column number for files without a header row)."),
+    _opt("--label-field", default=DEFAULTS.label_field, show_default=True, env="LABEL_FIELD",
+         help="Column/field holding the label (a 1-based column number for files without a header row)."),
+    _opt("--val-fraction", type=click.FloatRange(0.0, 0.9), default=DEFAULTS.val_fraction, show_default=True,
+         env="VAL_FRACTION", help="Stratified share of the training data held out for validation/early stopping."),
+    _opt("--max-train-samples", type=click.IntRange(min=2), default=None, env="MAX_TRAIN_SAMPLES",
+         help="Train on a stratified subsample of this many documents (quick runs)."),
+    _opt("--epochs", type=click.IntRange(min=1), default=DEFAULTS.epochs, show_default=True, env="EPOCHS",
+         help="Maximum epochs (the one-cycle LR schedule spans all of them)."),
+    _opt("--batch-size", type=click.IntRange(min=1), default=DEFAULTS.batch_size, show_default=True,
+         env="BATCH_SIZE", help="Documents per training batch."),
+    _opt("--max-len", type=click.IntRange(min=1), default=DEFAULTS.max_len, show_default=True, env="MAX_LEN",
+         help="Tokens read per document (the rest is cut; also used when serving)."),
+    _opt("--vocab-size", type=click.IntRange(min=3), default=DEFAULTS.vocab_size, show_default=True,
+         env="VOCAB_SIZE", help="Vocabulary size, pad and unk included."),
+    _opt("--min-freq", type=click.IntRange(min=1), default=DEFAULTS.min_freq, show_default=True, env="MIN_FREQ",
+         help="Minimum training-set count for a token to enter the vocabulary."),
+    _opt("--embed-dim", type=click.IntRange(min=1), default=DEFAULTS.embed_dim, show_default=True,
+         env="EMBED_DIM", help="Word vector size."),
+    _opt("--hidden-size", type=click.IntRange(min=1), default=DEFAULTS.hidden_size, show_default=True,
+         env="HIDDEN_SIZE", help="LSTM hidden units per direction."),
+    _opt("--layers", type=click.IntRange(min=1), default=DEFAULTS.layers, show_default=True, env="LAYERS",
+         help="Stacked LSTM layers."),
+    _opt("--bidirectional/--unidirectional", default=DEFAULTS.bidirectional, show_default=True,
+         env="BIDIRECTIONAL", help="Read each document in both directions."),
+    _opt("--dropout", type=click.FloatRange(0.0, 0.95), default=DEFAULTS.dropout, show_default=True,
+         env="DROPOUT", help="Dropout between LSTM layers and before the classifier."),
+    _opt("--embed-dropout", type=click.FloatRange(0.0, 0.95), default=DEFAULTS.embed_dropout, show_default=True,
+         env="EMBED_DROPOUT", help="Dropout on the word vectors."),
+    _opt("--pooling", type=click.Choice(POOLINGS), default=DEFAULTS.pooling, show_default=True, env="POOLING",
+         help="How LSTM states become one document vector."),
+    _opt("--embeddings", type=click.Path(dir_okay=False), default=None, env="EMBEDDINGS",
+         help="GloVe-format text file of pretrained word vectors (its dimension must equal --embed-dim)."),
+    _opt("--embedding-init", type=click.Choice(EMBEDDING_INITS), default=DEFAULTS.embedding_init,
+         show_default=True, env="EMBEDDING_INIT",
+         help="Initial word vectors without --embeddings: 'lsa' (SVD of the training TF-IDF matrix) or 'random'."),
+    _opt("--lr", type=click.FloatRange(min=0.0, min_open=True), default=DEFAULTS.lr, show_default=True,
+         env="LR", help="Peak learning rate of the one-cycle schedule (AdamW)."),
+    _opt("--weight-decay", type=click.FloatRange(min=0.0), default=DEFAULTS.weight_decay, show_default=True,
+         env="WEIGHT_DECAY", help="AdamW weight decay (not applied to embeddings and biases)."),
+    _opt("--grad-clip", type=click.FloatRange(min=0.0, min_open=True), default=DEFAULTS.grad_clip,
+         show_default=True, env="GRAD_CLIP", help="Clip the gradient norm to this value."),
+    _opt("--patience", type=click.IntRange(min=1), default=DEFAULTS.patience, show_default=True, env="PATIENCE",
+         help="Stop after this many epochs without a better validation macro-F1."),
+    _opt("--seed", type=int, default=DEFAULTS.seed, show_default=True, env="SEED",
+         help="Seed for splits, initialisation and batch order."),
+    _opt("--device", type=click.Choice(["cpu", "cuda"]), default=DEFAULTS.device, show_default=True,
+         env="DEVICE", help="Where to train."),
+    _opt("--threads", type=click.IntRange(min=0), default=DEFAULTS.threads, show_default=True, env="THREADS",
+         help="PyTorch CPU threads (0 = PyTorch's default, one per core)."),
+    _opt("--baseline/--no-baseline", default=DEFAULTS.baseline, show_default=True, env="BASELINE",
+         help="Also train and report TF-IDF + LinearSVC on the same split."),
+    _opt("--resume", is_flag=True, default=False, env="RESUME",
+         help="Continue the interrupted run in --output from its last.pt (same options required)."),
+    _opt("--evaluate", "evaluate_dir", type=click.Path(), default=None, env="EVALUATE",
+         help="Instead of training: score the checkpoint in this folder on --data and print the metrics "
+              "(written to --output/evaluation.json when --output is given)."),
+]
+
+
+def _apply(options):
+    def decorator(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorator
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@_apply(OPTIONS)
+@click.version_option(_version(), prog_name="lstm-train")
+def main(data, output, evaluate_dir, **options) -> None:
+    """Train an LSTM text classifier and report it beside a TF-IDF + LinearSVC baseline.
+
+    \b
+    Examples:
+      lstm-train --data ../shared/data/20news-bydate.tar.gz --output artifacts/default
+      lstm-train --data tickets.csv --text-field body --label-field queue --output artifacts/tickets
+      lstm-train --evaluate artifacts/default --data other.jsonl
+    """
+    from training.exceptions import TrainingError
+
+    if not data:
+        raise click.UsageError("--data is required (a CSV/TSV/JSONL file, the 20news-bydate archive, "
+                               "or '20newsgroups'); or set LSTM_TRAIN_DATA")
+    try:
+        if evaluate_dir:
+            from training.pipeline import evaluate_checkpoint
+
+            evaluate_checkpoint(evaluate_dir, data, options["text_field"], options["label_field"],
+                                options["device"], output, log=click.echo)
+            return
+        if not output:
+            raise click.UsageError("--output is required: the folder for the checkpoint and report")
+        try:
+            config = TrainConfig(data=data, output=output, **options)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        from training.pipeline import run_training
+
+        run_training(config, log=click.echo)
+    except TrainingError as exc:
+        raise click.ClickException(str(exc)) from None

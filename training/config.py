@@ -1,0 +1,75 @@
+"""The training configuration: built once at the CLI edge, frozen, passed down."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from training.model import ModelConfig
+
+EMBEDDING_INITS = ("lsa", "random")
+# Keys that may differ between a run and its --resume without changing what is trained.
+RESUME_FREE_KEYS = frozenset({"resume", "threads", "device", "baseline", "output"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str
+    output: str
+    test_data: str | None = None
+    text_field: str = "text"
+    label_field: str = "label"
+    val_fraction: float = 0.1
+    max_train_samples: int | None = None
+    epochs: int = 12
+    batch_size: int = 32
+    max_len: int = 256
+    vocab_size: int = 30000
+    min_freq: int = 2
+    embed_dim: int = 128
+    hidden_size: int = 128
+    layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.3
+    embed_dropout: float = 0.2
+    pooling: str = "max_mean"
+    embeddings: str | None = None
+    embedding_init: str = "lsa"
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    patience: int = 3
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0
+    baseline: bool = True
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.max_len >= 1, "--max-len must be at least 1"),
+            (self.vocab_size >= 3, "--vocab-size must be at least 3"),
+            (0.0 <= self.val_fraction < 1.0, "--val-fraction must be in [0, 1)"),
+            (self.lr > 0, "--lr must be positive"),
+            (self.embedding_init in EMBEDDING_INITS, f"--embedding-init must be one of {EMBEDDING_INITS}"),
+            (self.patience >= 1, "--patience must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def model_config(self, vocab_size: int, num_classes: int) -> ModelConfig:
+        return ModelConfig(
+            vocab_size=vocab_size, num_classes=num_classes, embed_dim=self.embed_dim,
+            hidden_size=self.hidden_size, num_layers=self.layers, bidirectional=self.bidirectional,
+            dropout=self.dropout, embed_dropout=self.embed_dropout, pooling=self.pooling,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def resume_mismatches(self, stored: dict) -> list[str]:
+        """Names of settings that differ from a checkpoint's ``train_config`` (and so forbid resuming)."""
+        return [f.name for f in fields(self)
+                if f.name not in RESUME_FREE_KEYS and stored.get(f.name) != getattr(self, f.name)]

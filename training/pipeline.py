@@ -1,0 +1,140 @@
+"""One training run end to end: data → train → test metrics → baseline → report files.
+
+Also ``evaluate_checkpoint``: score an existing checkpoint on another data file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from core.vocab import Vocabulary
+from training.baseline import run_baseline
+from training.checkpoint import load_checkpoint
+from training.config import TrainConfig
+from training.data import load_dataset, load_evaluation_rows
+from training.exceptions import TrainingError
+from training.metrics import classification_metrics
+from training.model import build_model
+from training.readers import BadRow
+from training.report import plot_confusion, plot_learning_curves, summary_table, write_metrics
+from training.trainer import Log, TrainingData, encode_all, predict_logits, softmax, train, write_validation_split
+
+MAX_BAD_ROWS_LISTED = 20
+
+
+def describe_bad_rows(bad_rows: list[BadRow], log: Log) -> dict:
+    """Log and summarise unusable rows: they are reported, never silently dropped."""
+    if not bad_rows:
+        return {"count": 0}
+    reasons = Counter(b.reason.split(" (")[0] for b in bad_rows)
+    log(f"skipped {len(bad_rows)} bad rows: " + ", ".join(f"{n} {r}" for r, n in reasons.most_common()))
+    for row in bad_rows[:5]:
+        log(f"  {row.source}:{row.line}: {row.reason}")
+    return {"count": len(bad_rows), "reasons": dict(reasons),
+            "first": [asdict(b) for b in bad_rows[:MAX_BAD_ROWS_LISTED]]}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu")
+    return torch.device(name)
+
+
+def prepare_splits(config: TrainConfig) -> tuple[TrainingData, list[BadRow]]:
+    """Load the data, subsample it (``--max-train-samples``) and hold out a stratified validation split."""
+    data = load_dataset(config.data, config.test_data, config.text_field, config.label_field,
+                        val_fraction=config.val_fraction, max_train_samples=config.max_train_samples,
+                        seed=config.seed)
+    if len(data.train_texts) < len(data.label_names):
+        raise TrainingError(f"only {len(data.train_texts)} training documents for {len(data.label_names)} "
+                            "classes; raise --max-train-samples or lower --val-fraction")
+    splits = TrainingData(
+        train_texts=list(data.train_texts), train_labels=list(data.train_labels),
+        val_texts=list(data.val_texts), val_labels=list(data.val_labels),
+        test_texts=list(data.test_texts), test_labels=list(data.test_labels), label_names=list(data.label_names))
+    return splits, list(data.bad_rows)
+
+
+def run_training(config: TrainConfig, log: Log = print) -> dict:
+    """Train and write the full report into ``config.output``; returns the metrics dict."""
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    dataset, bad_rows = prepare_splits(config)
+    log(f"data: {len(dataset.train_texts)} train / {len(dataset.val_texts)} validation / "
+        f"{len(dataset.test_texts)} test documents, {len(dataset.label_names)} classes")
+    summary = {"source": config.data, "train": len(dataset.train_texts), "validation": len(dataset.val_texts),
+               "test": len(dataset.test_texts), "classes": len(dataset.label_names)}
+    bad = describe_bad_rows(bad_rows, log)
+    write_validation_split(output / "validation.jsonl", dataset)
+
+    result = train(config, dataset, device, log)
+    test_ids = encode_all(result.vocab, dataset.test_texts, config.max_len)
+    probabilities = softmax(predict_logits(result.model, test_ids, device))
+    metrics = classification_metrics(dataset.test_labels, probabilities, dataset.label_names)
+    metrics.update({
+        "model": "LSTM",
+        "train_seconds": round(result.train_seconds, 1),
+        "best_epoch": result.best_epoch,
+        "best_val_macro_f1": round(result.best_val_macro_f1, 5),
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "embedding_init": result.embedding_source,
+        "parameters": sum(p.numel() for p in result.model.parameters()),
+        "vocab_size": len(result.vocab),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "data": summary,
+        "bad_rows": bad,
+        "history": result.history,
+        "config": config.to_dict(),
+        "model_config": result.model.config.to_dict(),
+    })
+    plot_confusion(output / "confusion_matrix.png", dataset.test_labels, probabilities.argmax(1), dataset.label_names)
+    plot_learning_curves(output / "learning_curves.png", result.history)
+    if config.baseline:
+        log("baseline: TF-IDF + LinearSVC on the same split ...")
+        metrics["baseline"] = run_baseline(dataset.train_texts, dataset.train_labels, dataset.test_texts,
+                                           dataset.test_labels, dataset.label_names)
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
+    write_metrics(output / "metrics.json", metrics)
+    log("")
+    log(summary_table(metrics))
+    log(f"\nwrote {output}/checkpoint.pt, metrics.json, confusion_matrix.png, learning_curves.png")
+    return metrics
+
+
+def evaluate_checkpoint(checkpoint_dir: str, data: str, text_field: str, label_field: str, device_name: str,
+                        output: str | None, log: Log = print) -> dict:
+    """Test metrics of an existing checkpoint on ``data`` (the archive's test split, or a whole file)."""
+    device = resolve_device(device_name)
+    checkpoint = load_checkpoint(checkpoint_dir)
+    labels = list(checkpoint["labels"])
+    texts, y_true, bad_rows = load_evaluation_rows(data, labels, text_field, label_field)
+    bad = describe_bad_rows(bad_rows, log)
+    model = build_model(checkpoint["model_config"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.to(device)
+    vocab = Vocabulary.from_dict(checkpoint["vocab"])
+    max_len = int(checkpoint["preprocessing"]["max_len"])
+    probabilities = softmax(predict_logits(model, encode_all(vocab, texts, max_len), device))
+    metrics = classification_metrics(y_true, probabilities, labels)
+    metrics.update({"model": "LSTM", "checkpoint": str(checkpoint_dir), "data": str(data), "bad_rows": bad})
+    if output:
+        out = Path(output)
+        out.mkdir(parents=True, exist_ok=True)
+        write_metrics(out / "evaluation.json", metrics)
+        plot_confusion(out / "evaluation_confusion_matrix.png", y_true, probabilities.argmax(1), labels)
+    log(summary_table(metrics))
+    return metrics
+
+
+__all__ = ["run_training", "evaluate_checkpoint", "prepare_splits"]

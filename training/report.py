@@ -1,0 +1,87 @@
+"""The run report: metrics.json, confusion matrix and learning curves (matplotlib Agg), summary table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from training.metrics import confusion
+
+METRIC_ROWS = (("accuracy", "accuracy"), ("macro-F1", "macro_f1"), ("MAP", "mean_average_precision"))
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: CI and servers have no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_metrics(path: Path, metrics: dict) -> None:
+    path.write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def plot_confusion(path: Path, y_true, y_pred, label_names: list[str]) -> None:
+    plt = _pyplot()
+    matrix = confusion(y_true, y_pred, len(label_names))
+    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = max(5.0, 0.45 * len(label_names) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(label_names)), label_names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(label_names)), label_names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Test confusion matrix (row-normalised; numbers are counts)")
+    if len(label_names) <= 30:
+        for i in range(len(label_names)):
+            for j in range(len(label_names)):
+                if matrix[i, j]:
+                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=5,
+                            color="white" if normalised[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_learning_curves(path: Path, history: list[dict]) -> None:
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
+    loss_ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.legend()
+    score_ax.plot(epochs, [h["train_accuracy"] for h in history], marker="o", label="train accuracy")
+    score_ax.plot(epochs, [h["val_accuracy"] for h in history], marker="o", label="validation accuracy")
+    score_ax.plot(epochs, [h["val_macro_f1"] for h in history], marker="o", label="validation macro-F1")
+    score_ax.set_xlabel("epoch")
+    score_ax.set_ylim(0, 1)
+    score_ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def summary_table(metrics: dict) -> str:
+    """LSTM vs baseline, one metric per row."""
+    baseline = metrics.get("baseline")
+    header = f"{'metric':<12}{'LSTM':>10}" + (f"{'TF-IDF+SVC':>14}" if baseline else "")
+    lines = [f"Test set: {metrics['examples']} documents, {len(metrics['per_class'])} classes", header,
+             "-" * len(header)]
+    for title, key in METRIC_ROWS:
+        row = f"{title:<12}{metrics[key]:>10.4f}"
+        if baseline:
+            row += f"{baseline[key]:>14.4f}"
+        lines.append(row)
+    if "train_seconds" in metrics:
+        seconds = f"{'train s':<12}{metrics['train_seconds']:>10.1f}"
+        if baseline:
+            seconds += f"{baseline['train_seconds']:>14.1f}"
+        lines.append(seconds)
+    return "\n".join(lines)

@@ -1,0 +1,228 @@
+"""The training loop: AdamW + one-cycle LR, gradient clipping, early stopping on validation macro-F1.
+
+Speed on CPU comes from padded, length-bucketed batches (see ``batching``)
+over ids encoded once up front; accuracy from LSA-initialised embeddings and
+the one-cycle schedule (see ``embeddings``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from core.vocab import Vocabulary, pad_batch
+from training.batching import BucketBatchSampler, collate
+from training.checkpoint import BEST_FILE, LAST_FILE, load_checkpoint, make_checkpoint, save_checkpoint
+from training.config import TrainConfig
+from training.embeddings import InitialVectors, glove_vectors, lsa_vectors
+from training.exceptions import CheckpointError
+from training.model import LSTMClassifier, build_model
+
+EVAL_BATCH_SIZE = 128
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Train / validation / test parts; labels are indices into ``label_names``."""
+
+    train_texts: Sequence[str]
+    train_labels: Sequence[int]
+    val_texts: Sequence[str]
+    val_labels: Sequence[int]
+    test_texts: Sequence[str]
+    test_labels: Sequence[int]
+    label_names: Sequence[str]
+
+
+@dataclass
+class TrainResult:
+    model: LSTMClassifier
+    vocab: Vocabulary
+    history: list[dict]
+    best_epoch: int
+    best_val_macro_f1: float
+    train_seconds: float
+    stopped_early: bool
+    embedding_source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def encode_all(vocab: Vocabulary, texts: Sequence[str], max_len: int) -> list[np.ndarray]:
+    return [np.asarray(vocab.token_ids(t, max_len), dtype=np.int64) for t in texts]
+
+
+def predict_logits(model: nn.Module, id_lists: Sequence[np.ndarray], device: torch.device,
+                   batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
+    """Logits ``[n, C]`` in input order; batches are length-sorted so little time goes to pads."""
+    model.eval()
+    order = np.argsort([len(x) for x in id_lists], kind="stable")
+    out = np.zeros((len(id_lists), model.config.num_classes), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chosen = order[start : start + batch_size]
+            ids, lengths = pad_batch([id_lists[i] for i in chosen])
+            logits = model(torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device))
+            out[chosen] = logits.float().cpu().numpy()
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _initial_vectors(config: TrainConfig, dataset: TrainingData, vocab: Vocabulary) -> InitialVectors | None:
+    if config.embeddings:
+        return glove_vectors(config.embeddings, vocab, config.embed_dim, config.seed)
+    if config.embedding_init == "lsa":
+        return lsa_vectors(dataset.train_texts, vocab, config.embed_dim, config.seed)
+    return None
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on embeddings (sparse rows would decay unevenly) or biases."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if name.startswith("embedding.") or name.endswith("bias") else decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _validation_scores(model, ids, labels, device) -> dict:
+    from training.metrics import classification_metrics
+
+    logits = predict_logits(model, ids, device)
+    loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.as_tensor(labels)).item())
+    metrics = classification_metrics(labels, logits, [str(i) for i in range(logits.shape[1])])
+    return {"val_loss": loss, "val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"]}
+
+
+def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log: Log = print) -> TrainResult:
+    """Train, writing ``checkpoint.pt`` (best by validation macro-F1) and ``last.pt`` every epoch."""
+    output = Path(config.output)
+    torch.manual_seed(config.seed)
+    resume_state = _load_resume_state(config, output) if config.resume else None
+    if resume_state is not None:
+        vocab = Vocabulary.from_dict(resume_state["vocab"])
+    else:
+        vocab = Vocabulary.build(dataset.train_texts, max_size=config.vocab_size, min_freq=config.min_freq)
+    model_config = config.model_config(len(vocab), len(dataset.label_names))
+    model = build_model(model_config)
+    embedding_source = "random"
+    if resume_state is None:
+        start = time.perf_counter()
+        vectors = _initial_vectors(config, dataset, vocab)
+        if vectors is not None:
+            with torch.no_grad():
+                model.embedding.weight.copy_(torch.from_numpy(vectors.matrix))
+            embedding_source = vectors.source
+            log(f"embeddings: {vectors.source} init, coverage {vectors.coverage:.1%}, "
+                f"{time.perf_counter() - start:.1f}s")
+    model.to(device)
+
+    train_ids = encode_all(vocab, dataset.train_texts, config.max_len)
+    val_ids = encode_all(vocab, dataset.val_texts, config.max_len)
+    train_y = torch.as_tensor(dataset.train_labels, dtype=torch.long)
+    sampler = BucketBatchSampler([len(x) for x in train_ids], config.batch_size, config.seed)
+    optimizer = _optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.epochs * len(sampler), pct_start=0.25,
+        anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
+    loss_fn = nn.CrossEntropyLoss()
+    history: list[dict] = []
+    best_f1, best_epoch, bad_epochs, start_epoch, elapsed = -1.0, 0, 0, 1, 0.0
+    if resume_state is not None:
+        model.load_state_dict(resume_state["state_dict"])
+        optimizer.load_state_dict(resume_state["optimizer_state"])
+        scheduler.load_state_dict(resume_state["scheduler_state"])
+        torch.set_rng_state(resume_state["torch_rng_state"])
+        history = list(resume_state["history"])
+        best_f1, best_epoch = float(resume_state["best_val_macro_f1"]), int(resume_state["best_epoch"])
+        bad_epochs, elapsed = int(resume_state["bad_epochs"]), float(resume_state["train_seconds"])
+        start_epoch = int(resume_state["epoch"]) + 1
+        embedding_source = str(resume_state.get("embedding_source", "resumed"))
+        log(f"resuming from {output / LAST_FILE} after epoch {start_epoch - 1}")
+    stopped_early = bad_epochs >= config.patience
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, config.epochs + 1):
+        if stopped_early:
+            break
+        began = time.perf_counter()
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(sampler.batches(epoch), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
+                   leave=False, disable=None, mininterval=2.0)
+        for batch in bar:
+            ids, lengths = collate(train_ids, batch)
+            targets = train_y[batch].to(device)
+            logits = model(torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device))
+            loss = loss_fn(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total_loss += float(loss.item()) * len(batch)
+            correct += int((logits.argmax(1) == targets).sum().item())
+            seen += len(batch)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+        record = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
+                  "lr": scheduler.get_last_lr()[0]}
+        record.update(_validation_scores(model, val_ids, dataset.val_labels, device) if val_ids else
+                      {"val_loss": record["train_loss"], "val_accuracy": record["train_accuracy"],
+                       "val_macro_f1": record["train_accuracy"]})
+        elapsed += time.perf_counter() - began
+        record["seconds"] = round(time.perf_counter() - began, 1)
+        history.append(record)
+        improved = record["val_macro_f1"] > best_f1
+        if improved:
+            best_f1, best_epoch, bad_epochs = record["val_macro_f1"], epoch, 0
+            save_checkpoint(make_checkpoint(model=model, vocab=vocab, labels=list(dataset.label_names),
+                                            max_len=config.max_len, train_config=config.to_dict(), epoch=epoch,
+                                            best_val_macro_f1=best_f1), output / BEST_FILE)
+        else:
+            bad_epochs += 1
+        stopped_early = bad_epochs >= config.patience
+        last = make_checkpoint(model=model, vocab=vocab, labels=list(dataset.label_names), max_len=config.max_len,
+                               train_config=config.to_dict(), epoch=epoch, best_val_macro_f1=best_f1)
+        last.update({"optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
+                     "torch_rng_state": torch.get_rng_state(), "history": history, "best_epoch": best_epoch,
+                     "bad_epochs": bad_epochs, "train_seconds": elapsed, "embedding_source": embedding_source})
+        save_checkpoint(last, output / LAST_FILE)
+        log(f"epoch {epoch:>2}/{config.epochs}  loss {record['train_loss']:.4f}  "
+            f"train acc {record['train_accuracy']:.4f}  val loss {record['val_loss']:.4f}  "
+            f"val acc {record['val_accuracy']:.4f}  val macro-F1 {record['val_macro_f1']:.4f}  "
+            f"{record['seconds']:.0f}s{'  *best' if improved else ''}")
+        if stopped_early and epoch < config.epochs:
+            log(f"early stop: validation macro-F1 has not improved for {config.patience} epochs")
+    best = load_checkpoint(output / BEST_FILE)
+    model.load_state_dict(best["state_dict"])
+    return TrainResult(model, vocab, history, best_epoch, best_f1, elapsed, stopped_early, embedding_source)
+
+
+def _load_resume_state(config: TrainConfig, output: Path) -> dict:
+    state = load_checkpoint(output / LAST_FILE)
+    if "optimizer_state" not in state:
+        raise CheckpointError(f"{output / LAST_FILE}: has no optimizer state; it cannot be resumed")
+    mismatched = config.resume_mismatches(state.get("train_config", {}))
+    if mismatched:
+        raise CheckpointError(
+            f"--resume: settings differ from the interrupted run ({', '.join(mismatched)}); "
+            "rerun with the same options or drop --resume")
+    return state
+
+
+def write_validation_split(path: Path, dataset: TrainingData) -> None:
+    """The validation split as JSONL: ``lstm-export``'s parity gate replays it."""
+    with path.open("w", encoding="utf-8") as handle:
+        for text, label in zip(dataset.val_texts, dataset.val_labels, strict=True):
+            handle.write(json.dumps({"text": text, "label": dataset.label_names[label]}, ensure_ascii=False) + "\n")
