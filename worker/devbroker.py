@@ -77,10 +77,11 @@ class DevBroker:
             "--storage-engine", "memory://tansu/",
         ]
 
-    def start(self, timeout: float = 30.0) -> DevBroker:
+    def start(self, timeout: float = 30.0, foreground: bool = False) -> DevBroker:
+        """Start Tansu and wait until it accepts connections; ``foreground`` shows its log on our terminal."""
         if port_accepts(self.host, self.port):
             raise BrokerError(f"port {self.port} on {self.host} is already in use: stop what runs there or use --port")
-        output = subprocess.DEVNULL if self.quiet else None
+        output = None if foreground or not self.quiet else subprocess.DEVNULL
         # New session: a Ctrl-C in the terminal reaches us, and we stop the broker in order.
         self.process = subprocess.Popen(self.command(), stdout=output, stderr=output, start_new_session=True)
         self.wait_ready(timeout)
@@ -96,6 +97,12 @@ class DevBroker:
             time.sleep(0.05)
         self.stop()
         raise BrokerError(f"Tansu did not accept connections on {self.host}:{self.port} within {timeout:.0f}s")
+
+    def wait(self) -> int:
+        """Block until the broker exits; return its exit code."""
+        if self.process is None:
+            raise BrokerError("the broker is not running")
+        return self.process.wait()
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """Terminate (then kill) the broker; return its exit code."""

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, KafkaTimeoutError, NoBrokersAvailable
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from worker.exceptions import StartupError
@@ -86,7 +86,7 @@ class KafkaSource:
                 bootstrap_timeout_ms=bootstrap_timeout_ms,
                 **settings.security.client_config(),
             )
-        except (NoBrokersAvailable, KafkaTimeoutError, KafkaError, OSError) as exc:
+        except (KafkaError, OSError) as exc:
             raise _connect_error(settings, exc) from None
         self.topic = settings.topic
 
@@ -160,7 +160,7 @@ class KafkaSink:
                 bootstrap_timeout_ms=bootstrap_timeout_ms,
                 **settings.security.client_config(),
             )
-        except (NoBrokersAvailable, KafkaTimeoutError, KafkaError, OSError) as exc:
+        except (KafkaError, OSError) as exc:
             raise _connect_error(settings, exc) from None
 
     def check_topic(self, topic: str, option: str) -> None:

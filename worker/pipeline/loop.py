@@ -118,6 +118,7 @@ class WorkerLoop:
 
     def _shutdown(self, inference: threading.Thread) -> int:
         self.health.stopping = True
+        self._fatal = self._fatal or self.tracker.failure
         budget = self.settings.shutdown_timeout_s
         deadline = self.clock() + budget
         self.log.info("shutdown_started", in_flight=self.tracker.pending_count(), budget_s=budget)
@@ -210,7 +211,8 @@ class WorkerLoop:
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
             except KeyError:
                 pass  # no lag was reported for it yet
-        self.log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+        if partitions:
+            self.log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _on_assigned(self, partitions: list[TopicPartition]) -> None:
         self._paused = False  # a fresh assignment is not paused; the next iteration re-evaluates

@@ -1,0 +1,101 @@
+"""The message contract: decoding inputs into text or a typed rejection, encoding outputs and dead letters."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from worker import codec
+from worker.codec import Decoded, Rejection, SourceRef
+
+SRC = SourceRef("incoming", 3, 42)
+
+
+def decode(value, key=None, **kwargs):
+    return codec.decode_value(value, key, SRC, **kwargs)
+
+
+def test_plain_text_uses_the_key_as_id():
+    assert decode(b"the space shuttle launched", key=b"doc-7") == Decoded("the space shuttle launched", "doc-7")
+
+
+def test_without_key_or_json_id_the_id_is_topic_partition_offset():
+    assert decode(b"hello").id == "incoming:3:42"
+
+
+def test_json_object_with_id_and_text():
+    assert decode(json.dumps({"id": 12, "text": "hockey game"}).encode(), key=b"k") == Decoded("hockey game", 12)
+
+
+def test_custom_text_field():
+    assert decode(b'{"body": "graphics card"}', text_field="body").text == "graphics card"
+
+
+def test_binary_key_falls_back_to_source_id():
+    assert decode(b"text", key=b"\xff\x00").id == "incoming:3:42"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, codec.NULL_VALUE),
+        (b"\xff\xfe bad", codec.INVALID_UTF8),
+        (b"", codec.EMPTY_TEXT),
+        (b" \n\t ", codec.EMPTY_TEXT),
+        (b'{"id": 1}', codec.MISSING_TEXT),
+        (b'{"text": 5}', codec.MISSING_TEXT),
+        (b'{"text": "   "}', codec.EMPTY_TEXT),
+        (b"[1, 2]", codec.NOT_JSON_OBJECT),
+        (b"null", codec.NOT_JSON_OBJECT),
+    ],
+)
+def test_auto_mode_rejections(value, reason):
+    result = decode(value)
+    assert isinstance(result, Rejection) and result.reason == reason and result.message
+
+
+def test_oversize_is_rejected_before_decoding():
+    result = decode(b"a" * 101, max_message_bytes=100)
+    assert isinstance(result, Rejection) and result.reason == codec.OVERSIZE
+    assert isinstance(decode(b"a" * 100, max_message_bytes=100), Decoded)
+
+
+def test_auto_mode_treats_numbers_broken_json_and_json_strings_as_text():
+    assert decode(b"42").text == "42"
+    assert decode(b"{not json at all").text == "{not json at all"
+    assert decode(b'"a quoted sentence"').text == "a quoted sentence"
+
+
+def test_json_mode_rejects_everything_but_objects():
+    assert decode(b"plain words", input_format="json").reason == codec.INVALID_JSON
+    assert decode(b'"a string"', input_format="json").reason == codec.NOT_JSON_OBJECT
+    assert decode(b"42", input_format="json").reason == codec.NOT_JSON_OBJECT
+    assert decode(b'{"text": "ok"}', input_format="json").text == "ok"
+
+
+def test_text_mode_takes_the_raw_value_even_if_it_is_json():
+    assert decode(b'{"text": "inner"}', input_format="text").text == '{"text": "inner"}'
+    assert decode(b"null", input_format="text").text == "null"
+
+
+def test_output_json_shape():
+    body = json.loads(codec.encode_output(record_id="a", label="sci.space", score=0.9,
+                                          top_k=[("sci.space", 0.9), ("sci.med", 0.05)], model_id="m@1",
+                                          source=SRC))
+    assert body == {"id": "a", "label": "sci.space", "score": 0.9,
+                    "top_k": [{"label": "sci.space", "score": 0.9}, {"label": "sci.med", "score": 0.05}],
+                    "model": "m@1", "source": {"topic": "incoming", "partition": 3, "offset": 42}}
+
+
+def test_output_headers_carry_trace_context_and_replace_content_type():
+    headers = codec.output_headers([("traceparent", b"00-abc"), ("content-type", b"text/plain")], "m@1")
+    assert headers == [("traceparent", b"00-abc"), ("content-type", b"application/json"),
+                       ("lstm-worker.model", b"m@1")]
+
+
+def test_dead_letter_headers():
+    headers = dict(codec.dead_letter_headers([("traceparent", b"00-abc")],
+                                             Rejection(codec.EMPTY_TEXT, "text is empty"), SRC))
+    assert headers == {"traceparent": b"00-abc", "error.type": b"empty_text", "error.message": b"text is empty",
+                       "source.topic": b"incoming", "source.partition": b"3", "source.offset": b"42"}

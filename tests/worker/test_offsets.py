@@ -1,0 +1,79 @@
+"""Offset bookkeeping: commits never pass a record whose result the broker has not acknowledged."""
+
+from __future__ import annotations
+
+from kafka.structs import TopicPartition
+
+from worker.offsets import OffsetTracker
+
+P0, P1 = TopicPartition("in", 0), TopicPartition("in", 1)
+
+
+def test_commit_offset_is_the_lowest_unacknowledged_record():
+    tracker = OffsetTracker()
+    tickets = [tracker.register(P0, offset) for offset in range(10, 15)]
+    assert tracker.committable() == {P0: 10}
+    tracker.ack(tickets[2])
+    tracker.ack(tickets[4])  # out of order: 12 and 14 done, 10 still pending
+    assert tracker.committable() == {P0: 10}
+    tracker.ack(tickets[0])
+    assert tracker.committable() == {P0: 11}
+    tracker.ack(tickets[1])
+    assert tracker.committable() == {P0: 13}
+    tracker.ack(tickets[3])
+    assert tracker.committable() == {P0: 15}  # all done: one past the last
+    assert tracker.pending_count() == 0
+
+
+def test_partitions_are_independent_and_commits_are_reported_once():
+    tracker = OffsetTracker()
+    a, b = tracker.register(P0, 0), tracker.register(P1, 7)
+    tracker.ack(b)
+    assert tracker.committable() == {P0: 0, P1: 8}
+    tracker.mark_committed({P0: 0, P1: 8})
+    assert tracker.committable() == {}
+    tracker.ack(a)
+    assert tracker.committable() == {P0: 1}
+    assert tracker.committable([P1]) == {}
+
+
+def test_a_failed_send_blocks_its_partition_for_good():
+    tracker = OffsetTracker()
+    tickets = [tracker.register(P0, offset) for offset in range(5)]
+    tracker.fail(tickets[1], "timed out")
+    for ticket in tickets:
+        if ticket is not tickets[1]:
+            tracker.ack(ticket)
+    assert tracker.committable() == {P0: 1}
+    assert tracker.failure and "in[0]@1" in tracker.failure
+
+
+def test_revocation_drops_state_and_ignores_late_acks():
+    tracker = OffsetTracker()
+    old = [tracker.register(P0, offset) for offset in range(3)]
+    other = tracker.register(P1, 0)
+    tracker.ack(old[0])
+    assert tracker.committable([P0]) == {P0: 1}
+    tracker.revoke([P0])
+    assert tracker.pending_count() == 1  # only P1's record is still in flight
+    assert not tracker.is_current(old[1])
+    assert tracker.ack(old[1]) is False and tracker.ack(old[2]) is False
+    assert P0 not in tracker.committable()
+    # Re-assigned later, from the committed offset: the new epoch starts clean.
+    fresh = tracker.register(P0, 1)
+    assert tracker.is_current(fresh) and not tracker.is_current(old[0])
+    tracker.ack(fresh)
+    assert tracker.committable() == {P0: 2, P1: 0}
+    tracker.fail(old[2], "late failure of a revoked record")
+    assert tracker.failure is None and tracker.is_current(other)
+
+
+def test_out_of_order_registration_is_refused():
+    tracker = OffsetTracker()
+    tracker.register(P0, 5)
+    try:
+        tracker.register(P0, 4)
+    except ValueError as exc:
+        assert "out of order" in str(exc)
+    else:
+        raise AssertionError("registering a lower offset must fail")
