@@ -65,7 +65,10 @@ def main(checkpoint: Path, output: Path, quantize: str | None, opset: int, name:
     every file) is built next to OUTPUT, then gated: ONNX Runtime must match
     PyTorch on >= 512 real validation documents (|Δp| <= 1e-4, identical argmax)
     and a short document must score the same alone and batched with long ones.
-    A refused export exits non-zero and leaves no bundle behind.
+    A refused export leaves no bundle behind.
+
+    Exit status: 0 bundle written; 1 error (checkpoint unreadable, output exists...);
+    2 bad option; 3 refused by a gate (the report is printed to stderr).
     """
     config = ExportConfig(checkpoint, output, quantize, opset, name, model_version, parity_docs, threads)
     try:

@@ -9,6 +9,7 @@ memory, and results come out in input order. Never imports torch.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
@@ -117,8 +118,6 @@ def classify_chunk(
 
 
 def open_input(texts: tuple[str, ...], input_path: str | None) -> IO[bytes]:
-    import io
-
     if texts and input_path is not None:
         raise click.UsageError("give TEXT arguments or --input, not both")
     if texts:
