@@ -3,7 +3,7 @@
 kubernetes-validate knows only built-in kinds, so this script:
 - writes the built-in objects of the rendered YAML to ``--builtin-out`` for it,
 - checks every custom resource it knows (KEDA ScaledObject / TriggerAuthentication,
-  Prometheus Operator ServiceMonitor) for the fields its operator requires, and for
+  Prometheus Operator ServiceMonitor / PrometheusRule) for the fields its operator requires, and for
   agreement with the objects it points at (the Deployment, the worker's LSTM_WORKER_*
   settings, the Service, the Secret reference),
 - rejects any other custom resource (an unknown kind is a kind nobody checked),
@@ -109,7 +109,8 @@ def check_scaled_object(obj: Obj, objs: list[Obj]) -> list[str]:
             problems.append(f"{at}: type {trigger.get('type')!r} is not the kafka scaler")
             continue
         metadata = trigger.get("metadata") or {}
-        problems += [f"{at}: metadata.{field} is required" for field in KAFKA_TRIGGER_REQUIRED if not metadata.get(field)]
+        missing = [field for field in KAFKA_TRIGGER_REQUIRED if not metadata.get(field)]
+        problems += [f"{at}: metadata.{field} is required" for field in missing]
         for field in ("lagThreshold", "activationLagThreshold"):
             if field in metadata and not (isinstance(metadata[field], str) and metadata[field].isdigit()):
                 problems.append(f"{at}: metadata.{field} must be a quoted whole number, got {metadata[field]!r}")
@@ -164,7 +165,29 @@ def check_service_monitor(obj: Obj, objs: list[Obj]) -> list[str]:
     port_names = {port.get("name") for service in services for port in service["spec"].get("ports", [])}
     for index, endpoint in enumerate(endpoints):
         if endpoint.get("port") not in port_names:
-            problems.append(f"{where}: endpoints[{index}].port {endpoint.get('port')!r} is no port of the selected Service")
+            port = endpoint.get("port")
+            problems.append(f"{where}: endpoints[{index}].port {port!r} is no port of the selected Service")
+    return problems
+
+
+def check_prometheus_rule(obj: Obj, objs: list[Obj]) -> list[str]:
+    where = key(obj)
+    groups = (obj.get("spec") or {}).get("groups") or []
+    if not groups:
+        return [f"{where}: spec.groups is empty"]
+    problems = []
+    for g_index, group in enumerate(groups):
+        at = f"{where}: groups[{g_index}]"
+        if not group.get("name"):
+            problems.append(f"{at}: name is required")
+        rules = group.get("rules") or []
+        if not rules:
+            problems.append(f"{at}: rules is empty")
+        for r_index, rule in enumerate(rules):
+            if not str(rule.get("expr", "")).strip():
+                problems.append(f"{at}.rules[{r_index}]: expr is required")
+            if ("alert" in rule) == ("record" in rule):
+                problems.append(f"{at}.rules[{r_index}]: needs exactly one of alert and record")
     return problems
 
 
@@ -172,6 +195,7 @@ CHECKERS = {
     ("keda.sh", "ScaledObject"): check_scaled_object,
     ("keda.sh", "TriggerAuthentication"): check_trigger_authentication,
     ("monitoring.coreos.com", "ServiceMonitor"): check_service_monitor,
+    ("monitoring.coreos.com", "PrometheusRule"): check_prometheus_rule,
 }
 
 
@@ -197,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         checker = CHECKERS.get((api_group(obj), obj.get("kind")))
         if checker is None:
-            problems.append(f"{key(obj)}: custom resource {obj.get('apiVersion')} has no checker in {Path(__file__).name}")
+            kind = f"{obj.get('apiVersion')} {obj.get('kind')}"
+            problems.append(f"{key(obj)}: custom resource {kind} has no checker in {Path(__file__).name}")
         else:
             problems += checker(obj, objs)
     if args.builtin_out:

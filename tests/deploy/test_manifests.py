@@ -22,6 +22,8 @@ K8S = ROOT / "deploy" / "k8s"
 TOOLS = Path(os.environ.get("DEPLOY_VENV", ROOT / ".venv-deploy"))
 KUBECTL = TOOLS / "bin" / "kubectl"
 TOOLS_PYTHON = TOOLS / "bin" / "python"
+CHECKER = ROOT / "deploy" / "check_custom_resources.py"
+PARTITIONS_ANNOTATION = "lstm-worker.io/topic-partitions"
 
 # The worker's settings as the project defines them (the worker's interface contract).
 WORKER_SETTINGS = {
@@ -36,7 +38,11 @@ WORKER_SETTINGS = {
 }
 WORKER_OVERLAYS = ["base", "overlays/cpu", "overlays/gpu", "overlays/dev"]
 AUTOSCALED = ["base", "overlays/cpu", "overlays/gpu"]
-ALL_KUSTOMIZATIONS = sorted(str(p.parent.relative_to(K8S)) for p in K8S.rglob("kustomization.yaml"))
+KUSTOMIZATION_FILES = sorted(K8S.rglob("kustomization.yaml"))
+# A kustomize Component renders nothing alone; the tests compose it onto an overlay instead.
+COMPONENTS = [str(p.parent.relative_to(K8S)) for p in KUSTOMIZATION_FILES if "\nkind: Component" in p.read_text()]
+ALL_KUSTOMIZATIONS = [str(p.parent.relative_to(K8S)) for p in KUSTOMIZATION_FILES
+                      if str(p.parent.relative_to(K8S)) not in COMPONENTS]
 POD_OWNERS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 
 Obj = dict[str, Any]
@@ -47,14 +53,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def render(kustomization: str) -> list[Obj]:
+def render(kustomization: str | Path) -> list[Obj]:
     """`kubectl kustomize` the directory; YAML to JSON through the tools venv's PyYAML."""
     built = subprocess.run([str(KUBECTL), "kustomize", str(K8S / kustomization)],
                            capture_output=True, text=True, timeout=120)
     assert built.returncode == 0, f"kubectl kustomize {kustomization} failed: {built.stderr}"
-    converted = subprocess.run(
-        [str(TOOLS_PYTHON), "-c", "import json, sys, yaml; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)"],
-        input=built.stdout, capture_output=True, text=True, timeout=120)
+    converted = subprocess.run([str(TOOLS_PYTHON), str(CHECKER), "--to-json", "/dev/stdin"],
+                               input=built.stdout, capture_output=True, text=True, timeout=120)
     assert converted.returncode == 0, converted.stderr
     return json.loads(converted.stdout)
 
@@ -100,8 +105,10 @@ def pod_specs(objs: list[Obj]) -> list[tuple[str, Obj]]:
 def test_every_kustomization_renders(rendered: dict[str, list[Obj]]) -> None:
     assert set(WORKER_OVERLAYS) <= set(rendered), f"missing kustomizations: {set(WORKER_OVERLAYS) - set(rendered)}"
     assert "training" in rendered, "the training Job has its own kustomization"
+    for name in WORKER_OVERLAYS + ["training"]:
+        assert pod_specs(rendered[name]), f"{name} renders no workload"
     for name, objs in rendered.items():
-        assert pod_specs(objs), f"{name} renders no workload"
+        assert objs, f"{name} renders nothing"
 
 
 @pytest.mark.parametrize("kustomization", ALL_KUSTOMIZATIONS)
@@ -199,7 +206,7 @@ def test_keda_scales_on_lag_within_the_partition_count(rendered: dict[str, list[
     assert len(scaled) == 1, f"{kustomization}: one KEDA ScaledObject"
     spec, meta = scaled[0]["spec"], scaled[0]["metadata"]
     assert spec["scaleTargetRef"]["name"] == worker_deployment(objs)["metadata"]["name"]
-    partitions = int(meta["annotations"]["lstm-worker.io/topic-partitions"])
+    partitions = int(meta["annotations"][PARTITIONS_ANNOTATION])
     assert 1 <= spec.get("minReplicaCount", 0) <= spec["maxReplicaCount"] <= partitions
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "kafka"
@@ -213,7 +220,7 @@ def test_keda_scales_on_lag_within_the_partition_count(rendered: dict[str, list[
 
 
 def test_documented_partition_count_matches_the_scaled_object(rendered: dict[str, list[Obj]]) -> None:
-    partitions = of_kind(rendered["base"], "ScaledObject")[0]["metadata"]["annotations"]["lstm-worker.io/topic-partitions"]
+    partitions = of_kind(rendered["base"], "ScaledObject")[0]["metadata"]["annotations"][PARTITIONS_ANNOTATION]
     docs = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
     assert f"{partitions} partitions" in docs, "docs/deploy.md states the topic's partition count KEDA is capped at"
 
@@ -292,3 +299,28 @@ def test_training_job_trains_then_exports_into_a_claim(rendered: dict[str, list[
     assert text.index("lstm-train") < text.index("lstm-export"), "train, then export"
     claims = {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
     assert claims and claims <= {c["metadata"]["name"] for c in of_kind(objs, "PersistentVolumeClaim")}
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_components_compose_onto_the_cpu_overlay(component: str, tmp_path: Path) -> None:
+    """Each component still yields a hardened worker whose settings the CLI accepts."""
+    relative = os.path.relpath(K8S, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {relative}/overlays/cpu\ncomponents:\n  - {relative}/{component}\n", encoding="utf-8")
+    objs = render(tmp_path)
+    plain = render("overlays/cpu")
+    assert objs != plain, f"{component} changes nothing"
+    container = worker_container(objs)
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    if component.endswith("model-from-pvc"):
+        # The trained bundle is served read-only from the training Job's claim.
+        model = worker_settings(objs)["LSTM_WORKER_MODEL"]
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        mount = next(m for path, m in mounts.items() if model.startswith(path.rstrip("/") + "/") or model == path)
+        assert mount.get("readOnly") is True
+        volumes = {v["name"]: v for v in worker_deployment(objs)["spec"]["template"]["spec"]["volumes"]}
+        claim = volumes[mount["name"]]["persistentVolumeClaim"]
+        assert claim["readOnly"] is True
+        training_claims = {c["metadata"]["name"] for c in render("training") if c["kind"] == "PersistentVolumeClaim"}
+        assert claim["claimName"] in training_claims
