@@ -155,7 +155,7 @@ class KafkaSink:
                 linger_ms=5,
                 batch_size=256 * 1024,
                 compression_type=None,
-                max_request_size=max(1 << 20, settings.max_message_bytes * 2 + 65536),
+                max_request_size=settings.max_dead_letter_bytes + 65536,  # room for key, headers, batch overhead
                 max_block_ms=30_000,
                 bootstrap_timeout_ms=bootstrap_timeout_ms,
                 **settings.security.client_config(),

@@ -80,6 +80,11 @@ class WorkerSettings:
     commit_interval_ms: int = 1000
 
     @property
+    def max_dead_letter_bytes(self) -> int:
+        """Largest value the producer accepts (its max_request_size, less room for key and headers)."""
+        return max(1 << 20, 2 * self.max_message_bytes)
+
+    @property
     def in_flight_limit(self) -> int:
         return self.max_in_flight or max(4 * self.batch_size, 1024)
 

@@ -328,3 +328,16 @@ def test_stop_drains_queued_work_before_exit(signal_twice):
     loop, source, sink, _ = make_loop(records, source=FakeSource(records, chunk=50), max_wait_ms=50)
     assert run_until(loop, lambda: source.polls >= 1 and not source.records) == 0
     assert len(sink.sent) == 50 and source.commits[-1] == {TopicPartition("in", 0): 50}
+
+
+def test_oversize_dead_letter_keeps_the_original_value_unless_the_producer_cannot_carry_it():
+    fits = b"w" * 5000
+    huge = b"w" * (2 << 20)  # over max_dead_letter_bytes (1 MiB floor): only its head is dead-lettered
+    records = [record(0, 0, fits), record(0, 1, huge), record(0, 2, b"fine text")]
+    loop, source, sink, _ = make_loop(records, max_message_bytes=1000)
+    assert run_until(loop, lambda: len(sink.sent) == 3) == 0
+    dead = {int(h["source.offset"]): (v, h) for _, _, v, h, _ in sink.on("in.dlq")}
+    assert dead[0][0] == fits and "error.value_truncated" not in dead[0][1]
+    assert dead[1][0] == huge[:1000] and dead[1][1]["error.value_truncated"] == str(len(huge)).encode()
+    assert dead[1][1]["error.type"] == b"oversize"
+    assert source.commits[-1] == {TopicPartition("in", 0): 3}

@@ -284,7 +284,12 @@ class WorkerLoop:
     def _dead_letter(self, record: InputRecord, ticket: Ticket, ref: codec.SourceRef,
                      rejection: codec.Rejection) -> None:
         headers = codec.dead_letter_headers(record.headers, rejection, ref)
-        self._send(self.settings.dlq_topic, record, ticket, record.value, headers, rejection.reason)
+        value = record.value
+        if value is not None and len(value) > self.settings.max_dead_letter_bytes:
+            # Too big for our producer: keep the head, say so. Re-sending it whole would fail every restart.
+            headers += [("error.value_truncated", str(len(value)).encode("ascii"))]
+            value = value[: self.settings.max_message_bytes]
+        self._send(self.settings.dlq_topic, record, ticket, value, headers, rejection.reason)
 
     def _send(self, topic: str, record: InputRecord, ticket: Ticket, value: bytes | None,
               headers: list[tuple[str, bytes]], reason: str | None) -> None:
