@@ -1,0 +1,64 @@
+"""Reading and writing test streams with kafka-python, without a consumer group (no join wait)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+    def header(self, name: str) -> bytes | None:
+        values = [v for k, v in self.headers if k == name]
+        return values[-1] if values else None
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None, Headers]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4_000_000)
+    try:
+        for key, value, headers in records:
+            producer.send(topic, key=key, value=value, headers=headers)
+        producer.flush(30)
+    finally:
+        producer.close(5)
+
+
+def read_until(bootstrap: str, topics: list[str], expected: int, timeout: float = 120) -> list[Message]:
+    """Every message of ``topics`` from the beginning, until ``expected`` arrived (or ``timeout``)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        messages: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while len(messages) < expected and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                messages.extend(
+                    Message(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or [])) for r in records
+                )
+        return messages
+    finally:
+        consumer.close()
+
+
+def read_all(bootstrap: str, topics: list[str]) -> list[Message]:
+    """Everything currently in ``topics`` (up to the end offsets at call time)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        end = consumer.end_offsets(partitions)
+    finally:
+        consumer.close()
+    return read_until(bootstrap, topics, sum(end.values()), timeout=60)

@@ -1,0 +1,176 @@
+"""`lstm-worker run` end to end on a real broker, with the real tiny bundle and real 20 Newsgroups text.
+
+One worker classifies a mixed stream (JSON with ids, plain text, malformed
+records); a restart in the same group then proves that nothing committed is
+read again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from core.bundle import load_bundle
+from tests.integration.conftest import WorkerLauncher, create_topics
+from tests.integration.streams import Message, produce, read_all, read_until
+from worker import codec
+from worker.devbroker import DevBroker
+from worker.engine import InferenceEngine
+
+MAX_MESSAGE_BYTES = 200_000
+TOP_K = 3
+
+
+def offline_predictions(bundle_dir: Path, texts: list[str]) -> list:
+    engine = InferenceEngine(load_bundle(bundle_dir), provider="cpu", threads=1)
+    return engine.predict_texts(texts, top_k=TOP_K)
+
+
+def metric_value(metrics_text: str, name: str, labels: str = "") -> float:
+    pattern = re.escape(name) + (re.escape("{" + labels + "}") if labels else "") + r" ([0-9.e+-]+)$"
+    match = re.search(pattern, metrics_text, re.MULTILINE)
+    assert match, f"{name}{{{labels}}} not in /metrics"
+    return float(match.group(1))
+
+
+# (key, value, expected reason): every kind of record the contract says cannot be classified.
+MALFORMED = [
+    (b"bad-utf8", b"caf\xe9 au lait \xff\xfe", codec.INVALID_UTF8),
+    (b"bad-empty", b"", codec.EMPTY_TEXT),
+    (b"bad-whitespace", b"  \n\t  ", codec.EMPTY_TEXT),
+    (b"bad-oversize", b"word " * (MAX_MESSAGE_BYTES // 5 + 10), codec.OVERSIZE),
+    (b"bad-json-no-text", json.dumps({"id": "x1", "body": "no text field"}).encode(), codec.MISSING_TEXT),
+    (b"bad-json-number-text", json.dumps({"id": "x2", "text": 42}).encode(), codec.MISSING_TEXT),
+    (b"bad-json-array", b'["an", "array"]', codec.NOT_JSON_OBJECT),
+    (b"bad-json-null", b"null", codec.NOT_JSON_OBJECT),
+    (b"bad-tombstone", None, codec.NULL_VALUE),
+]
+
+
+def test_stream_is_labelled_like_offline_dead_letters_explained_and_restart_rereads_nothing(
+    broker: DevBroker, workers: WorkerLauncher, tiny_bundle_dir: Path, news_docs: list[str], unique_name: str
+) -> None:
+    bootstrap = broker.bootstrap_servers
+    topic, output, dlq = unique_name, f"{unique_name}.labels", f"{unique_name}.dlq"
+    create_topics(bootstrap, [topic, output, dlq], partitions=3)
+    docs = [d for d in news_docs if len(d.encode()) < MAX_MESSAGE_BYTES]
+    assert len(docs) >= 300
+
+    # Even docs as JSON with an id, odd docs as plain text (id falls back to the key); one without a key.
+    records, expected = [], {}
+    for i, doc in enumerate(docs):
+        key = f"key-{i}".encode()
+        trace = [("traceparent", f"00-{i:032x}-{i:016x}-01".encode())]
+        if i % 2 == 0:
+            records.append((key, json.dumps({"id": f"doc-{i}", "text": doc}).encode(), trace))
+            expected[f"doc-{i}"] = (key, doc, trace[0][1])
+        else:
+            records.append((key, doc.encode("utf-8"), trace))
+            expected[f"key-{i}"] = (key, doc, trace[0][1])
+    unkeyed_text = docs[0][:500]
+    records.append((None, unkeyed_text.encode(), []))
+    records += [(key, value, [("traceparent", b"trace-" + key)]) for key, value, _ in MALFORMED]
+    produce(bootstrap, topic, records)
+
+    worker = workers.start(topic, unique_name, "--max-message-bytes", str(MAX_MESSAGE_BYTES),
+                           "--top-k", str(TOP_K), "--batch-size", "32", "--max-wait-ms", "10")
+    worker.wait_ready()
+    messages = read_until(bootstrap, [output, dlq], expected=len(records))
+    metrics_status, metrics_text = worker.get("/metrics")
+    health = worker.get("/healthz")
+    ready = worker.get("/readyz")
+    maps = worker.mapped_files()
+    assert worker.terminate() == 0, worker.log()
+
+    inputs = {(m.partition, m.offset): m for m in read_all(bootstrap, [topic])}
+    outputs = [m for m in messages if m.topic == output]
+    dead = {m.key: m for m in messages if m.topic == dlq}
+    assert len(outputs) == len(expected) + 1 and len(dead) == len(MALFORMED), worker.log()
+
+    # Labels: the same as the offline engine on the same texts, id and key carried through.
+    bundle = load_bundle(tiny_bundle_dir)
+    by_id = {json.loads(m.value)["id"]: m for m in outputs}
+    ids = list(expected)
+    offline = offline_predictions(tiny_bundle_dir, [expected[i][1] for i in ids])
+    for record_id, prediction in zip(ids, offline, strict=True):
+        message = by_id[record_id]
+        body = json.loads(message.value)
+        assert message.key == expected[record_id][0]
+        assert body["label"] == prediction.label, record_id
+        assert body["score"] == pytest.approx(prediction.score, abs=1e-4)
+        assert [t["label"] for t in body["top_k"]] == [label for label, _ in prediction.top_k]
+        assert body["model"] == bundle.model_id
+        assert body["source"]["topic"] == topic
+        assert inputs[(body["source"]["partition"], body["source"]["offset"])].key == message.key
+        assert message.header("content-type") == b"application/json"
+        assert message.header("traceparent") == expected[record_id][2]
+    unkeyed = [m for m in outputs if m.key is None]
+    assert len(unkeyed) == 1
+    source = json.loads(unkeyed[0].value)["source"]
+    assert json.loads(unkeyed[0].value)["id"] == f"{topic}:{source['partition']}:{source['offset']}"
+
+    # Per input partition, labels are produced in input order (same key -> same partition in and out).
+    offsets_by_partition: dict[int, list[int]] = defaultdict(list)
+    for message in sorted((m for m in outputs if m.key is not None), key=lambda m: (m.partition, m.offset)):
+        source = json.loads(message.value)["source"]
+        assert source["partition"] == message.partition
+        offsets_by_partition[message.partition].append(source["offset"])
+    for offsets in offsets_by_partition.values():
+        assert offsets == sorted(offsets)
+
+    # Dead letters: original key, value and headers, plus why and where from.
+    for key, value, reason in MALFORMED:
+        letter = dead[key]
+        assert letter.value == value
+        assert letter.header("error.type") == reason.encode()
+        assert letter.header("error.message")
+        assert letter.header("traceparent") == b"trace-" + key
+        assert letter.header("source.topic") == topic.encode()
+        original = inputs[(int(letter.header("source.partition")), int(letter.header("source.offset")))]
+        assert (original.key, original.value) == (key, value)
+
+    # Observability, and serving stayed torch-free.
+    assert metrics_status == 200
+    assert metric_value(metrics_text, "lstm_worker_records_in_total") == len(records)
+    assert metric_value(metrics_text, "lstm_worker_dead_letters_total", f'reason="{codec.EMPTY_TEXT}"') == 2
+    assert "lstm_worker_inference_seconds_count" in metrics_text
+    assert health[0] == 200 and ready[0] == 200
+    assert "libtorch" not in maps and "/torch/" not in maps
+
+    # Restart in the same group: only the new records are read (everything before was committed).
+    late = [(f"late-{i}".encode(), json.dumps({"id": f"late-{i}", "text": d}).encode(), [])
+            for i, d in enumerate(docs[:15])]
+    produce(bootstrap, topic, late)
+    again = workers.start(topic, unique_name, "--max-message-bytes", str(MAX_MESSAGE_BYTES))
+    again.wait_ready()
+    read_until(bootstrap, [output, dlq], expected=len(records) + len(late))
+    _, metrics_text = again.get("/metrics")
+    assert again.terminate() == 0, again.log()
+    assert metric_value(metrics_text, "lstm_worker_records_in_total") == len(late)
+    everything = read_all(bootstrap, [output, dlq])
+    assert len(everything) == len(records) + len(late)  # no duplicates, nothing lost
+    late_ids = {json.loads(m.value)["id"] for m in everything if m.topic == output} - set(by_id)
+    assert late_ids == {f"late-{i}" for i in range(len(late))}
+
+
+def test_dead_letter_source_headers_point_at_the_input(
+    broker: DevBroker, workers: WorkerLauncher, unique_name: str
+) -> None:
+    """With --input-format json, plain text is a dead letter whose source headers locate the original."""
+    bootstrap = broker.bootstrap_servers
+    topic, output, dlq = unique_name, f"{unique_name}.labels", f"{unique_name}.dlq"
+    create_topics(bootstrap, [topic, output, dlq], partitions=1)
+    produce(bootstrap, topic, [(b"a", b"plain text, not JSON", []), (b"b", b'{"text": "fine json"}', [])])
+    worker = workers.start(topic, unique_name, "--input-format", "json")
+    worker.wait_ready()
+    messages = read_until(bootstrap, [output, dlq], expected=2)
+    assert worker.terminate() == 0, worker.log()
+    letter = next(m for m in messages if m.topic == dlq)
+    labelled: Message = next(m for m in messages if m.topic == output)
+    assert letter.header("error.type") == codec.INVALID_JSON.encode()
+    assert (letter.header("source.partition"), letter.header("source.offset")) == (b"0", b"0")
+    assert json.loads(labelled.value)["id"] == "b"
