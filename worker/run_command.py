@@ -27,10 +27,11 @@ def option(name: str, **kwargs: Any) -> Any:
 @option("--dlq-topic", default=None, help="Dead-letter topic for unclassifiable records. [default: <topic>.dlq]")
 @option("--model", required=True, type=click.Path(path_type=Path),
         help="Model bundle directory written by lstm-export.")
-@option("--batch-size", default=64, type=int, help="Close a batch at this many records.")
+@option("--batch-size", default=256, type=int,
+        help="Close a batch at this many records; a batch is sorted by length and scored in sub-batches.")
 @option("--max-wait-ms", default=20, type=int, help="Close a batch this long after its first record arrived.")
-@option("--max-batch-tokens", default=16384, type=int,
-        help="Close a batch at this many tokens; also the padded-token budget of one ONNX Runtime call.")
+@option("--max-batch-tokens", default=65536, type=int,
+        help="Close a batch at this many tokens (after truncation to the model's max length).")
 @option("--provider", default="auto", type=click.Choice(["auto", "cpu", "cuda"]),
         help="ONNX Runtime provider; auto = CUDA when onnxruntime-gpu and a GPU are present, else CPU.")
 @option("--threads", default=0, type=int, help="ONNX Runtime intra-op threads (0 = one per core).")
@@ -93,7 +94,8 @@ def run_worker(settings: WorkerSettings) -> int:
     try:
         bundle = load_bundle(settings.model)
         engine = InferenceEngine(bundle, provider=settings.provider, threads=settings.threads,
-                                 max_batch_tokens=settings.max_batch_tokens)
+                                 max_batch_tokens=min(settings.sub_batch_tokens, settings.max_batch_tokens),
+                                 max_sub_batch=settings.max_sub_batch)
     except (BundleError, EngineError) as exc:
         raise click.ClickException(f"--model: {exc}") from None
     log.info("model_loaded", model=bundle.model_id, provider=engine.provider, requested_provider=settings.provider,

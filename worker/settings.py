@@ -59,9 +59,12 @@ class WorkerSettings:
     group_id: str = "lstm-worker"
     output_topic: str = ""
     dlq_topic: str = ""
-    batch_size: int = 64
+    batch_size: int = 256
     max_wait_ms: int = 20
-    max_batch_tokens: int = 16384
+    max_batch_tokens: int = 65536
+    # Padded-token budget of one ONNX Runtime call inside a batch (the engine's sub-batching).
+    sub_batch_tokens: int = 16384
+    max_sub_batch: int = 64
     provider: str = "auto"
     threads: int = 0
     input_format: str = "auto"
