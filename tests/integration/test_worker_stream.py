@@ -174,3 +174,28 @@ def test_dead_letter_source_headers_point_at_the_input(
     assert letter.header("error.type") == codec.INVALID_JSON.encode()
     assert (letter.header("source.partition"), letter.header("source.offset")) == (b"0", b"0")
     assert json.loads(labelled.value)["id"] == "b"
+
+
+def test_sigterm_mid_stream_drains_and_restart_completes_without_loss_or_duplicates(
+    broker: DevBroker, workers: WorkerLauncher, news_docs: list[str], unique_name: str
+) -> None:
+    """A clean drain commits everything it polled: first run + restart = every record exactly once."""
+    bootstrap = broker.bootstrap_servers
+    topic, output, dlq = unique_name, f"{unique_name}.labels", f"{unique_name}.dlq"
+    create_topics(bootstrap, [topic, output, dlq], partitions=3)
+    records = [(f"k{i}".encode(), json.dumps({"id": f"r{i}", "text": news_docs[i % len(news_docs)]}).encode(), [])
+               for i in range(1200)]
+    produce(bootstrap, topic, records)
+
+    first = workers.start(topic, unique_name, "--batch-size", "4", "--max-wait-ms", "0")
+    first.wait_ready()
+    read_until(bootstrap, [output], expected=1)  # SIGTERM while the stream is being worked through
+    assert first.terminate() == 0, first.log()
+
+    second = workers.start(topic, unique_name)
+    second.wait_ready()
+    read_until(bootstrap, [output], expected=len(records))
+    assert second.terminate() == 0, second.log()
+
+    ids = [json.loads(m.value)["id"] for m in read_all(bootstrap, [output, dlq])]
+    assert sorted(ids) == sorted(f"r{i}" for i in range(len(records)))
