@@ -55,10 +55,13 @@ def _version(ctx: click.Context, param: click.Parameter, value: str | None) -> s
                    "Given without a value, print lstm-export's own version and exit.")
 @click.option("--parity-docs", type=click.IntRange(MIN_PARITY_DOCS), default=1024, show_default=True,
               show_envvar=True, help="Validation documents the parity gate compares (at least 512).")
+@click.option("--allow-batch-dependence", is_flag=True, show_envvar=True,
+              help="With --quantize int8 only: publish the int8 bundle even though its scores depend on the other "
+                   "documents in a batch (dynamic int8 LSTM); the manifest records the measured difference.")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True, show_envvar=True,
               help="ONNX Runtime threads for the gates (0 = ONNX Runtime's default).")
 def main(checkpoint: Path, output: Path, quantize: str | None, opset: int, name: str | None,
-         model_version: str, parity_docs: int, threads: int) -> None:
+         model_version: str, parity_docs: int, allow_batch_dependence: bool, threads: int) -> None:
     """Export an lstm-train checkpoint to an ONNX model bundle and prove it answers like PyTorch.
 
     The bundle (model.onnx, vocab.json, labels.json, manifest.json with sha256 of
@@ -70,7 +73,11 @@ def main(checkpoint: Path, output: Path, quantize: str | None, opset: int, name:
     Exit status: 0 bundle written; 1 error (checkpoint unreadable, output exists...);
     2 bad option; 3 refused by a gate (the report is printed to stderr).
     """
-    config = ExportConfig(checkpoint, output, quantize, opset, name, model_version, parity_docs, threads)
+    if allow_batch_dependence and quantize is None:
+        raise click.UsageError("--allow-batch-dependence only applies to --quantize int8; fp32 bundles must be "
+                               "batch-invariant")
+    config = ExportConfig(checkpoint, output, quantize, opset, name, model_version, parity_docs, threads,
+                          allow_batch_dependence)
     try:
         bundle_dir = run_export(config, log=lambda line: click.echo(line, err=True))
     except GateError as exc:

@@ -6,10 +6,12 @@
 for int8; the gate is validation accuracy within ``max_drop`` points of the
 fp32 model, and the report states the measured speed ratio.
 
-Dynamic quantization picks the activation scale from the whole batch tensor,
-so an int8 model's scores depend slightly on a document's batch neighbours
-(about 3e-3 measured on the tiny model). The fp32 bundle is exactly
-padding-invariant; the int8 bundle is checked against a looser tolerance.
+ONNX Runtime's ``DynamicQuantizeLSTM`` quantizes the LSTM input with one
+scale for the whole batch tensor, so an int8 document's scores depend on its
+batch neighbours (measured on the 20NG small model: up to 0.26 in probability,
+with label changes, when a short document is batched with 63 long ones). The
+padding-invariance gate therefore refuses int8 bundles unless the user passes
+``--allow-batch-dependence``; the manifest then records the measured failure.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from export.onnx_export import graph_op_types
 from worker.engine import InferenceEngine
 
 MAX_ACCURACY_DROP_POINTS = 1.0
-INT8_INVARIANCE_TOLERANCE = 1e-2
 SPEED_REPEATS = 3
 
 
