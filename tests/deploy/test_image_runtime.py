@@ -152,3 +152,20 @@ def test_rendered_settings_run_a_worker_that_passes_the_image_healthcheck(tiny_b
                 worker.wait()
     # With the worker gone the same HEALTHCHECK must fail, or it proves nothing.
     assert subprocess.run(healthcheck, env=check_env, capture_output=True, timeout=30).returncode != 0
+
+
+def test_training_image_installs_the_torch_version_pyproject_pins() -> None:
+    """Run the train.Dockerfile's pin-extraction one-liner against the real pyproject.toml."""
+    text = (ROOT / "deploy" / "docker" / "train.Dockerfile").read_text(encoding="utf-8")
+    match = re.search(r"TORCH_PIN=\"\$\(python -c '(.+?)'\)\"", text)
+    assert match, "train.Dockerfile reads the torch pin from pyproject.toml"
+    pin = subprocess.run([sys.executable, "-c", match.group(1)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert pin.returncode == 0, pin.stderr
+    import tomllib
+
+    train_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"]
+    assert pin.stdout.strip() in train_extra and pin.stdout.strip().startswith("torch==")
+    # The CPU build of that version comes from the CPU index; the rest of the extra from PyPI.
+    assert 'pip install --index-url "${TORCH_INDEX_URL}" "${TORCH_PIN}"' in text
+    assert 'pip install ".[train]"' in text
