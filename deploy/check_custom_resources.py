@@ -7,6 +7,7 @@ kubernetes-validate knows only built-in kinds, so this script:
   agreement with the objects it points at (the Deployment, the worker's LSTM_WORKER_*
   settings, the Service, the Secret reference),
 - rejects any other custom resource (an unknown kind is a kind nobody checked),
+- requires every checkov suppression annotation to name one check and give its reason,
 - with ``--to-json``, prints the rendered objects as a JSON list (for tests that have
   no YAML parser) and checks nothing.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -199,6 +201,21 @@ CHECKERS = {
 }
 
 
+SKIP_ANNOTATION = re.compile(r"^checkov\.io/skip\d*$")
+SKIP_VALUE = re.compile(r"^CKV2?_[A-Z0-9]+_\d+=(?P<reason>.+)$")
+
+
+def check_checkov_skips(obj: Obj) -> list[str]:
+    """Every checkov suppression names one check and says why (at least a short sentence)."""
+    problems = []
+    for name, value in ((obj.get("metadata") or {}).get("annotations") or {}).items():
+        if SKIP_ANNOTATION.match(name):
+            match = SKIP_VALUE.match(str(value))
+            if not match or len(match.group("reason").strip()) < 15:
+                problems.append(f"{key(obj)}: annotation {name}={value!r} must be CHECK_ID=<reason of 15+ characters>")
+    return problems
+
+
 def load(path: Path) -> list[Obj]:
     with path.open(encoding="utf-8") as handle:
         return [doc for doc in yaml.safe_load_all(handle) if doc]
@@ -217,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     builtin = [obj for obj in objs if api_group(obj) in BUILTIN_GROUPS]
     problems: list[str] = []
     for obj in objs:
+        problems += check_checkov_skips(obj)
         if api_group(obj) in BUILTIN_GROUPS:
             continue
         checker = CHECKERS.get((api_group(obj), obj.get("kind")))
