@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LSTM_TRAIN_DATA ?= $(if $(wildcard ../shared/data/20news-bydate.tar.gz),$(abspath ../shared/data/20news-bydate.tar.gz),20newsgroups)
 export LSTM_TRAIN_DATA
 
-.PHONY: install test faults lint bench demo clean
+.PHONY: install test faults deploy-check lint bench demo clean
 
 install: $(STAMP)
 
@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all]'
 	touch $@
 
+# deploy/validate.sh renders and lints deploy/ (tools in .venv-deploy) before the tests assert on it.
 test: install
+	deploy/validate.sh
 	$(PY) -m pytest -q -m "not faults"
+
+deploy-check:
+	deploy/validate.sh
 
 # Real processes under real faults (SIGKILL, broker freeze, poison input); CI runs it too.
 faults: install
@@ -35,4 +40,4 @@ demo: install
 	$(PY) scripts/demo.py
 
 clean:
-	rm -rf $(VENV) artifacts .pytest_cache
+	rm -rf $(VENV) .venv-deploy artifacts .pytest_cache
