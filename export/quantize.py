@@ -4,7 +4,8 @@
 (int8 weights, activations quantized at run time) and the classifier's
 ``Gemm`` into ``MatMulInteger``. Argmax parity with PyTorch is not required
 for int8; the gate is validation accuracy within ``max_drop`` points of the
-fp32 model, and the report states the measured speed ratio.
+fp32 model (point estimate plus one standard error of the paired difference),
+and the report states the measured speed ratio.
 
 ONNX Runtime's ``DynamicQuantizeLSTM`` quantizes the LSTM input with one
 scale for the whole batch tensor, so an int8 document's scores depend on its
@@ -55,6 +56,20 @@ def accuracy(probabilities: np.ndarray, gold: Sequence[int]) -> float:
     return float((probabilities.argmax(axis=1) == np.asarray(gold)).mean())
 
 
+def paired_standard_error_points(pred32: np.ndarray, pred8: np.ndarray, gold: Sequence[int]) -> float:
+    """Standard error (in points) of the paired accuracy difference, from the documents the models disagree on.
+
+    The gate compares ``drop + 1 SE`` with the limit: on ~1,000 validation
+    documents the point estimate alone is too noisy (the 20NG small model lost
+    0.62 points on validation but 1.74 on the test split).
+    """
+    gold = np.asarray(gold)
+    only32 = float(((pred32 == gold) & (pred8 != gold)).sum())
+    only8 = float(((pred8 == gold) & (pred32 != gold)).sum())
+    n = len(gold)
+    return float(np.sqrt(max(only32 + only8 - (only32 - only8) ** 2 / n, 0.0)) / n * 100)
+
+
 def best_time(engine: InferenceEngine, id_lists: Sequence[Sequence[int]], repeats: int = SPEED_REPEATS) -> float:
     """Best wall time of ``repeats`` full passes (the minimum is the least noisy on a shared machine)."""
     engine.predict_proba(id_lists[:64])  # warm-up: ORT allocates on the first run
@@ -79,6 +94,7 @@ def check_int8(
     p32, p8 = fp32.predict_proba(id_lists), int8.predict_proba(id_lists)
     acc32, acc8 = accuracy(p32, gold), accuracy(p8, gold)
     drop = (acc32 - acc8) * 100
+    bound = drop + paired_standard_error_points(p32.argmax(1), p8.argmax(1), gold)
     sample = list(id_lists[:speed_docs])
     t32, t8 = best_time(fp32, sample), best_time(int8, sample)
     report = {
@@ -90,6 +106,7 @@ def check_int8(
         "fp32_accuracy": round(acc32, 6),
         "int8_accuracy": round(acc8, 6),
         "accuracy_drop_points": round(drop, 4),
+        "accuracy_drop_upper_bound_points": round(bound, 4),
         "max_accuracy_drop_points": max_drop_points,
         "argmax_agreement_with_fp32": round(float((p32.argmax(1) == p8.argmax(1)).mean()), 6),
         "max_abs_diff_vs_fp32": float(np.abs(p32 - p8).max()),
@@ -100,10 +117,10 @@ def check_int8(
             "int8_speedup": round(t32 / t8, 3) if t8 > 0 else None,
         },
     }
-    if drop > max_drop_points:
+    if bound > max_drop_points:
         raise QuantizationError(
-            f"int8 accuracy gate failed: validation accuracy {acc8:.4f} vs fp32 {acc32:.4f} "
-            f"(drop {drop:.2f} points > {max_drop_points}); export without --quantize",
+            f"int8 accuracy gate failed: validation accuracy {acc8:.4f} vs fp32 {acc32:.4f}, drop {drop:.2f} "
+            f"points (+1 standard error: {bound:.2f}) > {max_drop_points}; export without --quantize",
             report,
         )
     report["passed"] = True

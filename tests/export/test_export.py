@@ -144,3 +144,16 @@ def test_batch_dependence_cannot_be_accepted_for_fp32(tiny_checkpoint_dir: Path,
     result = run_export("--checkpoint", str(tiny_checkpoint_dir), "--output", str(tmp_path / "b"),
                         "--allow-batch-dependence")
     assert result.exit_code == 2 and "only applies to --quantize int8" in result.output
+
+
+def test_int8_gate_counts_the_noise_of_a_small_validation_split() -> None:
+    from export.quantize import paired_standard_error_points
+
+    gold = np.zeros(1000, dtype=int)
+    same = np.zeros(1000, dtype=int)
+    assert paired_standard_error_points(same, same, gold) == 0.0  # identical answers: no uncertainty
+    # 60 documents only fp32 gets right, 50 only int8: drop 1 point, SE = sqrt(110 - 0.1) / 1000 * 100.
+    pred32, pred8 = same.copy(), same.copy()
+    pred8[:60] = 1
+    pred32[60:110] = 1
+    assert paired_standard_error_points(pred32, pred8, gold) == pytest.approx(np.sqrt(110 - 0.1) / 10)
