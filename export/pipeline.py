@@ -157,7 +157,8 @@ def summary(bundle_dir: Path) -> str:
         q = report["quantization"]
         lines.append(
             f"  int8: accuracy {q['int8_accuracy']:.4f} vs fp32 {q['fp32_accuracy']:.4f} "
-            f"(drop {q['accuracy_drop_points']:.2f} points), speed x{q['speed']['int8_speedup']} vs fp32"
+            f"(drop {q['accuracy_drop_points']:.2f} points, +1 SE {q['accuracy_drop_upper_bound_points']:.2f}), "
+            f"argmax agreement {q['argmax_agreement_with_fp32']:.1%}, speed x{q['speed']['int8_speedup']} vs fp32"
         )
     ops = graph_op_types(bundle.model_path.read_bytes())
     lstm_ops = {k: v for k, v in ops.items() if "LSTM" in k}
