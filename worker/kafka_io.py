@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -43,18 +43,46 @@ class SendFuture(Protocol):
     def add_errback(self, fn: Callable[..., Any], *args: Any) -> Any: ...
 
 
-class _Listener(ConsumerRebalanceListener):
-    """Forwards rebalance callbacks; kafka-python calls them inside poll(), on the consumer thread."""
+class RebalanceHooks(Protocol):
+    """What the loop does around a rebalance; see :class:`_Listener` for the order of calls."""
 
-    def __init__(self, on_revoked: Callable[[list[TopicPartition]], None],
-                 on_assigned: Callable[[list[TopicPartition]], None]):
-        self._on_revoked, self._on_assigned = on_revoked, on_assigned
+    def prepare_revoke(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+    def finish_revoke(self, partitions: list[TopicPartition], committed: dict[TopicPartition, int] | None,
+                      error: Exception | None) -> None: ...
+    def lost(self, partitions: list[TopicPartition]) -> None: ...
+    def assigned(self, partitions: list[TopicPartition]) -> None: ...
 
-    def on_partitions_revoked(self, revoked):  # noqa: ANN001 - kafka-python API
-        self._on_revoked(list(revoked))
 
-    def on_partitions_assigned(self, assigned):  # noqa: ANN001
-        self._on_assigned(list(assigned))
+class _Listener(AsyncConsumerRebalanceListener):
+    """Rebalance callbacks for kafka-python 3, which runs them on the consumer's I/O thread.
+
+    A blocking ``consumer.commit()`` is refused there, so the commit of what is
+    safe on revocation is awaited with ``commit_async`` (heartbeats go on).
+    Order on revoke: flush sends and compute safe offsets, commit them, then drop
+    the partitions' in-flight state. Lost partitions (evicted from the group) are
+    only dropped: their offsets may already belong to another member.
+    """
+
+    def __init__(self, consumer: KafkaConsumer, hooks: RebalanceHooks):
+        self._consumer, self._hooks = consumer, hooks
+
+    async def on_partitions_revoked(self, revoked):  # noqa: ANN001 - kafka-python API
+        partitions = sorted(revoked)
+        offsets = self._hooks.prepare_revoke(partitions) if partitions else {}
+        committed, error = None, None
+        if offsets:
+            try:
+                await self._consumer.commit_async({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+                committed = offsets
+            except KafkaError as exc:
+                error = exc
+        self._hooks.finish_revoke(partitions, committed, error)
+
+    async def on_partitions_lost(self, lost):  # noqa: ANN001
+        self._hooks.lost(sorted(lost))
+
+    async def on_partitions_assigned(self, assigned):  # noqa: ANN001
+        self._hooks.assigned(sorted(assigned))
 
 
 def _connect_error(settings: WorkerSettings, exc: Exception) -> StartupError:
@@ -79,10 +107,10 @@ class KafkaSource:
                 session_timeout_ms=settings.session_timeout_ms,
                 heartbeat_interval_ms=max(500, settings.session_timeout_ms // 3),
                 max_poll_records=max(settings.batch_size * 4, 500),
-                fetch_max_bytes=50 * 1024 * 1024,
+                fetch_max_bytes=16 * 1024 * 1024,  # bounds fetched-but-unpolled memory (RSS budget)
                 max_partition_fetch_bytes=max(1 << 20, settings.max_message_bytes + 1024),
                 fetch_min_bytes=1,
-                fetch_max_wait_ms=100,  # bounds the latency a poll on an idle partition adds
+                fetch_max_wait_ms=25,  # bounds the latency an idle fetch adds (some brokers hold a fetch for all of it)
                 bootstrap_timeout_ms=bootstrap_timeout_ms,
                 **settings.security.client_config(),
             )
@@ -98,9 +126,8 @@ class KafkaSource:
                                f"(kafka-topics.sh --create --topic {self.topic}) or fix --topic")
         return len(partitions)
 
-    def subscribe(self, on_revoked: Callable[[list[TopicPartition]], None],
-                  on_assigned: Callable[[list[TopicPartition]], None]) -> None:
-        self.consumer.subscribe([self.topic], listener=_Listener(on_revoked, on_assigned))
+    def subscribe(self, hooks: RebalanceHooks) -> None:
+        self.consumer.subscribe([self.topic], listener=_Listener(self.consumer, hooks))
 
     def poll(self, timeout_ms: int, max_records: int) -> list[InputRecord]:
         batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)

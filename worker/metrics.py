@@ -19,9 +19,9 @@ class WorkerMetrics:
                                     ["reason"], registry=r)
         self.send_errors = Counter("lstm_worker_send_errors", "Sends that failed after the producer's retries",
                                    registry=r)
-        self.dropped_revoked = Counter("lstm_worker_dropped_revoked",
-                                       "Records skipped because their partition was revoked before send",
-                                       registry=r)
+        self.dropped_revoked = Counter(
+            "lstm_worker_dropped_revoked",
+            "Records skipped because their partition was revoked (the next owner re-reads them)", registry=r)
         self.batch_size = Histogram("lstm_worker_batch_size", "Records per inference batch",
                                     buckets=_SIZE_BUCKETS, registry=r)
         self.batch_tokens = Histogram("lstm_worker_batch_tokens", "Tokens per inference batch",

@@ -9,9 +9,11 @@ a record whose result is not safely stored, whatever order the acks arrive in.
 A failed send blocks its partition: nothing at or after it is committed, and
 the loop stops so that a restart re-reads from the last safe offset.
 
-On revocation a partition's state is dropped and its *epoch* bumped: acks that
-arrive later for records of the old assignment are ignored, so they can never
-commit on behalf of a new owner.
+Partitions are tracked from assignment to revocation only. On revocation a
+partition's state is dropped and its *epoch* bumped: acks that arrive later for
+records of the old assignment are ignored, and records polled for a partition
+that is not assigned are refused, so nothing is ever committed on behalf of
+records that were dropped.
 
 Acks arrive on the producer's I/O thread, registrations and commits happen on
 the consumer thread: all methods take one lock.
@@ -52,11 +54,24 @@ class OffsetTracker:
         self._in_flight = 0
         self.failure: str | None = None
 
-    def register(self, tp: TopicPartition, offset: int) -> Ticket:
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        """Start tracking newly assigned partitions; only owned partitions accept records."""
+        with self._lock:
+            for tp in partitions:
+                if tp not in self._states:
+                    self._states[tp] = _PartitionState(self._epochs.get(tp, 0))
+
+    def register(self, tp: TopicPartition, offset: int) -> Ticket | None:
+        """A ticket for a polled record, or ``None`` if its partition is not (or no longer) ours.
+
+        kafka-python can still hand out records of a revoked partition until the
+        rebalance completes; tracking them would let their offsets be committed
+        later on behalf of records that were dropped, so they are refused.
+        """
         with self._lock:
             state = self._states.get(tp)
             if state is None:
-                state = self._states[tp] = _PartitionState(self._epochs.get(tp, 0))
+                return None
             if state.next_offset is not None and offset < state.next_offset:
                 raise ValueError(f"{tp} offset {offset} registered out of order (next is {state.next_offset})")
             state.pending[offset] = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -147,6 +148,8 @@ def _install_signal_handlers(loop: Any, log: Any) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: the first tool for a stuck worker.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def _close_quietly(*clients: Any) -> None:

@@ -119,17 +119,26 @@ class FakeSource:
         self.resumes = 0
         self.fail_next_commit = False
 
-    def subscribe(self, on_revoked, on_assigned):
-        self.on_revoked, self.on_assigned = on_revoked, on_assigned
-        on_assigned(sorted(self.partitions))
+    def subscribe(self, hooks):
+        self.hooks = hooks
+        hooks.assigned(sorted(self.partitions))
+
+    def on_revoked(self, partitions):
+        """What kafka_io._Listener does: prepare, commit what is safe, finish."""
+        offsets = self.hooks.prepare_revoke(partitions)
+        if offsets:
+            self.commits.append(dict(offsets))
+        self.hooks.finish_revoke(partitions, offsets or None, None)
 
     def poll(self, timeout_ms, max_records):
         self.polls += 1
         if self.revoke_after_polls is not None and self.polls == self.revoke_after_polls:
+            # Like kafka-python: the revoked partition's records keep coming until the rebalance completes.
             revoked = TopicPartition("in", 1)
             self.on_revoked([revoked])
             self.partitions.discard(revoked)
-            self.records = [r for r in self.records if r.tp != revoked]
+        if self.revoke_after_polls is not None and self.polls == self.revoke_after_polls + 3:
+            self.records = [r for r in self.records if r.tp != TopicPartition("in", 1)]
         if self.paused or not self.records:
             time.sleep(timeout_ms / 1000 / 10)
             return []
@@ -308,8 +317,12 @@ def test_revoked_partition_commits_what_is_safe_and_never_afterwards():
     p1_commits = [c[p1] for c in source.commits if p1 in c]
     labelled_p1 = [json.loads(v)["source"]["offset"] for _, _, v, _, _ in sink.on("in.labels")
                    if json.loads(v)["source"]["partition"] == 1]
-    # Commits for the revoked partition never pass what was labelled before revocation.
+    # Commits for the revoked partition never pass what was labelled before revocation, and records of it
+    # polled after the revocation are neither labelled nor committed.
     assert p1_commits and max(p1_commits) <= len(labelled_p1)
+    assert all(c.get(p1, 0) <= max(p1_commits) for c in source.commits)
+    assert loop.metrics.dropped_revoked._value.get() > 0
+    assert labelled_p1 == list(range(len(labelled_p1)))
     assert max(c.get(TopicPartition("in", 0), 0) for c in source.commits) == 20
 
 

@@ -9,8 +9,14 @@ from worker.offsets import OffsetTracker
 P0, P1 = TopicPartition("in", 0), TopicPartition("in", 1)
 
 
-def test_commit_offset_is_the_lowest_unacknowledged_record():
+def tracker_for(*partitions: TopicPartition) -> OffsetTracker:
     tracker = OffsetTracker()
+    tracker.assign(list(partitions))
+    return tracker
+
+
+def test_commit_offset_is_the_lowest_unacknowledged_record():
+    tracker = tracker_for(P0)
     tickets = [tracker.register(P0, offset) for offset in range(10, 15)]
     assert tracker.committable() == {P0: 10}
     tracker.ack(tickets[2])
@@ -26,7 +32,7 @@ def test_commit_offset_is_the_lowest_unacknowledged_record():
 
 
 def test_partitions_are_independent_and_commits_are_reported_once():
-    tracker = OffsetTracker()
+    tracker = tracker_for(P0, P1)
     a, b = tracker.register(P0, 0), tracker.register(P1, 7)
     tracker.ack(b)
     assert tracker.committable() == {P0: 0, P1: 8}
@@ -38,7 +44,7 @@ def test_partitions_are_independent_and_commits_are_reported_once():
 
 
 def test_a_failed_send_blocks_its_partition_for_good():
-    tracker = OffsetTracker()
+    tracker = tracker_for(P0)
     tickets = [tracker.register(P0, offset) for offset in range(5)]
     tracker.fail(tickets[1], "timed out")
     for ticket in tickets:
@@ -49,7 +55,7 @@ def test_a_failed_send_blocks_its_partition_for_good():
 
 
 def test_revocation_drops_state_and_ignores_late_acks():
-    tracker = OffsetTracker()
+    tracker = tracker_for(P0, P1)
     old = [tracker.register(P0, offset) for offset in range(3)]
     other = tracker.register(P1, 0)
     tracker.ack(old[0])
@@ -59,7 +65,11 @@ def test_revocation_drops_state_and_ignores_late_acks():
     assert not tracker.is_current(old[1])
     assert tracker.ack(old[1]) is False and tracker.ack(old[2]) is False
     assert P0 not in tracker.committable()
+    # Until the rebalance completes the client may still return records of P0: they are refused.
+    assert tracker.register(P0, 3) is None
+    assert P0 not in tracker.committable() and tracker.pending_count() == 1
     # Re-assigned later, from the committed offset: the new epoch starts clean.
+    tracker.assign([P0])
     fresh = tracker.register(P0, 1)
     assert tracker.is_current(fresh) and not tracker.is_current(old[0])
     tracker.ack(fresh)
@@ -68,8 +78,14 @@ def test_revocation_drops_state_and_ignores_late_acks():
     assert tracker.failure is None and tracker.is_current(other)
 
 
+def test_unassigned_partitions_are_not_tracked():
+    tracker = tracker_for(P0)
+    assert tracker.register(P1, 0) is None
+    assert tracker.committable() == {}
+
+
 def test_out_of_order_registration_is_refused():
-    tracker = OffsetTracker()
+    tracker = tracker_for(P0)
     tracker.register(P0, 5)
     try:
         tracker.register(P0, 4)

@@ -33,15 +33,14 @@ from worker import codec
 from worker.batcher import Batcher
 from worker.exceptions import InferenceError
 from worker.health import HealthState
-from worker.kafka_io import InputRecord, SendFuture
+from worker.kafka_io import InputRecord, RebalanceHooks, SendFuture
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker, Ticket
 from worker.settings import WorkerSettings
 
 
 class Source(Protocol):
-    def subscribe(self, on_revoked: Callable[[list[TopicPartition]], None],
-                  on_assigned: Callable[[list[TopicPartition]], None]) -> None: ...
+    def subscribe(self, hooks: RebalanceHooks) -> None: ...
     def poll(self, timeout_ms: int, max_records: int) -> list[InputRecord]: ...
     def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
     def pause(self) -> None: ...
@@ -99,7 +98,7 @@ class WorkerLoop:
 
     def run(self) -> int:
         """Consume until stopped; returns the process exit code (0 after a clean drain)."""
-        self.source.subscribe(self._on_revoked, self._on_assigned)
+        self.source.subscribe(self)
         inference = threading.Thread(target=self._inference_main, name="inference", daemon=True)
         inference.start()
         try:
@@ -160,8 +159,11 @@ class WorkerLoop:
             self._accept(record)
 
     def _accept(self, record: InputRecord) -> None:
-        self.metrics.records_in.inc()
         ticket = self.tracker.register(record.tp, record.offset)
+        if ticket is None:  # its partition was revoked meanwhile; the next owner reads it from the commit
+            self.metrics.dropped_revoked.inc()
+            return
+        self.metrics.records_in.inc()
         ref = codec.SourceRef(record.topic, record.partition, record.offset)
         s = self.settings
         decoded = codec.decode_value(record.value, record.key, ref, input_format=s.input_format,
@@ -198,29 +200,50 @@ class WorkerLoop:
         for tp, lag in self.source.lag().items():
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
-    def _on_revoked(self, partitions: list[TopicPartition]) -> None:
-        """Flush sends, commit what is acknowledged, then forget the partitions (their late acks are ignored)."""
+    # -- rebalance hooks (called on the consumer's I/O thread, see kafka_io._Listener) ------------------
+    def prepare_revoke(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Push buffered sends out so their acks count, then say what is safe to commit."""
         try:
-            self.sink.flush(min(10.0, self.settings.shutdown_timeout_s))
+            # Bounded: heartbeats wait while this runs; unacknowledged records are simply re-read by the next owner.
+            self.sink.flush(min(5.0, self.settings.session_timeout_ms / 3000))
         except KafkaError as exc:
             self.log.warning("flush_on_revoke_failed", error=str(exc))
-        self._commit(list(partitions))
+        return self.tracker.committable(partitions)
+
+    def finish_revoke(self, partitions: list[TopicPartition], committed: dict[TopicPartition, int] | None,
+                      error: Exception | None) -> None:
+        if committed:
+            self.tracker.mark_committed(committed)
+            self.metrics.commits.labels("ok").inc()
+        if error is not None:
+            self.metrics.commits.labels("failed").inc()
+            self.log.warning("commit_on_revoke_failed", error=f"{type(error).__name__}: {error}")
+        self._forget(partitions)
+        if partitions:
+            self.log.info("partitions_revoked", partitions=_names(partitions), committed=_names_offsets(committed))
+
+    def lost(self, partitions: list[TopicPartition]) -> None:
+        self._forget(partitions)
+        self.log.warning("partitions_lost", partitions=_names(partitions))
+
+    def assigned(self, partitions: list[TopicPartition]) -> None:
+        self.tracker.assign(partitions)
+        self._paused = False  # a fresh assignment is not paused; the next iteration re-evaluates
+        self.metrics.paused.set(0)
+        assigned = len(self.source.assignment())
+        self.health.assigned = assigned
+        self.metrics.assigned_partitions.set(assigned)
+        self.log.info("partitions_assigned", partitions=_names(partitions))
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        """Drop in-flight state; later acks of these records are ignored, queued ones are skipped."""
         self.tracker.revoke(partitions)
         for tp in partitions:
             try:
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
             except KeyError:
                 pass  # no lag was reported for it yet
-        if partitions:
-            self.log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
-
-    def _on_assigned(self, partitions: list[TopicPartition]) -> None:
-        self._paused = False  # a fresh assignment is not paused; the next iteration re-evaluates
-        self.metrics.paused.set(0)
-        assigned = len(self.source.assignment())
-        self.health.assigned = assigned
-        self.metrics.assigned_partitions.set(assigned)
-        self.log.info("partitions_assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+        self.health.assigned = max(0, self.health.assigned - len(partitions))
 
     # -- inference thread ------------------------------------------------------------------------------
     def _inference_main(self) -> None:
@@ -321,3 +344,11 @@ class WorkerLoop:
 class _NullLog:
     def __getattr__(self, name: str) -> Callable[..., None]:
         return lambda *args, **kwargs: None
+
+
+def _names(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}[{tp.partition}]" for tp in partitions]
+
+
+def _names_offsets(offsets: dict[TopicPartition, int] | None) -> dict[str, int]:
+    return {f"{tp.topic}[{tp.partition}]": o for tp, o in (offsets or {}).items()}
