@@ -134,7 +134,10 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
         final = write_bundle(scratch / "final", onnx_model=final_bytes, quantization=config.quantize,
                              parity=report, **common)
         load_bundle(final)  # the published bundle must verify exactly as a consumer will
-        os.rename(final, output)  # atomic on one filesystem; replaces an empty output directory
+        try:
+            os.rename(final, output)  # atomic on one filesystem; replaces an empty output directory
+        except OSError as exc:
+            raise ExportError(f"cannot move the verified bundle to {output}: {exc.strerror}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return output
