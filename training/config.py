@@ -32,6 +32,7 @@ class TrainConfig:
     dropout: float = 0.3
     embed_dropout: float = 0.2
     pooling: str = "max_mean"
+    word_shortcut: bool = False
     embeddings: str | None = None
     embedding_init: str = "lsa"
     lr: float = 3e-3
@@ -40,7 +41,7 @@ class TrainConfig:
     patience: int = 3
     seed: int = 0
     device: str = "cpu"
-    threads: int = 0
+    threads: int = 1
     baseline: bool = True
     resume: bool = False
 
@@ -64,6 +65,7 @@ class TrainConfig:
             vocab_size=vocab_size, num_classes=num_classes, embed_dim=self.embed_dim,
             hidden_size=self.hidden_size, num_layers=self.layers, bidirectional=self.bidirectional,
             dropout=self.dropout, embed_dropout=self.embed_dropout, pooling=self.pooling,
+            word_shortcut=self.word_shortcut,
         )
 
     def to_dict(self) -> dict:

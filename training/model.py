@@ -31,6 +31,10 @@ class ModelConfig:
     embed_dropout: float = 0.2
     pooling: str = "max_mean"
     pad_id: int = 0
+    # Also feed the max- and mean-pooled word vectors straight to the classifier (a fastText-like
+    # shortcut beside the LSTM): with LSA-initialised vectors it carries the topical signal from
+    # the first step, so the LSTM only has to add what word order tells. Padding-safe (masked).
+    word_shortcut: bool = False
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -57,6 +61,18 @@ def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
     lengths = lengths.unsqueeze(1)
     index = torch.where(steps < lengths, lengths - 1 - steps, steps)
     return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.size(2)))
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum(dim=1) / lengths.unsqueeze(1).to(x.dtype)
+
+
+def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return x.masked_fill(~mask, float("-inf")).amax(dim=1)
+
+
+def masked_max_mean(x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    return torch.cat([masked_max(x, mask), masked_mean(x, mask, lengths)], dim=-1)
 
 
 class LengthAwareBiLSTM(nn.Module):
@@ -103,25 +119,31 @@ class LSTMClassifier(nn.Module):
         if config.pooling == "attention":
             self.attention = nn.Sequential(nn.Linear(features, features), nn.Tanh(), nn.Linear(features, 1, bias=False))
         pooled = features * 2 if config.pooling == "max_mean" else features
+        if config.word_shortcut:
+            pooled += config.embed_dim * 2
         self.head_dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(pooled, config.num_classes)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, classes]`` for right-padded ``ids [B, T]`` with ``lengths [B]`` (each >= 1)."""
-        states = self.encoder(self.embed_dropout(self.embedding(ids)), lengths)
+        words = self.embed_dropout(self.embedding(ids))
+        states = self.encoder(words, lengths)
         mask = time_mask(lengths, ids.size(1)).unsqueeze(-1)
-        return self.classifier(self.head_dropout(self._pool(states, mask, lengths)))
+        features = self._pool(states, mask, lengths)
+        if self.config.word_shortcut:
+            features = torch.cat([features, masked_max_mean(words, mask, lengths)], dim=-1)
+        return self.classifier(self.head_dropout(features))
 
     def _pool(self, states: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         pooling = self.config.pooling
         if pooling == "attention":
             scores = self.attention(states).masked_fill(~mask, float("-inf"))
             return (torch.softmax(scores, dim=1) * states).sum(dim=1)
-        mean = (states * mask).sum(dim=1) / lengths.unsqueeze(1).to(states.dtype)
         if pooling == "mean":
-            return mean
-        maximum = states.masked_fill(~mask, float("-inf")).amax(dim=1)
-        return maximum if pooling == "max" else torch.cat([maximum, mean], dim=-1)
+            return masked_mean(states, mask, lengths)
+        if pooling == "max":
+            return masked_max(states, mask)
+        return masked_max_mean(states, mask, lengths)
 
 
 class ProbabilityModel(nn.Module):

@@ -5,6 +5,7 @@ Also ``evaluate_checkpoint``: score an existing checkpoint on another data file.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -62,7 +63,7 @@ def prepare_splits(config: TrainConfig) -> tuple[TrainingData, list[BadRow]]:
 
 def run_training(config: TrainConfig, log: Log = print) -> dict:
     """Train and write the full report into ``config.output``; returns the metrics dict."""
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     device = resolve_device(config.device)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -83,6 +84,7 @@ def run_training(config: TrainConfig, log: Log = print) -> dict:
     metrics.update({
         "model": "LSTM",
         "train_seconds": round(result.train_seconds, 1),
+        "train_cpu_seconds": round(result.train_cpu_seconds, 1),
         "best_epoch": result.best_epoch,
         "best_val_macro_f1": round(result.best_val_macro_f1, 5),
         "epochs_run": len(result.history),
@@ -105,6 +107,8 @@ def run_training(config: TrainConfig, log: Log = print) -> dict:
         metrics["baseline"] = run_baseline(dataset.train_texts, dataset.train_labels, dataset.test_texts,
                                            dataset.test_labels, dataset.label_names)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
+    metrics["cpu_seconds"] = round(time.process_time() - started_cpu, 1)
+    metrics["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
     write_metrics(output / "metrics.json", metrics)
     log("")
     log(summary_table(metrics))

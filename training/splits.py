@@ -26,15 +26,13 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
+    classes, sizes = np.unique(labels, return_counts=True)
+    wanted = _per_class_counts(sizes, int(round(fraction * len(labels))))
     kept: list[np.ndarray] = []
     held: list[np.ndarray] = []
-    for cls in np.unique(labels):
+    for cls, size, n_held in zip(classes, sizes, wanted, strict=True):
         idx = rng.permutation(np.flatnonzero(labels == cls))
-        n_held = int(round(len(idx) * fraction))
-        if len(idx) >= 2 and fraction > 0:
-            n_held = min(max(n_held, 1), len(idx) - 1)
-        else:
-            n_held = 0
+        n_held = int(min(max(n_held, 1), size - 1)) if size >= 2 and fraction > 0 else 0
         held.append(idx[:n_held])
         kept.append(idx[n_held:])
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
