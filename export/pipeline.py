@@ -20,13 +20,15 @@ import onnxruntime
 import torch
 
 from core.bundle import MODEL_FILE, load_bundle, write_bundle
-from export import __version__, parity, quantize
+from export import __version__, embedding_quant, parity, quantize
 from export.checkpoint import Checkpoint, load_checkpoint, load_validation
 from export.exceptions import ExportError, PaddingInvarianceError
 from export.onnx_export import export_onnx, graph_op_types
 from worker.engine import InferenceEngine
 
-QUANTIZATIONS = ("int8",)
+# int8: ONNX Runtime quantize_dynamic (int8 LSTMs, faster, batch-dependent);
+# int8-embedding: per-row int8 embedding table only (smaller, exact, not faster).
+QUANTIZATIONS = ("int8", "int8-embedding")
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def _padding_gate(engine: InferenceEngine, id_lists: list[list[int]], config: Ex
         return parity.check_padding_invariance(engine, id_lists)
     except PaddingInvarianceError as exc:
         if config.quantize is None or not config.allow_batch_dependence:
-            if config.quantize is not None:
+            if config.quantize == "int8":
                 exc.args = (f"{exc.args[0]}. Dynamic int8 quantizes the LSTM input with one scale per batch, so "
                             "scores depend on batch neighbours; serve the fp32 bundle, or pass "
                             "--allow-batch-dependence to publish it anyway",)
@@ -116,15 +118,22 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
         all_ids = [fp32_engine.token_ids(text) for text in texts]
         report["validation_accuracy"] = round(quantize.accuracy(fp32_engine.predict_proba(all_ids), gold), 6)
         final_bytes, final_engine = fp32_bytes, fp32_engine
-        if config.quantize == "int8":
-            log("quantizing to int8 (onnxruntime quantize_dynamic)")
-            int8_path = scratch / "int8.onnx"
-            ops = quantize.quantize_int8(scratch / "fp32" / MODEL_FILE, int8_path)
-            final_bytes = int8_path.read_bytes()
+        if config.quantize in QUANTIZATIONS:
+            if config.quantize == "int8":
+                log("quantizing to int8 (onnxruntime quantize_dynamic)")
+                int8_path = scratch / "int8.onnx"
+                ops = quantize.quantize_int8(scratch / "fp32" / MODEL_FILE, int8_path)
+                final_bytes, details = int8_path.read_bytes(), {"method": quantize.DYNAMIC_METHOD}
+            else:
+                log("quantizing the embedding table to per-row int8")
+                final_bytes, details = embedding_quant.quantize_embeddings(fp32_bytes)
+                ops = graph_op_types(final_bytes)
             final_engine = InferenceEngine(
-                load_bundle(write_bundle(scratch / "int8", onnx_model=final_bytes, quantization="int8", **common)),
+                load_bundle(write_bundle(scratch / "int8", onnx_model=final_bytes, quantization=config.quantize,
+                                         **common)),
                 provider="cpu", threads=config.threads)
-            report["quantization"] = quantize.check_int8(fp32_engine, final_engine, all_ids, gold, ops)
+            report["quantization"] = {**quantize.check_int8(fp32_engine, final_engine, all_ids, gold, ops,
+                                                            method=details["method"]), **details}
             report["validation_accuracy"] = report["quantization"]["int8_accuracy"]
         elif config.quantize is not None:
             raise ExportError(f"unknown quantization {config.quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")

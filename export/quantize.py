@@ -28,6 +28,7 @@ from export.exceptions import QuantizationError
 from export.onnx_export import graph_op_types
 from worker.engine import InferenceEngine
 
+DYNAMIC_METHOD = "onnxruntime.quantization.quantize_dynamic (QInt8 weights, dynamic activations)"
 MAX_ACCURACY_DROP_POINTS = 1.0
 SPEED_REPEATS = 3
 
@@ -89,6 +90,7 @@ def check_int8(
     op_types: dict,
     max_drop_points: float = MAX_ACCURACY_DROP_POINTS,
     speed_docs: int = 1024,
+    method: str = DYNAMIC_METHOD,
 ) -> dict:
     """Accuracy gate (fp32 vs int8 on the validation documents) plus a speed measurement."""
     p32, p8 = fp32.predict_proba(id_lists), int8.predict_proba(id_lists)
@@ -99,9 +101,10 @@ def check_int8(
     t32, t8 = best_time(fp32, sample), best_time(int8, sample)
     report = {
         "passed": False,
-        "method": "onnxruntime.quantization.quantize_dynamic (QInt8 weights, dynamic activations)",
+        "method": method,
         "op_types": {k: v for k, v in op_types.items() if k in
-                     ("DynamicQuantizeLSTM", "LSTM", "MatMulInteger", "DynamicQuantizeLinear", "Gemm", "MatMul")},
+                     ("DynamicQuantizeLSTM", "LSTM", "MatMulInteger", "DynamicQuantizeLinear", "Gemm", "MatMul",
+                      "Gather", "Cast", "Mul")},
         "documents": len(id_lists),
         "fp32_accuracy": round(acc32, 6),
         "int8_accuracy": round(acc8, 6),
