@@ -6,8 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from training.config import EMBEDDING_INITS, TrainConfig
-from training.model import POOLINGS
+from training.config import EMBEDDING_INITS, POOLINGS, TrainConfig
 
 DEFAULTS = TrainConfig(data="", output="")
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
-from training.model import ModelConfig
+if TYPE_CHECKING:
+    from training.model import ModelConfig
 
 EMBEDDING_INITS = ("lsa", "random")
+# Same as training.model.POOLINGS (a test keeps them equal); repeated so `lstm-train --help`
+# and input errors answer without importing torch.
+POOLINGS = ("max", "mean", "attention", "max_mean")
 # Keys that may differ between a run and its --resume without changing what is trained.
 RESUME_FREE_KEYS = frozenset({"resume", "threads", "device", "baseline", "output"})
 
@@ -55,12 +60,15 @@ class TrainConfig:
             (self.lr > 0, "--lr must be positive"),
             (self.embedding_init in EMBEDDING_INITS, f"--embedding-init must be one of {EMBEDDING_INITS}"),
             (self.patience >= 1, "--patience must be at least 1"),
+            (self.pooling in POOLINGS, f"--pooling must be one of {POOLINGS}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
 
     def model_config(self, vocab_size: int, num_classes: int) -> ModelConfig:
+        from training.model import ModelConfig
+
         return ModelConfig(
             vocab_size=vocab_size, num_classes=num_classes, embed_dim=self.embed_dim,
             hidden_size=self.hidden_size, num_layers=self.layers, bidirectional=self.bidirectional,

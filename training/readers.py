@@ -132,7 +132,10 @@ def read_table(path: Path, delimiter: str, text_field: str, label_field: str) ->
     labels: list[str] = []
     bad: list[BadRow] = []
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
+        # TSV (IANA text/tab-separated-values) has no quoting: a '"' inside a text is just a character.
+        # Treating it as a quote would silently glue rows together.
+        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
         headerless = text_field.isdigit() and label_field.isdigit()
         try:
             header = [] if headerless else next(reader)

@@ -130,3 +130,10 @@ def test_data_module_does_not_import_torch() -> None:
     code = "import sys, training.data, training.batching, training.embeddings; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_tsv_quote_characters_are_text_not_quoting(tmp_path: Path) -> None:
+    path = tmp_path / "q.tsv"
+    path.write_text('text\tlabel\nhe said "hi\tham\nfree "prize\tspam\nok\tham\nwin\tspam\n', encoding="utf-8")
+    data = load_dataset(path, test_fraction=0.5)
+    assert sorted(data.train_texts + data.test_texts) == ['free "prize', 'he said "hi', "ok", "win"]

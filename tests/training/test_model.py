@@ -44,3 +44,9 @@ def test_token_after_the_length_is_ignored_but_a_real_token_is_not() -> None:
         base = model(ids, torch.tensor([3]))
         torch.testing.assert_close(model(garbage, torch.tensor([3])), base)
         assert not torch.allclose(model(garbage, torch.tensor([5])), base)
+
+
+def test_cli_pooling_choices_match_the_model() -> None:
+    from training.config import POOLINGS as CLI_POOLINGS
+
+    assert CLI_POOLINGS == POOLINGS
