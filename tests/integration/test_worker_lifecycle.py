@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import WORKER, create_topics
 from worker.devbroker import DevBroker, free_port, port_accepts
 
@@ -79,3 +81,16 @@ def test_broker_command_serves_kafka_and_stops_on_sigterm(unique_name: str) -> N
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_cuda_without_cuda_is_a_clear_start_up_error(broker: DevBroker, tiny_bundle_dir: Path) -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has CUDA: the error path cannot be exercised")
+    result = run_worker("--topic", "t", "--bootstrap-servers", broker.bootstrap_servers,
+                        "--model", str(tiny_bundle_dir), "--provider", "cuda")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    [line] = error_lines(result)
+    assert "cuda" in line and "--provider cpu" in line
