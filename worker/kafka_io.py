@@ -47,6 +47,7 @@ class RebalanceHooks(Protocol):
     """What the loop does around a rebalance; see :class:`_Listener` for the order of calls."""
 
     def prepare_revoke(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+    def resume_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
     def finish_revoke(self, partitions: list[TopicPartition], committed: dict[TopicPartition, int] | None,
                       error: Exception | None) -> None: ...
     def lost(self, partitions: list[TopicPartition]) -> None: ...
@@ -61,14 +62,21 @@ class _Listener(AsyncConsumerRebalanceListener):
     Order on revoke: flush sends and compute safe offsets, commit them, then drop
     the partitions' in-flight state. Lost partitions (evicted from the group) are
     only dropped: their offsets may already belong to another member.
+
+    kafka-python keeps the fetch position of a partition that is revoked and
+    assigned again in the same rebalance; the records between the last safe
+    offset and that position were dropped with the in-flight state, so such a
+    partition is rewound (``seek``) to its safe offset on assignment.
     """
 
     def __init__(self, consumer: KafkaConsumer, hooks: RebalanceHooks):
         self._consumer, self._hooks = consumer, hooks
+        self._rewind: dict[TopicPartition, int] = {}
 
     async def on_partitions_revoked(self, revoked):  # noqa: ANN001 - kafka-python API
         partitions = sorted(revoked)
         offsets = self._hooks.prepare_revoke(partitions) if partitions else {}
+        self._rewind = self._hooks.resume_offsets(partitions)
         committed, error = None, None
         if offsets:
             try:
@@ -79,10 +87,16 @@ class _Listener(AsyncConsumerRebalanceListener):
         self._hooks.finish_revoke(partitions, committed, error)
 
     async def on_partitions_lost(self, lost):  # noqa: ANN001
+        self._rewind = self._hooks.resume_offsets(sorted(lost))
         self._hooks.lost(sorted(lost))
 
     async def on_partitions_assigned(self, assigned):  # noqa: ANN001
-        self._hooks.assigned(sorted(assigned))
+        partitions = sorted(assigned)
+        for tp in partitions:
+            if tp in self._rewind:
+                self._consumer.seek(tp, self._rewind[tp])  # local state only: allowed on the I/O thread
+        self._rewind = {}
+        self._hooks.assigned(partitions)
 
 
 def _connect_error(settings: WorkerSettings, exc: Exception) -> StartupError:
@@ -107,6 +121,9 @@ class KafkaSource:
                 session_timeout_ms=settings.session_timeout_ms,
                 heartbeat_interval_ms=max(500, settings.session_timeout_ms // 3),
                 max_poll_records=max(settings.batch_size * 4, 500),
+                # Also the rebalance timeout: bounds how long a group waits for a stuck member. Our poll loop
+                # never waits on inference, so a minute is ample.
+                max_poll_interval_ms=60_000,
                 fetch_max_bytes=16 * 1024 * 1024,  # bounds fetched-but-unpolled memory (RSS budget)
                 max_partition_fetch_bytes=max(1 << 20, settings.max_message_bytes + 1024),
                 fetch_min_bytes=1,
@@ -137,7 +154,9 @@ class KafkaSource:
         ]
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()})
+        # Bounded: with the coordinator unreachable an unbounded commit would stop polling for request_timeout.
+        self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()},
+                             timeout_ms=5000)
 
     def pause(self) -> None:
         self.consumer.pause(*self.consumer.assignment())

@@ -120,6 +120,21 @@ class OffsetTracker:
             safe = min(safe, state.failed_at)
         return safe
 
+    def resume_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where to read again after losing these partitions: the lowest unacknowledged offset.
+
+        Everything before it is durably answered; everything from it on may have
+        been dropped, so a consumer that keeps these partitions must rewind here.
+        """
+        with self._lock:
+            result = {}
+            for tp in partitions:
+                state = self._states.get(tp)
+                safe = self._safe_offset(state) if state is not None else None
+                if safe is not None:
+                    result[tp] = safe
+            return result
+
     def committable(self, partitions: list[TopicPartition] | None = None) -> dict[TopicPartition, int]:
         """Offsets that are safe to commit and newer than the last commit."""
         with self._lock:

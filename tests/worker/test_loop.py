@@ -126,6 +126,7 @@ class FakeSource:
     def on_revoked(self, partitions):
         """What kafka_io._Listener does: prepare, commit what is safe, finish."""
         offsets = self.hooks.prepare_revoke(partitions)
+        self.rewind = self.hooks.resume_offsets(partitions)
         if offsets:
             self.commits.append(dict(offsets))
         self.hooks.finish_revoke(partitions, offsets or None, None)

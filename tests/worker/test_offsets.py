@@ -93,3 +93,16 @@ def test_out_of_order_registration_is_refused():
         assert "out of order" in str(exc)
     else:
         raise AssertionError("registering a lower offset must fail")
+
+
+def test_resume_offsets_point_at_the_first_unanswered_record():
+    tracker = tracker_for(P0, P1)
+    tickets = [tracker.register(P0, offset) for offset in range(316, 320)]
+    tracker.ack(tickets[0])
+    tracker.ack(tickets[2])
+    tracker.mark_committed({P0: 317})
+    done = tracker.register(P1, 4)
+    tracker.ack(done)
+    # Already committed or not: a consumer keeping P0 must read again from 317 (318 was dropped with 317).
+    assert tracker.resume_offsets([P0, P1]) == {P0: 317, P1: 5}
+    assert tracker.resume_offsets([TopicPartition("in", 9)]) == {}

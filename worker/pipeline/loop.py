@@ -88,6 +88,7 @@ class WorkerLoop:
         self._drain_deadline = float("inf")
         self._fatal: str | None = None
         self._paused = False
+        self._resume_all = False
         self._last_commit = 0.0
         self._last_lag = 0.0
 
@@ -143,6 +144,11 @@ class WorkerLoop:
     # -- consumer thread -------------------------------------------------------------------------------
     def _poll_once(self) -> None:
         limit = self.settings.in_flight_limit
+        if self._resume_all:
+            self._resume_all = False
+            self.source.resume()
+            self._paused = False
+            self.metrics.paused.set(0)
         in_flight = self.tracker.pending_count()
         self.metrics.in_flight.set(in_flight)
         if not self._paused and in_flight >= limit:
@@ -210,6 +216,9 @@ class WorkerLoop:
             self.log.warning("flush_on_revoke_failed", error=str(exc))
         return self.tracker.committable(partitions)
 
+    def resume_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return self.tracker.resume_offsets(partitions)
+
     def finish_revoke(self, partitions: list[TopicPartition], committed: dict[TopicPartition, int] | None,
                       error: Exception | None) -> None:
         if committed:
@@ -228,8 +237,9 @@ class WorkerLoop:
 
     def assigned(self, partitions: list[TopicPartition]) -> None:
         self.tracker.assign(partitions)
-        self._paused = False  # a fresh assignment is not paused; the next iteration re-evaluates
-        self.metrics.paused.set(0)
+        # kafka-python keeps the paused flag of retained partitions: the consumer thread resumes them all
+        # on its next iteration, then backpressure is re-evaluated from scratch.
+        self._resume_all = True
         assigned = len(self.source.assignment())
         self.health.assigned = assigned
         self.metrics.assigned_partitions.set(assigned)
