@@ -89,6 +89,8 @@ class WorkerLoop:
         self._fatal: str | None = None
         self._paused = False
         self._resume_all = False
+        self._rebalancing = False  # between a revocation and the next assignment
+        self._stopped_at: float | None = None
         self._last_commit = 0.0
         self._last_lag = 0.0
 
@@ -111,16 +113,33 @@ class WorkerLoop:
                 self._poll_once()
                 self._maybe_commit()
                 self._maybe_update_lag()
+            self._stopped_at = self.clock()
+            self._finish_rebalance_before_leaving()
         except Exception as exc:  # a bug or an unexpected broker error: drain what we can, exit non-zero
             self._fatal = self._fatal or f"{type(exc).__name__}: {exc}"
             self.log.exception("loop_failed")
         return self._shutdown(inference)
 
+    def _finish_rebalance_before_leaving(self) -> None:
+        """If stopped in the middle of a rebalance, let it complete (bounded) before leaving the group.
+
+        Leaving while the group waits for our JoinGroup stalls the other members
+        on some brokers (Tansu) until the rebalance timeout; finishing the join
+        first costs at most a few seconds and is harmless on any broker.
+        """
+        if not self._rebalancing or self._fatal:
+            return
+        deadline = self.clock() + min(self.settings.session_timeout_ms / 1000, self.settings.shutdown_timeout_s / 2)
+        self.log.info("shutdown_waits_for_rebalance")
+        while self._rebalancing and self.clock() < deadline and not self.tracker.failure:
+            self.health.beat()
+            self._poll_once()
+
     def _shutdown(self, inference: threading.Thread) -> int:
         self.health.stopping = True
         self._fatal = self._fatal or self.tracker.failure
         budget = self.settings.shutdown_timeout_s
-        deadline = self.clock() + budget
+        deadline = (self._stopped_at or self.clock()) + budget  # one budget for the whole stop, waits included
         self.log.info("shutdown_started", in_flight=self.tracker.pending_count(), budget_s=budget)
         self._drain_deadline = deadline
         self._input_closed.set()
@@ -228,15 +247,18 @@ class WorkerLoop:
             self.metrics.commits.labels("failed").inc()
             self.log.warning("commit_on_revoke_failed", error=f"{type(error).__name__}: {error}")
         self._forget(partitions)
+        self._rebalancing = True
         if partitions:
             self.log.info("partitions_revoked", partitions=_names(partitions), committed=_names_offsets(committed))
 
     def lost(self, partitions: list[TopicPartition]) -> None:
         self._forget(partitions)
+        self._rebalancing = True
         self.log.warning("partitions_lost", partitions=_names(partitions))
 
     def assigned(self, partitions: list[TopicPartition]) -> None:
         self.tracker.assign(partitions)
+        self._rebalancing = False
         # kafka-python keeps the paused flag of retained partitions: the consumer thread resumes them all
         # on its next iteration, then backpressure is re-evaluated from scratch.
         self._resume_all = True
