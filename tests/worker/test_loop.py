@@ -355,3 +355,33 @@ def test_oversize_dead_letter_keeps_the_original_value_unless_the_producer_canno
     assert dead[1][0] == huge[:1000] and dead[1][1]["error.value_truncated"] == str(len(huge)).encode()
     assert dead[1][1]["error.type"] == b"oversize"
     assert source.commits[-1] == {TopicPartition("in", 0): 3}
+
+
+class RebalancingSource(FakeSource):
+    """Revokes everything on the first poll and assigns again only after a few more polls."""
+
+    def __init__(self, records, reassign_after_polls: int):
+        super().__init__(records)
+        self.reassign_after_polls = reassign_after_polls
+        self.assigned_at_close: set | None = None
+
+    def poll(self, timeout_ms, max_records):
+        self.polls += 1
+        if self.polls == 1:
+            self.on_revoked(sorted(self.partitions))
+            self.hooks.request_stop()  # SIGTERM arrives while the group waits for our join
+        if self.polls == self.reassign_after_polls:
+            self.hooks.assigned(sorted(self.partitions))
+        return []
+
+    def close(self):
+        self.assigned_at_close = self.polls >= self.reassign_after_polls
+
+
+def test_stop_during_a_rebalance_waits_for_the_assignment_before_leaving():
+    source = RebalancingSource([record(0, 0, b"text")], reassign_after_polls=8)
+    loop, _, _, _ = make_loop([], source=source)
+    thread = threading.Thread(target=loop.run)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive() and source.assigned_at_close is True
