@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
@@ -36,12 +36,13 @@ def produce(bootstrap: str, topic: str, payloads: Sequence[tuple[str, bytes]]) -
     producer.flush(60)
 
 
-def output_consumer(bootstrap: str, topic: str) -> Consumer:
+def output_consumer(bootstrap: str, topic: str, partitions: int) -> Consumer:
+    """Assigned (not subscribed) from the beginning: no group join delays the first read."""
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": f"bench-reader-{time.time_ns()}",
-        "auto.offset.reset": "earliest", "enable.auto.commit": False,
+        "enable.auto.commit": False, "fetch.wait.max.ms": 10,
     })
-    consumer.subscribe([topic])
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     return consumer
 
 
@@ -76,14 +77,24 @@ def start_worker(bootstrap: str, topic: str, bundle: Path, metrics_port: int, th
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def collect(consumer: Consumer, expected: int, timeout: float) -> dict[str, float]:
-    """Receive ``expected`` outputs; return id → receive time (perf_counter)."""
-    received: dict[str, float] = {}
+def output_time(message) -> float:
+    """When the worker produced this output: the record's CreateTime, set by the worker's producer.
+
+    Reading it off the record, not off our clock at receipt, keeps the reader's
+    own fetch delays out of the measurement.
+    """
+    return message.timestamp()[1] / 1000
+
+
+def collect(consumer: Consumer, expected: int, timeout: float, into: dict[str, float] | None = None
+            ) -> dict[str, float]:
+    """Receive outputs until ``into`` holds ``expected``; return id → output time (epoch seconds)."""
+    received = {} if into is None else into
     deadline = time.perf_counter() + timeout
     while len(received) < expected and time.perf_counter() < deadline:
         for message in consumer.consume(num_messages=500, timeout=0.2):
             if message.error() is None:
-                received[str(json.loads(message.value())["id"])] = time.perf_counter()
+                received[str(json.loads(message.value())["id"])] = output_time(message)
     return received
 
 
@@ -93,8 +104,8 @@ def measure_worker(bootstrap: str, bundle: Path, texts: Sequence[str], *, metric
     topic = f"bench-in-{run_id}"
     create_topics(bootstrap, [topic, f"{topic}.labels", f"{topic}.dlq"], partitions)
     produce(bootstrap, topic, [(str(i), json.dumps({"id": str(i), "text": t}).encode()) for i, t in enumerate(texts)])
-    consumer = output_consumer(bootstrap, f"{topic}.labels")
-    started = time.perf_counter()
+    consumer = output_consumer(bootstrap, f"{topic}.labels", partitions)
+    started = time.time()
     worker = start_worker(bootstrap, topic, bundle, metrics_port, threads, provider)
     try:
         ready_s = wait_http(f"http://127.0.0.1:{metrics_port}/readyz", timeout=120)
@@ -141,14 +152,13 @@ def offered_load_latency(bootstrap: str, topic: str, consumer: Consumer, texts: 
         while (now := time.perf_counter()) < due:
             for message in consumer.consume(num_messages=100, timeout=min(0.005, due - now)):
                 if message.error() is None:
-                    received[str(json.loads(message.value())["id"])] = time.perf_counter()
+                    received[str(json.loads(message.value())["id"])] = output_time(message)
         key = f"lat-{i}"
+        sent[key] = time.time()
         producer.produce(topic, key=key.encode(), value=json.dumps({"id": key, "text": texts[i % len(texts)]}).encode())
         producer.poll(0)
-        sent[key] = time.perf_counter()
     producer.flush(30)
-    remaining = collect(consumer, count - len([k for k in received if k in sent]), timeout=60)
-    received.update(remaining)
+    collect(consumer, count, timeout=60, into=received)
     latencies = np.array([received[k] - sent[k] for k in sent if k in received]) * 1000
     if len(latencies) < count:
         raise RuntimeError(f"latency run: {count - len(latencies)} of {count} outputs missing")
