@@ -94,11 +94,14 @@ def run_worker(settings: WorkerSettings) -> int:
     log = structlog.get_logger("lstm-worker")
     try:
         bundle = load_bundle(settings.model)
+    except BundleError as exc:
+        raise click.ClickException(f"--model: {exc}") from None
+    try:
         engine = InferenceEngine(bundle, provider=settings.provider, threads=settings.threads,
                                  max_batch_tokens=min(settings.sub_batch_tokens, settings.max_batch_tokens),
                                  max_sub_batch=settings.max_sub_batch)
-    except (BundleError, EngineError) as exc:
-        raise click.ClickException(f"--model: {exc}") from None
+    except EngineError as exc:  # names --provider or the model file itself
+        raise click.ClickException(str(exc)) from None
     log.info("model_loaded", model=bundle.model_id, provider=engine.provider, requested_provider=settings.provider,
              labels=len(bundle.labels), max_len=engine.max_len)
     health = HealthState()
