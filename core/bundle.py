@@ -58,6 +58,19 @@ class Bundle:
     def model_path(self) -> Path:
         return self.path / self.manifest["model"]["file"]
 
+    def read_model(self) -> bytes:
+        """The model's bytes, checked against the manifest's sha256 once more.
+
+        Whoever serves the model hands these verified bytes to ONNX Runtime
+        instead of the path, so a file swapped after :func:`load_bundle`
+        checked it can never be the one that runs.
+        """
+        data = self.model_path.read_bytes()
+        expected = self.manifest["files"][self.manifest["model"]["file"]]["sha256"]
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise BundleError(f"{self.model_path}: sha256 checksum check failed; the model changed after loading")
+        return data
+
     @property
     def name(self) -> str:
         return str(self.manifest["name"])

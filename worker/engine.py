@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from core.bundle import Bundle
+from core.exceptions import BundleError
 from core.vocab import pad_batch
 from worker.exceptions import EngineError, InferenceError
 
@@ -69,7 +70,11 @@ class InferenceEngine:
         options.inter_op_num_threads = 1
         providers = choose_providers(provider)
         try:
-            self.session = ort.InferenceSession(str(bundle.model_path), options, providers=providers)
+            model = bundle.read_model()
+        except (BundleError, OSError) as exc:
+            raise EngineError(str(exc)) from None
+        try:
+            self.session = ort.InferenceSession(model, options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise EngineError(f"{bundle.model_path}: ONNX Runtime could not load the model: {exc}") from exc
         active = self.session.get_providers()

@@ -38,3 +38,12 @@ class WorkerMetrics:
         self.assigned_partitions = Gauge("lstm_worker_assigned_partitions", "Partitions assigned", registry=r)
         self.commits = Counter("lstm_worker_commits", "Offset commits, by outcome", ["outcome"], registry=r)
         self.model_info = Info("lstm_worker_model", "The model bundle being served", registry=r)
+
+    def totals(self) -> dict[str, float]:
+        """Records in / out / dead-lettered so far, for the exit log line."""
+
+        def total(metric: Counter) -> float:
+            return sum(s.value for m in metric.collect() for s in m.samples if s.name.endswith("_total"))
+
+        return {"records_in": total(self.records_in), "records_out": total(self.records_out),
+                "dead_letters": total(self.dead_letters)}

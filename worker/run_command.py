@@ -136,7 +136,7 @@ def run_worker(settings: WorkerSettings) -> int:
         if server is not None:
             server.stop()
     # Evidence for operators and tests that serving stayed torch-free.
-    log.info("worker_exit", exit_code=code, torch_imported="torch" in sys.modules)
+    log.info("worker_exit", exit_code=code, torch_imported="torch" in sys.modules, **metrics.totals())
     return code
 
 

@@ -194,3 +194,20 @@ def test_loader_is_torch_free(bundle_dir: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_model_swapped_after_loading_is_never_served(tiny_bundle_dir, tmp_path) -> None:
+    """The engine runs the bytes it verified, not whatever lies at the path later."""
+    from core.bundle import load_bundle
+    from worker.engine import InferenceEngine
+    from worker.exceptions import EngineError
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_dir, copy)
+    bundle = load_bundle(copy)
+    model = copy / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(EngineError, match="sha256"):
+        InferenceEngine(bundle, provider="cpu")
