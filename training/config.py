@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from training.model import ModelConfig
 
-EMBEDDING_INITS = ("lsa", "random")
+EMBEDDING_INITS = ("lsa", "lsa-sv", "random")
 # Same as training.model.POOLINGS (a test keeps them equal); repeated so `lstm-train --help`
 # and input errors answer without importing torch.
 POOLINGS = ("max", "mean", "attention", "max_mean")
@@ -25,7 +25,7 @@ class TrainConfig:
     label_field: str = "label"
     val_fraction: float = 0.1
     max_train_samples: int | None = None
-    epochs: int = 12
+    epochs: int = 5
     batch_size: int = 32
     max_len: int = 256
     vocab_size: int = 30000
@@ -36,10 +36,12 @@ class TrainConfig:
     bidirectional: bool = True
     dropout: float = 0.3
     embed_dropout: float = 0.2
+    word_dropout: float = 0.0
     pooling: str = "max_mean"
     word_shortcut: bool = False
     embeddings: str | None = None
     embedding_init: str = "lsa"
+    embedding_lr_scale: float = 1.0
     lr: float = 3e-3
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -58,6 +60,8 @@ class TrainConfig:
             (self.vocab_size >= 3, "--vocab-size must be at least 3"),
             (0.0 <= self.val_fraction < 1.0, "--val-fraction must be in [0, 1)"),
             (self.lr > 0, "--lr must be positive"),
+            (0.0 <= self.word_dropout < 1.0, "--word-dropout must be in [0, 1)"),
+            (self.embedding_lr_scale >= 0, "--embedding-lr-scale must be >= 0"),
             (self.embedding_init in EMBEDDING_INITS, f"--embedding-init must be one of {EMBEDDING_INITS}"),
             (self.patience >= 1, "--patience must be at least 1"),
             (self.pooling in POOLINGS, f"--pooling must be one of {POOLINGS}"),

@@ -41,8 +41,13 @@ def _scaled(matrix: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return matrix
 
 
-def lsa_vectors(texts: Sequence[str], vocab: Vocabulary, dim: int, seed: int) -> InitialVectors:
-    """Term vectors ``V * S`` from a truncated SVD of the TF-IDF matrix of ``texts``."""
+def lsa_vectors(texts: Sequence[str], vocab: Vocabulary, dim: int, seed: int,
+                weighted: bool = False) -> InitialVectors:
+    """Term vectors from a truncated SVD of the TF-IDF matrix of ``texts``.
+
+    Default: the right singular vectors ``V`` (every LSA dimension at the same scale, so the LSTM
+    sees all of them, not just the first few). ``weighted``: ``V * S``, dominated by the top dimensions.
+    """
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -54,12 +59,13 @@ def lsa_vectors(texts: Sequence[str], vocab: Vocabulary, dim: int, seed: int) ->
     svd = TruncatedSVD(n_components=k, algorithm="randomized", n_iter=5, random_state=seed)
     svd.fit(doc_term)
     vectors = np.zeros((len(vocab), dim), dtype=np.float32)
-    vectors[:, :k] = (svd.components_ * svd.singular_values_[:, None]).T
+    components = svd.components_ * svd.singular_values_[:, None] if weighted else svd.components_
+    vectors[:, :k] = components.T
     rng = np.random.default_rng(seed)
     if k < dim:  # tiny data: fill the missing dimensions with noise so they can still learn
         vectors[:, k:] = rng.normal(0.0, float(vectors[:, :k].std()) or 1.0, (len(vocab), dim - k))
     covered = float((np.abs(vectors[2:]).sum(axis=1) > 0).mean()) if len(vocab) > 2 else 0.0
-    return InitialVectors(_scaled(vectors, rng), "lsa", covered)
+    return InitialVectors(_scaled(vectors, rng), "lsa-sv" if weighted else "lsa", covered)
 
 
 def glove_vectors(path: str | Path, vocab: Vocabulary, dim: int, seed: int) -> InitialVectors:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from core.vocab import Vocabulary, pad_batch
+from core.vocab import PAD_ID, UNK_ID, Vocabulary, pad_batch
 from training.batching import BucketBatchSampler, collate
 from training.checkpoint import BEST_FILE, LAST_FILE, load_checkpoint, make_checkpoint, save_checkpoint
 from training.config import TrainConfig
@@ -76,6 +76,16 @@ def predict_logits(model: nn.Module, id_lists: Sequence[np.ndarray], device: tor
     return out
 
 
+def drop_words(ids: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Replace a ``rate`` share of the real tokens by ``<unk>`` (training only).
+
+    A regulariser against memorising rare tokens (names, addresses) that identify a training
+    document's class but do not recur in later data. Pads stay pads, so lengths are unchanged.
+    """
+    dropped = (rng.random(ids.shape) < rate) & (ids != PAD_ID)
+    return np.where(dropped, UNK_ID, ids)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
@@ -84,18 +94,31 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def _initial_vectors(config: TrainConfig, dataset: TrainingData, vocab: Vocabulary) -> InitialVectors | None:
     if config.embeddings:
         return glove_vectors(config.embeddings, vocab, config.embed_dim, config.seed)
-    if config.embedding_init == "lsa":
-        return lsa_vectors(dataset.train_texts, vocab, config.embed_dim, config.seed)
+    if config.embedding_init in ("lsa", "lsa-sv"):
+        return lsa_vectors(dataset.train_texts, vocab, config.embed_dim, config.seed,
+                           weighted=config.embedding_init == "lsa-sv")
     return None
 
 
-def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on embeddings (sparse rows would decay unevenly) or biases."""
+def _optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.Optimizer, list[float]]:
+    """AdamW and each group's peak LR; no weight decay on embeddings (sparse rows would decay unevenly) or biases.
+
+    The word vectors learn at ``lr * embedding_lr_scale`` (frozen at 0): fine-tuning 30k LSA vectors
+    on 11k documents at full speed memorises names and addresses of the training period, which the
+    later test period does not share (measured: 0.90 validation but 0.80 test accuracy).
+    """
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        (no_decay if name.startswith("embedding.") or name.endswith("bias") else decay).append(param)
+        if not name.startswith("embedding."):
+            (no_decay if name.endswith("bias") else decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr)
+    peaks = [config.lr, config.lr]
+    if config.embedding_lr_scale > 0:
+        groups.append({"params": list(model.embedding.parameters()), "weight_decay": 0.0})
+        peaks.append(config.lr * config.embedding_lr_scale)
+    else:
+        model.embedding.weight.requires_grad_(False)  # frozen: no gradient to compute either
+    return torch.optim.AdamW(groups, lr=config.lr), peaks
 
 
 def _validation_scores(model, ids, labels, device) -> dict:
@@ -134,9 +157,9 @@ def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log:
     val_ids = encode_all(vocab, dataset.val_texts, config.max_len)
     train_y = torch.as_tensor(dataset.train_labels, dtype=torch.long)
     sampler = BucketBatchSampler([len(x) for x in train_ids], config.batch_size, config.seed)
-    optimizer = _optimizer(model, config)
+    optimizer, peak_lrs = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * len(sampler), pct_start=0.25,
+        optimizer, max_lr=peak_lrs, total_steps=config.epochs * len(sampler), pct_start=0.25,
         anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
     loss_fn = nn.CrossEntropyLoss()
     history: list[dict] = []
@@ -161,16 +184,19 @@ def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log:
         began, began_cpu = time.perf_counter(), time.process_time()
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
+        word_rng = np.random.default_rng([config.seed, epoch, 1])  # per epoch: --resume replays it exactly
         bar = tqdm(sampler.batches(epoch), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
                    leave=False, disable=None, mininterval=2.0)
         for batch in bar:
             ids, lengths = collate(train_ids, batch)
+            if config.word_dropout > 0:
+                ids = drop_words(ids, config.word_dropout, word_rng)
             targets = train_y[batch].to(device)
             logits = model(torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device))
             loss = loss_fn(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
             optimizer.step()
             scheduler.step()
             total_loss += float(loss.item()) * len(batch)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.vocab import PAD_ID, UNK_ID
 from training.batching import BucketBatchSampler
+from training.trainer import drop_words
 
 
 def test_every_example_exactly_once_per_epoch() -> None:
@@ -29,3 +31,12 @@ def test_buckets_cut_padding_and_epochs_differ_but_repeat() -> None:
     assert bucketed < 0.7 * unbucketed
     assert [b.tolist() for b in sampler.batches(1)] == [b.tolist() for b in sampler.batches(1)]
     assert [b.tolist() for b in sampler.batches(1)] != [b.tolist() for b in sampler.batches(2)]
+
+
+def test_word_dropout_replaces_real_tokens_only() -> None:
+    ids = np.full((50, 100), 7)
+    ids[:, 60:] = PAD_ID
+    dropped = drop_words(ids, 0.25, np.random.default_rng(0))
+    assert (dropped[:, 60:] == PAD_ID).all()
+    assert set(np.unique(dropped[:, :60]).tolist()) == {UNK_ID, 7}
+    assert 0.2 < (dropped[:, :60] == UNK_ID).mean() < 0.3
