@@ -25,8 +25,9 @@ NOT_JSON_OBJECT = "not_json_object"
 MISSING_TEXT = "missing_text"
 EMPTY_TEXT = "empty_text"
 INFERENCE_ERROR = "inference_error"
+OUTPUT_TOO_LARGE = "output_too_large"  # the label (with the input's headers) is more than the producer/broker takes
 REASONS = (OVERSIZE, NULL_VALUE, INVALID_UTF8, INVALID_JSON, NOT_JSON_OBJECT, MISSING_TEXT, EMPTY_TEXT,
-           INFERENCE_ERROR)
+           INFERENCE_ERROR, OUTPUT_TOO_LARGE)
 
 
 @dataclass(frozen=True)

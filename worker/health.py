@@ -20,6 +20,7 @@ class HealthState:
         self.model_loaded = False
         self.assigned = 0
         self.stopping = False
+        self.send_problem: str | None = None  # why sends are stuck, while the worker retries them
 
     def beat(self) -> None:
         self.last_loop = self.clock()
@@ -35,6 +36,8 @@ class HealthState:
             return False, "model bundle not loaded"
         if self.stopping:
             return False, "shutting down"
+        if self.send_problem:
+            return False, f"not producing: {self.send_problem}"
         if self.assigned == 0:
             return False, "no partitions assigned"
         return True, f"ok: {self.assigned} partitions assigned"

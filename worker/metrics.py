@@ -17,8 +17,13 @@ class WorkerMetrics:
         self.records_out = Counter("lstm_worker_records_out", "Labels acknowledged by the broker", registry=r)
         self.dead_letters = Counter("lstm_worker_dead_letters", "Records dead-lettered, by reason",
                                     ["reason"], registry=r)
-        self.send_errors = Counter("lstm_worker_send_errors", "Sends that failed after the producer's retries",
-                                   registry=r)
+        self.send_errors = Counter(
+            "lstm_worker_send_errors", "Sends that failed after the producer's own retries (then retried or "
+            "dead-lettered, see docs/worker.md)", registry=r)
+        self.send_retries = Counter("lstm_worker_send_retries", "Failed sends tried again by the worker, by topic",
+                                    ["topic"], registry=r)
+        self.send_stalled = Gauge("lstm_worker_send_stalled",
+                                  "1 while a failed send is being retried and later sends wait behind it", registry=r)
         self.dropped_revoked = Counter(
             "lstm_worker_dropped_revoked",
             "Records skipped because their partition was revoked (the next owner re-reads them)", registry=r)

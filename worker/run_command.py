@@ -47,6 +47,9 @@ def option(name: str, **kwargs: Any) -> Any:
         help="Consumer group session timeout; a dead worker's partitions move after this long.")
 @option("--shutdown-timeout-s", default=20.0, type=float,
         help="Drain budget on SIGTERM: finish in-flight work, flush, commit within this many seconds.")
+@option("--send-retry-backoff-max-s", default=30.0, type=float,
+        help="A send the broker refuses (missing topic, no ACL, timeout) is retried after 0.5 s, doubling up "
+             "to this many seconds; later outputs wait and no offset is committed past it.")
 @option("--security-protocol", default="PLAINTEXT", type=click.Choice(SECURITY_PROTOCOLS, case_sensitive=False),
         help="Kafka security protocol.")
 @option("--sasl-mechanism", default=None, help="SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")

@@ -81,6 +81,9 @@ class WorkerSettings:
     # Bound on records between poll() and an acknowledged send; above it fetching pauses.
     max_in_flight: int = 0
     commit_interval_ms: int = 1000
+    # A failed send is retried after send_retry_backoff_s, doubling up to send_retry_backoff_max_s.
+    send_retry_backoff_s: float = 0.5
+    send_retry_backoff_max_s: float = 30.0
 
     @property
     def max_dead_letter_bytes(self) -> int:
@@ -147,6 +150,8 @@ def build_settings(
         _require(0 <= rest["metrics_port"] <= 65535, "--metrics-port", "must be 0 (off) or a TCP port")
     if "shutdown_timeout_s" in rest:
         _require(rest["shutdown_timeout_s"] > 0, "--shutdown-timeout-s", "must be positive")
+    if "send_retry_backoff_max_s" in rest:
+        _require(rest["send_retry_backoff_max_s"] > 0, "--send-retry-backoff-max-s", "must be positive")
     if "text_field" in rest:
         _require(bool(rest["text_field"]), "--text-field", "must not be empty")
     protocol = security_protocol.upper()

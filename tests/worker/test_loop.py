@@ -78,8 +78,12 @@ class FakeFuture:
 
 
 class FakeSink:
-    def __init__(self, auto_ack: bool = True, fail_offsets: set[int] = frozenset()):
+    """Acks sends at once; ``fail_offsets`` fail for ever, ``failures`` maps an offset to how often it fails first."""
+
+    def __init__(self, auto_ack: bool = True, fail_offsets: set[int] = frozenset(),
+                 failures: dict[int, int] | None = None):
         self.auto_ack, self.fail_offsets = auto_ack, fail_offsets
+        self.failures = dict(failures or {})
         self.sent: list[tuple[str, bytes | None, bytes | None, dict, FakeFuture]] = []
         self.lock = threading.Lock()
 
@@ -89,7 +93,8 @@ class FakeSink:
             self.sent.append((topic, key, value, dict(headers), future))
         offset = int(dict(headers).get("source.offset", b"-1")) if topic.endswith(".dlq") else \
             json.loads(value)["source"]["offset"]
-        if offset in self.fail_offsets:
+        if offset in self.fail_offsets or self.failures.get(offset, 0) > 0:
+            self.failures[offset] = self.failures.get(offset, 0) - 1
             future.resolve(KafkaTimeoutError("delivery timed out"))
         elif self.auto_ack:
             future.resolve()
@@ -176,7 +181,7 @@ def record(partition: int, offset: int, value: bytes | None, key: bytes | None =
 
 def settings(**overrides):
     options = {"batch_size": 8, "max_wait_ms": 5, "commit_interval_ms": 10, "shutdown_timeout_s": 5.0,
-               **overrides}
+               "send_retry_backoff_s": 0.01, "send_retry_backoff_max_s": 0.05, **overrides}
     return build_settings(topic="in", model=Path("unused"), **options)
 
 
@@ -246,13 +251,31 @@ def test_inference_failure_is_bisected_down_to_the_one_bad_record():
     assert loop.metrics.dead_letters.labels("inference_error")._value.get() == 1
 
 
-def test_unacknowledged_sends_hold_the_commit_back_and_a_failed_send_stops_the_worker():
+def test_a_send_that_keeps_failing_is_retried_holds_the_commit_back_and_never_stops_the_worker():
     records = [record(0, o, b"some text") for o in range(6)]
     loop, source, sink, _ = make_loop(records, sink=FakeSink(fail_offsets={3}))
-    code = run_until(loop, lambda: False, timeout_s=3)
-    assert code == 1  # a failed send is fatal: a restart re-reads from the last safe offset
+    loop.health.model_loaded = True
+    retries = loop.metrics.send_retries.labels("in.labels")
+    states: list = []
+    code = run_until(loop, lambda: retries._value.get() >= 5 and states.append(
+        (loop.health.ready(), source.paused)) is None)
+    assert code == 0  # SIGTERM still drains and exits 0; offset 3 is read again after a restart
+    (ready, message), paused = states[0]
+    assert not ready and "in.labels" in message and "KafkaTimeoutError" in message and paused
     committed = max((c.get(TopicPartition("in", 0), 0) for c in source.commits), default=0)
-    assert committed <= 3
+    assert committed == 3
+    labelled = [json.loads(v)["source"]["offset"] for _, _, v, _, f in sink.on("in.labels") if f.outcome[0] == "ok"]
+    assert labelled == [0, 1, 2]  # 4 and 5 wait behind 3: they are never sent before it
+
+
+def test_a_send_that_fails_for_a_while_is_delivered_in_order_once_the_fault_clears():
+    records = [record(0, o, b"some text") for o in range(8)]
+    loop, source, sink, _ = make_loop(records, sink=FakeSink(failures={3: 4}))
+    assert run_until(loop, lambda: source.commits and source.commits[-1] == {TopicPartition("in", 0): 8}) == 0
+    delivered = [json.loads(v)["source"]["offset"] for _, _, v, _, f in sink.on("in.labels") if f.outcome[0] == "ok"]
+    assert delivered == list(range(8))
+    assert loop.metrics.send_retries.labels("in.labels")._value.get() == 4
+    assert loop.health.send_problem is None and loop.metrics.send_stalled._value.get() == 0
 
 
 def test_commit_waits_for_out_of_order_acks():
