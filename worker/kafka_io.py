@@ -202,7 +202,9 @@ class KafkaSink:
                 batch_size=256 * 1024,
                 compression_type=None,
                 max_request_size=settings.max_dead_letter_bytes + 65536,  # room for key, headers, batch overhead
-                max_block_ms=30_000,
+                # send() waits this long for a missing topic's metadata on the calling thread (the consumer
+                # thread for dead letters): well below the 30 s liveness threshold of /healthz.
+                max_block_ms=10_000,
                 bootstrap_timeout_ms=bootstrap_timeout_ms,
                 **settings.security.client_config(),
             )

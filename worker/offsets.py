@@ -6,8 +6,10 @@ committable offset of a partition is the lowest offset not yet acknowledged
 (or one past the highest registered, when all are), so a commit never passes
 a record whose result is not safely stored, whatever order the acks arrive in.
 
-A failed send blocks its partition: nothing at or after it is committed, and
-the loop stops so that a restart re-reads from the last safe offset.
+A send that fails is retried (worker/pipeline/delivery.py) and its record stays
+unacknowledged meanwhile, so nothing at or after it is committed. ``fail``
+marks a record that will never be acknowledged: nothing at or after it is
+committed either.
 
 Partitions are tracked from assignment to revocation only. On revocation a
 partition's state is dropped and its *epoch* bumped: acks that arrive later for

@@ -293,3 +293,26 @@ def test_log_lines_of_failed_sends_never_carry_the_sasl_password():
     pub.delivery.pump()
     assert [event for _, event, _ in log.lines] == ["send_retry", "send_retry"]
     assert "Write" in log.lines[0][2]["fix"] and "s3cret-pw" not in repr(log.lines)
+
+
+class MetadataStub:
+    """A producer on a broker without topic auto-creation: no partitions, or a metadata timeout."""
+
+    def __init__(self, outcome):
+        self.outcome = outcome
+
+    def partitions_for(self, topic):
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+@pytest.mark.parametrize("outcome", [None, set(), kafka_errors.KafkaTimeoutError("Failed to update metadata")])
+def test_start_up_refuses_a_missing_output_topic_with_one_line_naming_the_fix(outcome):
+    from worker.exceptions import StartupError
+    from worker.kafka_io import KafkaSink
+
+    sink = KafkaSink.__new__(KafkaSink)  # no broker: only the check is under test
+    sink.producer = MetadataStub(outcome)
+    with pytest.raises(StartupError, match=r"output topic 'in.labels' does not exist .*set --output-topic"):
+        sink.check_topic("in.labels", "--output-topic")
