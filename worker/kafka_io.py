@@ -3,7 +3,8 @@
 The loop sees a :class:`KafkaSource` (poll / commit / pause / lag) and a
 :class:`KafkaSink` (asynchronous send returning a future), so it can be tested
 with in-memory fakes. Start-up checks turn kafka-python's errors into one
-line naming the fix.
+line naming the fix. The transactional clients of ``--exactly-once`` are in
+:mod:`worker.kafka_transactional`.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def _connect_error(settings: WorkerSettings, exc: Exception) -> StartupError:
 class KafkaSource:
     """A subscribed consumer with manual commits."""
 
-    def __init__(self, settings: WorkerSettings, bootstrap_timeout_ms: int = 10_000):
+    def __init__(self, settings: WorkerSettings, bootstrap_timeout_ms: int = 10_000,
+                 isolation_level: str = "read_uncommitted"):
         try:
             self.consumer = KafkaConsumer(
                 bootstrap_servers=list(settings.bootstrap_servers),
@@ -129,6 +131,7 @@ class KafkaSource:
                 fetch_min_bytes=1,
                 fetch_max_wait_ms=25,  # bounds the latency an idle fetch adds (some brokers hold a fetch for all of it)
                 bootstrap_timeout_ms=bootstrap_timeout_ms,
+                isolation_level=isolation_level,
                 **settings.security.client_config(),
             )
         except (KafkaError, OSError) as exc:

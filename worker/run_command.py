@@ -59,6 +59,12 @@ def option(name: str, **kwargs: Any) -> Any:
 @option("--ssl-cafile", default=None, help="CA bundle (PEM) to verify the brokers.")
 @option("--ssl-certfile", default=None, help="Client certificate (PEM) for mutual TLS.")
 @option("--ssl-keyfile", default=None, help="Client private key (PEM) for mutual TLS.")
+@option("--exactly-once", is_flag=True, default=False,
+        help="Exactly-once: outputs, dead letters and consumed offsets commit in one Kafka transaction per batch "
+             "(downstream readers need isolation.level=read_committed; see docs/worker.md).")
+@option("--transactional-id", default=None,
+        help="Transactional id of this replica, with --exactly-once; a restart with the same id fences the old "
+             "one. [default: <group-id>-<hostname>]")
 @option("--log-format", default="auto", type=click.Choice(LOG_FORMATS),
         help="auto = console on a terminal, JSON lines otherwise.")
 @option("--log-level", default="info", type=click.Choice(LOG_LEVELS, case_sensitive=False), help="Log level.")
@@ -69,8 +75,9 @@ def run(sasl_password_file: Path | None, **options: Any) -> None:
     model bundle with ONNX Runtime and writes one JSON label per record to
     --output-topic, keyed like the input. Records that cannot be classified
     go to --dlq-topic with error headers. Offsets are committed only after
-    the broker acknowledged every result before them. SIGTERM/SIGINT drain
-    and exit 0; a second signal exits at once.
+    the broker acknowledged every result before them; with --exactly-once,
+    results and offsets commit together in one transaction per batch.
+    SIGTERM/SIGINT drain and exit 0; a second signal exits at once.
     """
     from worker.settings import build_settings, read_password
 
@@ -91,7 +98,6 @@ def run_worker(settings: WorkerSettings) -> int:
     from worker.kafka_io import KafkaSink, KafkaSource
     from worker.logging_setup import configure_logging
     from worker.metrics import WorkerMetrics
-    from worker.pipeline.loop import WorkerLoop
 
     configure_logging(settings.log_format, settings.log_level)
     log = structlog.get_logger("lstm-worker")
@@ -114,11 +120,20 @@ def run_worker(settings: WorkerSettings) -> int:
                              "provider": engine.provider})
     source = sink = server = None
     try:
-        source = KafkaSource(settings)
-        partitions = source.check_topic()
-        sink = KafkaSink(settings)
+        if settings.exactly_once:
+            from worker.kafka_transactional import TransactionalSink, TransactionalSource
+
+            source = TransactionalSource(settings)
+            partitions = source.check_topic()
+            sink = TransactionalSink(settings)
+        else:
+            source = KafkaSource(settings)
+            partitions = source.check_topic()
+            sink = KafkaSink(settings)
         sink.check_topic(settings.output_topic, "--output-topic")
         sink.check_topic(settings.dlq_topic, "--dlq-topic")
+        if settings.exactly_once:
+            sink.init_transactions()  # fences a predecessor with the same --transactional-id
         if settings.metrics_port:
             server = HealthServer(settings.metrics_host, settings.metrics_port, health, metrics.registry).start()
     except StartupError as exc:
@@ -127,12 +142,17 @@ def run_worker(settings: WorkerSettings) -> int:
     except OSError as exc:  # the metrics port is taken
         _close_quietly(source, sink)
         raise click.ClickException(f"--metrics-port {settings.metrics_port}: {exc.strerror}") from None
-    loop = WorkerLoop(settings, engine, source, sink, model_id=bundle.model_id, metrics=metrics, health=health,
-                      log=log)
+    if settings.exactly_once:
+        from worker.pipeline.transactional import TransactionalLoop as Loop
+    else:
+        from worker.pipeline.loop import WorkerLoop as Loop
+    loop = Loop(settings, engine, source, sink, model_id=bundle.model_id, metrics=metrics, health=health, log=log)
     _install_signal_handlers(loop, log)
     log.info("worker_started", topic=settings.topic, partitions=partitions, group=settings.group_id,
              output_topic=settings.output_topic, dlq_topic=settings.dlq_topic, batch_size=settings.batch_size,
-             metrics_port=server.port if server else None)
+             metrics_port=server.port if server else None,
+             delivery="exactly-once" if settings.exactly_once else "at-least-once",
+             transactional_id=settings.transactional_id or None)
     try:
         code = loop.run()
     finally:

@@ -8,6 +8,7 @@ the option, so the CLI prints one clear line.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,15 @@ def default_output_topic(topic: str) -> str:
 
 def default_dlq_topic(topic: str) -> str:
     return f"{topic}.dlq"
+
+
+def default_transactional_id(group_id: str, hostname: str) -> str:
+    """Stable per replica: under a StatefulSet or Deployment the hostname is the pod name.
+
+    A restarted replica that keeps its name fences its predecessor at once; see
+    docs/worker.md (Exactly-once mode) for when names change.
+    """
+    return f"{group_id}-{hostname}"
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,9 @@ class WorkerSettings:
     # Bound on records between poll() and an acknowledged send; above it fetching pauses.
     max_in_flight: int = 0
     commit_interval_ms: int = 1000
+    # Outputs, dead letters and offsets in one Kafka transaction per batch (worker/pipeline/transactional.py).
+    exactly_once: bool = False
+    transactional_id: str = ""
     # A failed send is retried after send_retry_backoff_s, doubling up to send_retry_backoff_max_s.
     send_retry_backoff_s: float = 0.5
     send_retry_backoff_max_s: float = 30.0
@@ -110,6 +123,19 @@ def read_password(password_file: Path | None, environ: dict[str, str] | None = N
             raise click.BadParameter(f"cannot read {password_file}: {exc.strerror}",
                                      param_hint="--sasl-password-file") from None
     return environ.get(PASSWORD_ENV) or None
+
+
+def _check_exactly_once(rest: dict[str, Any]) -> None:
+    """Fill in the default transactional id, or refuse one that would be ignored."""
+    transactional_id = rest.get("transactional_id")
+    if not rest.get("exactly_once"):
+        _require(not transactional_id, "--transactional-id", "only used with --exactly-once")
+        rest.pop("transactional_id", None)
+        return
+    if not transactional_id:
+        rest["transactional_id"] = default_transactional_id(rest.get("group_id", "lstm-worker"), socket.gethostname())
+    else:
+        _require(bool(transactional_id.strip()), "--transactional-id", "must not be blank")
 
 
 def build_settings(
@@ -154,6 +180,7 @@ def build_settings(
         _require(rest["send_retry_backoff_max_s"] > 0, "--send-retry-backoff-max-s", "must be positive")
     if "text_field" in rest:
         _require(bool(rest["text_field"]), "--text-field", "must not be empty")
+    _check_exactly_once(rest)
     protocol = security_protocol.upper()
     _require(protocol in SECURITY_PROTOCOLS, "--security-protocol", f"choose one of {', '.join(SECURITY_PROTOCOLS)}")
     if protocol.startswith("SASL"):
