@@ -22,6 +22,7 @@ from bench.streaming import measure_worker
 from core.bundle import load_bundle
 from training.data import load_dataset
 from worker.devbroker import DevBroker, free_port
+from worker.engine import usable_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLES = [ROOT / "artifacts/default/bundle", ROOT / "artifacts/demo/bundle"]
@@ -48,7 +49,8 @@ def default_bundle() -> Path | None:
 @click.option("--docs", default=3000, show_default=True, help="Documents for the batched and streaming runs.")
 @click.option("--per-message-docs", default=300, show_default=True,
               help="Documents for the (slow) one-at-a-time runs; their rate is per document anyway.")
-@click.option("--threads", default=os.cpu_count() or 1, show_default=True, help="Inference threads, same for all.")
+@click.option("--threads", default=0, show_default=True,
+              help="Inference threads, same for all (0 = the worker's default: one per usable CPU).")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--latency-seconds", default=20.0, show_default=True, help="Length of the half-load latency run.")
 @click.option("--output", type=click.Path(path_type=Path), default=ROOT / "bench/results", show_default=True)
@@ -59,6 +61,9 @@ def main(bundle: Path | None, checkpoint: Path | None, data: str, docs: int, per
         raise click.UsageError("no bundle found: run `make demo` or `lstm-export`, or pass --bundle")
     loaded = load_bundle(bundle)
     checkpoint = checkpoint or Path(loaded.manifest.get("source", {}).get("checkpoint", ""))
+    if checkpoint.is_dir():
+        checkpoint = checkpoint / "checkpoint.pt"
+    threads = threads or usable_cpus()
     dataset = load_dataset(data, seed=0)
     rng = random.Random(0)
     texts = [dataset.test_texts[i] for i in rng.sample(range(len(dataset.test_texts)), docs)]
@@ -71,6 +76,8 @@ def main(bundle: Path | None, checkpoint: Path | None, data: str, docs: int, per
     if checkpoint.is_file():
         click.echo("per-message PyTorch ...")
         results["torch_per_message"] = torch_per_message(str(checkpoint), few, threads)
+    else:
+        click.echo(f"no PyTorch checkpoint at {checkpoint}: skipping per-message PyTorch (pass --checkpoint)")
     click.echo("per-message ONNX Runtime ...")
     results["ort_per_message"] = ort_per_message(loaded, few, threads)
     click.echo("batched classify, bucketed and not ...")

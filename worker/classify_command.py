@@ -159,7 +159,8 @@ def open_output(output_path: str) -> IO[str]:
               envvar="LSTM_WORKER_PROVIDER", show_envvar=True,
               help="ONNX Runtime provider: auto (CUDA if available), cpu, or cuda (fail if unavailable).")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True, envvar="LSTM_WORKER_THREADS",
-              show_envvar=True, help="ONNX Runtime intra-op threads (0 = one per core).")
+              show_envvar=True,
+              help="Parallel ONNX Runtime calls, one thread each (0 = one per usable CPU, cgroup limit included).")
 @click.option("--text-field", default="text", show_default=True, envvar="LSTM_WORKER_TEXT_FIELD",
               show_envvar=True, help="JSON field holding the text.")
 @click.option("--input-format", type=click.Choice(INPUT_FORMATS), default="auto", show_default=True,

@@ -35,7 +35,8 @@ def option(name: str, **kwargs: Any) -> Any:
         help="Close a batch at this many tokens (after truncation to the model's max length).")
 @option("--provider", default="auto", type=click.Choice(["auto", "cpu", "cuda"]),
         help="ONNX Runtime provider; auto = CUDA when onnxruntime-gpu and a GPU are present, else CPU.")
-@option("--threads", default=0, type=int, help="ONNX Runtime intra-op threads (0 = one per core).")
+@option("--threads", default=0, type=int,
+        help="Parallel ONNX Runtime calls, one thread each (0 = one per usable CPU, cgroup limit included).")
 @option("--input-format", default="auto", type=click.Choice(INPUT_FORMATS),
         help="auto: a JSON object is JSON, anything else text (see docs/worker.md); text; json.")
 @option("--text-field", default="text", help="JSON field holding the text.")
