@@ -32,7 +32,8 @@ from worker.metrics import WorkerMetrics
 from worker.pipeline.open_batch import Entry, OpenBatch
 from worker.settings import WorkerSettings
 
-MAX_ATTEMPTS = 5  # failed transactions in a row before the worker gives up (back-off 0.5, 1, 2, 4 s between)
+MAX_ATTEMPTS = 5  # failed transactions in a row before the worker gives up
+BACKOFF_BASE_S = 0.5  # doubles after each failed transaction: 0.5, 1, 2, 4 s
 SEND_TIMEOUT_S = 30.0
 
 
@@ -60,6 +61,7 @@ class TransactionalLoop:
         self._in_transaction = False
         self._failures = 0
         self._last_lag = 0.0
+        self.backoff_base_s = BACKOFF_BASE_S
 
     def request_stop(self) -> None:
         """Only sets a flag: safe from a signal handler."""
@@ -172,7 +174,8 @@ class TransactionalLoop:
         if self._failures >= MAX_ATTEMPTS:
             raise GaveUp(f"{self._failures} transactions in a row aborted; last error: "
                          f"{type(error).__name__}: {error}")
-        self._stop.wait(min(0.5 * 2 ** (self._failures - 1), 10.0))  # a stop request cuts the back-off short
+        # A stop request cuts the back-off short.
+        self._stop.wait(min(self.backoff_base_s * 2 ** (self._failures - 1), 10.0))
 
     def _abort(self) -> None:
         if not self._in_transaction:
