@@ -111,11 +111,15 @@ class Reconciliation:
         return sum(c - 1 for c in self.outputs.values() if c > 1) + sum(c - 1 for c in self.dead.values() if c > 1)
 
 
-def read_all(bootstrap: str, topic: str, expected_keys: list[str], timeout: float) -> Reconciliation:
-    """Read outputs and dead letters until every key is accounted for (or ``timeout``), then drain a bit more."""
+def read_all(bootstrap: str, topic: str, expected_keys: list[str], timeout: float,
+             topics: list[str] | None = None) -> Reconciliation:
+    """Read outputs and dead letters until every key is accounted for (or ``timeout``), then drain a bit more.
+
+    ``topics`` replaces the default ``<topic>.labels`` and ``<topic>.dlq``; those ending in .dlq hold dead letters.
+    """
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reconcile-{time.time_ns()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([f"{topic}.labels", f"{topic}.dlq"])
+    consumer.subscribe(topics or [f"{topic}.labels", f"{topic}.dlq"])
     outputs: Counter = Counter()
     dead: Counter = Counter()
     reasons: Counter = Counter()

@@ -277,6 +277,7 @@ def test_a_label_too_large_becomes_a_dead_letter_smaller_and_smaller_until_it_fi
     assert topic == "in.dlq" and headers["error.type"] == b"output_too_large"
     assert sent == value[:65536] and headers["error.value_truncated"] == b"150000"
     assert headers["error.headers_dropped"] == b"1" and "trace" not in headers
+    assert "error.key_dropped" not in headers  # the key goes only in the last, empty form
     assert [t for t, _ in sink.attempts] == ["in.labels", "in.dlq", "in.dlq", "in.dlq"]
     assert tracker.committable() == {TP: 1}
     assert pub.metrics.dead_letters.labels("output_too_large")._value.get() == 1

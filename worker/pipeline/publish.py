@@ -25,16 +25,16 @@ KEY_DROPPED_HEADER = "error.key_dropped"
 _SMALL_VALUE_BYTES = 64 * 1024
 
 
-def _shrink_steps(settings: WorkerSettings) -> list[tuple[int, int, bool]]:
+def _shrink_steps(settings: WorkerSettings) -> list[tuple[int, int, bool, bool]]:
     """Forms of a dead letter, tried in turn while the broker refuses it as too large.
 
-    Each is (cut the value above this size, cut it to this size, keep the input's headers and key).
+    Each is (cut the value above this size, cut it to this size, keep the input's headers, keep its key).
     The first form is the one sent first: the producer cannot carry values above max_dead_letter_bytes,
     and re-sending one whole would fail on every restart.
     """
     keep = settings.max_message_bytes
-    return [(settings.max_dead_letter_bytes, keep, True), (keep, keep, True),
-            (_SMALL_VALUE_BYTES, _SMALL_VALUE_BYTES, False), (0, 0, False)]
+    return [(settings.max_dead_letter_bytes, keep, True, True), (keep, keep, True, True),
+            (_SMALL_VALUE_BYTES, _SMALL_VALUE_BYTES, False, True), (0, 0, False, False)]
 
 
 class Publisher:
@@ -65,15 +65,15 @@ class Publisher:
 
     def dead_letter(self, record: InputRecord, ticket: Ticket, source: codec.SourceRef, rejection: codec.Rejection,
                     step: int = 0) -> None:
-        cut_above, cut_to, keep_input = self._shrink[step]
-        headers = codec.dead_letter_headers(record.headers if keep_input else [], rejection, source)
-        value, key = record.value, record.key if keep_input else None
+        cut_above, cut_to, keep_headers, keep_key = self._shrink[step]
+        headers = codec.dead_letter_headers(record.headers if keep_headers else [], rejection, source)
+        value, key = record.value, record.key if keep_key else None
         if value is not None and len(value) > cut_above:
             headers.append((TRUNCATED_HEADER, str(len(value)).encode("ascii")))
             value = value[:cut_to]
-        if not keep_input and record.headers:
+        if not keep_headers and record.headers:
             headers.append((HEADERS_DROPPED_HEADER, str(len(record.headers)).encode("ascii")))
-        if not keep_input and record.key:
+        if not keep_key and record.key:
             headers.append((KEY_DROPPED_HEADER, str(len(record.key)).encode("ascii")))
 
         def smaller(exc: BaseException) -> None:
