@@ -1,0 +1,166 @@
+"""`--exactly-once` under SIGKILLs: a worker killed twice mid-stream and restarted with its transactional id.
+
+What every broker must give (checked here on Tansu too): the group's committed offsets never run ahead
+of the results written for them, and nothing is lost. The end-to-end promise (a read_committed reader
+sees each input exactly once) also needs the broker to filter aborted records; a probe checks that at
+run time, and Tansu 0.6.0 does not, so there the test says so and skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from tests.faults.harness import WorkerProcess, create_topics, json_records, malformed_payloads, produce, read_all
+
+PARTITIONS = 3
+REPORT = Path(os.environ.get("LSTM_FAULTS_REPORT", "artifacts/faults-report.json"))
+
+
+def aborted_records_visible(bootstrap: str) -> list[bytes]:
+    """Records of an aborted transaction that a read_committed reader still returns (none on a real Kafka)."""
+    topic = f"eos-probe-{time.time_ns()}"
+    create_topics(bootstrap, topic, partitions=1)
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"{topic}-tx"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, value=b"aborted")
+    producer.flush(30)
+    producer.abort_transaction(30)
+    producer.begin_transaction()
+    producer.produce(topic, value=b"committed")
+    producer.commit_transaction(30)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader", "enable.auto.commit": False,
+                         "isolation.level": "read_committed", "fetch.wait.max.ms": 10})
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    seen: list[bytes] = []
+    deadline = time.monotonic() + 30
+    try:
+        while b"committed" not in seen and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                seen.append(message.value())
+    finally:
+        consumer.close()
+    assert b"committed" in seen, "the probe's committed record never arrived"
+    return [v for v in seen if v != b"committed"]
+
+
+def read_every_record(bootstrap: str, topic: str) -> list[tuple[str, int, int]]:
+    """(key, input partition, input offset) of every label and dead letter, aborted ones included."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"all-{time.time_ns()}",
+                         "enable.auto.commit": False, "isolation.level": "read_uncommitted",
+                         "fetch.wait.max.ms": 10})
+    parts = [TopicPartition(f"{topic}.{kind}", p, OFFSET_BEGINNING) for kind in ("labels", "dlq")
+             for p in range(PARTITIONS)]
+    consumer.assign(parts)
+    ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+    results: list[tuple[str, int, int]] = []
+    done: set[tuple[str, int]] = {k for k, end in ends.items() if end == 0}
+    deadline = time.monotonic() + 60
+    try:
+        while len(done) < len(parts) and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=500, timeout=0.5):
+                if message.error() is not None:
+                    continue
+                if message.offset() + 1 >= ends[(message.topic(), message.partition())]:
+                    done.add((message.topic(), message.partition()))
+                if message.topic().endswith(".dlq"):
+                    headers = dict(message.headers() or [])
+                    source = (int(headers["source.partition"]), int(headers["source.offset"]))
+                else:
+                    body = json.loads(message.value())
+                    source = (body["source"]["partition"], body["source"]["offset"])
+                results.append((message.key().decode(), *source))
+    finally:
+        consumer.close()
+    return results
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+        return {tp.partition: max(tp.offset, 0) for tp in found}
+    finally:
+        consumer.close()
+
+
+def input_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{time.time_ns()}"})
+    try:
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(PARTITIONS)}
+    finally:
+        consumer.close()
+
+
+def stream_with_two_sigkills(broker, bundle: Path, texts: list[str], workers: list, tmp_path: Path):
+    """One exactly-once worker, SIGKILLed twice while 1,260 records stream in, restarted each time."""
+    topic, group = "eos-kills", "g-eos-kills"
+    create_topics(broker.bootstrap_servers, topic, partitions=PARTITIONS)
+    worker = WorkerProcess(broker.bootstrap_servers, topic, bundle, group, tmp_path,
+                           extra=("--exactly-once", "--transactional-id", "eos-replica-0")).start()
+    workers.append(worker)
+    worker.wait_ready()
+    records = json_records(texts[:1200]) + malformed_payloads(60)
+    random.Random(3).shuffle(records)
+    producer = threading.Thread(target=produce, args=(broker.bootstrap_servers, topic, records, 0.008), daemon=True)
+    producer.start()
+    for _ in range(2):
+        time.sleep(3)
+        worker.kill()  # mid-transaction or between two: the restart below fences and aborts what was open
+        worker.start()
+        worker.wait_ready()
+    producer.join()
+    ends = input_end_offsets(broker.bootstrap_servers, topic)
+    deadline = time.monotonic() + 240
+    while committed_offsets(broker.bootstrap_servers, group, topic) != ends and time.monotonic() < deadline:
+        time.sleep(1)
+    return topic, group, [k for k, _ in records], ends, worker
+
+
+def test_sigkills_keep_committed_offsets_behind_results_and_lose_nothing(broker, tiny_bundle_dir, real_texts,
+                                                                         workers, tmp_path) -> None:
+    topic, group, keys, ends, worker = stream_with_two_sigkills(broker, tiny_bundle_dir, real_texts, workers,
+                                                                tmp_path)
+    committed = committed_offsets(broker.bootstrap_servers, group, topic)
+    assert committed == ends, "the restarted worker did not consume the whole stream"
+    results = read_every_record(broker.bootstrap_servers, topic)
+    answered = {(p, o) for _, p, o in results}
+    # Offsets move only inside a transaction that also wrote the results: none runs ahead of its results.
+    behind = [(p, o) for p, end in committed.items() for o in range(end) if (p, o) not in answered]
+    assert behind == []
+    counts = Counter(k for k, _, _ in results)
+    assert [k for k in keys if counts[k] == 0] == []
+    duplicates = sum(c - 1 for c in counts.values() if c > 1)
+    _record_report({"inputs": len(keys), "records_including_aborted": len(results),
+                    "duplicates_including_aborted": duplicates})
+    assert worker.terminate() == 0
+
+
+def test_sigkills_read_committed_sees_each_input_exactly_once(broker, tiny_bundle_dir, real_texts, workers,
+                                                              tmp_path) -> None:
+    leaked = aborted_records_visible(broker.bootstrap_servers)
+    if leaked:
+        pytest.skip(f"broker returns aborted records to read_committed consumers (Tansu): the probe read back "
+                    f"{leaked} from an aborted transaction; end-to-end exactly-once needs Apache Kafka, "
+                    f"Confluent or Redpanda")
+    topic, _, keys, _, worker = stream_with_two_sigkills(broker, tiny_bundle_dir, real_texts, workers, tmp_path)
+    result = read_all(broker.bootstrap_servers, topic, keys, timeout=120)  # librdkafka reads read_committed
+    assert {k: result.outputs[k] + result.dead[k] for k in keys} == {k: 1 for k in keys}
+    assert worker.terminate() == 0
+
+
+def _record_report(values: dict) -> None:
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    data["exactly_once_two_sigkills"] = values
+    REPORT.write_text(json.dumps(data, indent=2))
