@@ -1,33 +1,28 @@
-"""Getting every output to the broker: failed sends are retried, never dropped, never fatal.
+"""Getting every output to the broker: a failed send is retried or replaced, never dropped.
 
-kafka-python already retries transient errors inside the producer (until its
-delivery timeout). What reaches us is a send that failed for good as far as
-the producer is concerned. We sort such failures into three kinds:
+kafka-python retries transient errors inside the producer (until its delivery
+timeout); what reaches us failed for good as far as the producer is concerned:
 
-- *too large* (the producer's ``max_request_size`` or the broker's
-  ``max.message.bytes``): resending the same bytes can never work, so the
-  message's own ``on_too_large`` fallback runs (a label becomes a dead letter,
-  a dead letter is sent smaller; see :mod:`worker.pipeline.publish`);
-- *fatal*: the producer instance itself is unusable (closed, fenced); only a
-  new process helps, so the worker stops and a restart re-reads;
-- *retry*, everything else: missing topic, no Write ACL, a broker that rejects
-  the records (schema or policy), timeouts. The worker cannot fix these and a
-  crash loop would not either, so the send is retried with capped exponential
-  backoff until an operator fixes the cause. Authorization errors are retried
-  too: ACLs are fixed at run time, and the retry picks the fix up.
+- *too large* (the producer's ``max_request_size`` or the topic's
+  ``max.message.bytes``): the same bytes can never succeed, so the message's
+  ``on_too_large`` fallback runs (see :mod:`worker.pipeline.publish`);
+- *fatal*: the producer itself is unusable (closed, fenced); only a new
+  process helps, so the worker stops and a restart re-reads;
+- *retry*, everything else: missing topic, no Write ACL, a schema or policy
+  refusing the records, timeouts. Neither the worker nor a crash loop can fix
+  these, so the send is retried with capped exponential backoff until an
+  operator does. ACLs too are fixed at run time: authorization is retried.
 
 While a send is stuck (*stalled*), every later send is held back in order
-behind it, its ticket stays pending (so no offset is committed past it), the
-loop pauses fetching and reports not-ready. One *probe* (the oldest held send)
-is retried per backoff step; when it is acknowledged the held sends go out in
-order. Sends that were already in the producer when the first failure happened
-are the only ones that can land before the retried one.
+behind it and its ticket stays pending (no commit passes it); the loop pauses
+fetching and reports not-ready. One *probe*, the oldest held send, is retried
+per backoff step; once it is acknowledged the held sends go out in order. Only
+sends already in the producer at the first failure can land before the retry.
 
 Producer callbacks run on kafka-python's I/O thread, where ``send`` must not be
-called (it can block on metadata): callbacks only record outcomes, and a
+called (it can block on metadata): they only record outcomes, and a
 ``send-retry`` thread does every resend.
 """
-
 from __future__ import annotations
 
 import enum
@@ -41,6 +36,7 @@ from kafka import errors as kafka_errors
 
 from worker.kafka_io import Headers, InputRecord
 from worker.offsets import Ticket
+from worker.pipeline.ports import Sink
 
 
 class FailureKind(enum.Enum):
@@ -113,7 +109,7 @@ class _Stall:
 class Delivery:
     """Sends messages through ``sink``, holding and retrying them while sends fail (see module docstring)."""
 
-    def __init__(self, sink: Any, *, on_acked: Callable[[Outgoing, Any], None], is_current: Callable[[Ticket], bool],
+    def __init__(self, sink: Sink, *, on_acked: Callable[[Outgoing, Any], None], is_current: Callable[[Ticket], bool],
                  metrics: Any, log: Any, backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0,
                  clock: Callable[[], float] = time.monotonic):
         self.sink, self.on_acked, self.is_current = sink, on_acked, is_current

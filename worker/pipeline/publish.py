@@ -17,6 +17,7 @@ from worker.kafka_io import InputRecord
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker, Ticket
 from worker.pipeline.delivery import Delivery, Outgoing
+from worker.pipeline.ports import Sink
 from worker.settings import WorkerSettings
 
 TRUNCATED_HEADER = "error.value_truncated"
@@ -38,7 +39,7 @@ def _shrink_steps(settings: WorkerSettings) -> list[tuple[int, int, bool, bool]]
 
 
 class Publisher:
-    def __init__(self, settings: WorkerSettings, sink: Any, tracker: OffsetTracker, metrics: WorkerMetrics, *,
+    def __init__(self, settings: WorkerSettings, sink: Sink, tracker: OffsetTracker, metrics: WorkerMetrics, *,
                  model_id: str, log: Any, clock: Any = time.monotonic):
         self.settings, self.tracker, self.metrics = settings, tracker, metrics
         self.model_id, self.log = model_id, log
