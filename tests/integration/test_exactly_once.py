@@ -1,7 +1,7 @@
 """`lstm-worker run --exactly-once` against the real broker and ONNX Runtime: what Tansu does support.
 
-Committed group offsets move only with committed transactions, a batch that cannot be committed is
-aborted without moving them, and a second producer with the worker's transactional id fences it.
+Committed group offsets move only with committed transactions, a batch the broker refuses is aborted
+without moving them, and a second producer with the worker's transactional id fences the worker.
 (Tansu returns aborted records to read_committed readers, so the end-to-end exactly-once check lives
 in tests/faults/test_exactly_once_faults.py behind a probe.)
 """
@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from tests.integration.conftest import create_topics
+from tests.integration.conftest import WorkerLauncher, create_topics
 from tests.integration.streams import Message, produce
+from worker.devbroker import DevBroker
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
@@ -75,10 +77,13 @@ def events(worker, name: str) -> list[dict]:
 def test_offsets_move_only_with_committed_transactions(broker, workers, news_docs, unique_name) -> None:
     topic, group = unique_name, f"{unique_name}-g"
     create_topics(broker.bootstrap_servers, [topic, f"{topic}.labels", f"{topic}.dlq"], partitions=3)
-    records = json_docs(news_docs[:150], "doc") + [(b"bad-0", b"[1, 2]", []), (b"bad-1", None, [])]
+    # A 1.2 MB key is more than the producer takes with --max-message-bytes 100000 (a ~1.1 MB request
+    # limit), in a label or in a dead letter: it is dead-lettered without key, in the same transaction.
+    too_large = (b"k" * 1_200_000, json.dumps({"id": "huge-key", "text": news_docs[150]}).encode(), [])
+    records = json_docs(news_docs[:150], "doc") + [(b"bad-0", b"[1, 2]", []), (b"bad-1", None, []), too_large]
     produce(broker.bootstrap_servers, topic, records)
     worker = workers.start(topic, group, "--exactly-once", "--transactional-id", f"{unique_name}-tx",
-                           "--batch-size", "32")
+                           "--batch-size", "32", "--max-message-bytes", "100000")
     committed = wait_committed(broker.bootstrap_servers, group, topic, 3, len(records))
     assert worker.terminate() == 0, worker.log()
 
@@ -88,32 +93,54 @@ def test_offsets_move_only_with_committed_transactions(broker, workers, news_doc
     outputs = read_to_end(broker.bootstrap_servers, [f"{topic}.labels", f"{topic}.dlq"])
     # No transaction aborted in this run, so even on Tansu each input has exactly one result.
     assert sorted(source_of(m) for m in outputs) == sorted((m.partition, m.offset) for m in inputs)
-    assert sorted(m.key for m in outputs if m.topic.endswith(".dlq")) == [b"bad-0", b"bad-1"]
+    dead = {m.key: m.header("error.type") for m in outputs if m.topic.endswith(".dlq")}
+    assert dead == {b"bad-0": b"not_json_object", b"bad-1": b"null_value", None: b"output_too_large"}
+    assert [m.header("error.key_dropped") for m in outputs if m.key is None] == [b"1200000"]
     started = events(worker, "worker_started")[0]
     assert started["delivery"] == "exactly-once" and started["transactional_id"] == f"{unique_name}-tx"
     assert events(worker, "transaction_aborted") == []
 
 
-def test_a_batch_that_cannot_commit_is_aborted_and_offsets_stay(broker, workers, news_docs, unique_name) -> None:
+class SchemaBroker(DevBroker):
+    """Tansu with a file schema registry: a schema that appears while it runs makes a topic unwritable."""
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+        (root / "schema").mkdir(parents=True)
+
+    def command(self) -> list[str]:
+        return ["env", "-C", str(self.root), *super().command(), "--schema-registry", "file://./schema"]
+
+    def reject_records(self, topic: str) -> None:
+        schema = {"type": "object", "properties": {"value": {"type": "object", "required": ["approved"]}}}
+        (self.root / "schema" / f"{topic}.json").write_text(json.dumps(schema))
+
+
+def test_a_batch_the_broker_refuses_is_aborted_and_offsets_stay(tiny_bundle_dir, news_docs, unique_name,
+                                                                tmp_path) -> None:
     topic, group = unique_name, f"{unique_name}-g"
-    create_topics(broker.bootstrap_servers, [topic, f"{topic}.labels", f"{topic}.dlq"], partitions=1)
-    first = json_docs(news_docs[:30], "a")
-    produce(broker.bootstrap_servers, topic, first)
-    # --max-message-bytes 100000 gives the producer a ~1.1 MB request limit: a label keyed with a 1.2 MB
-    # key is refused by kafka-python itself (MessageSizeTooLargeError), on every attempt.
-    worker = workers.start(topic, group, "--exactly-once", "--transactional-id", f"{unique_name}-tx",
-                           "--max-message-bytes", "100000")
-    assert wait_committed(broker.bootstrap_servers, group, topic, 1, len(first)) == {0: len(first)}, worker.log()
-
-    poison = (b"k" * 1_200_000, json.dumps({"id": "poison", "text": news_docs[30]}).encode(), [])
-    produce(broker.bootstrap_servers, topic, [poison, *json_docs(news_docs[31:36], "b")])
-    assert worker.process.wait(timeout=90) == 1, worker.log()
-
-    assert committed_offsets(broker.bootstrap_servers, group, topic, 1) == {0: len(first)}
+    with SchemaBroker(tmp_path / "broker") as broker:
+        launcher = WorkerLauncher(broker.bootstrap_servers, tmp_path, tiny_bundle_dir)
+        try:
+            create_topics(broker.bootstrap_servers, [topic, f"{topic}.labels", f"{topic}.dlq"], partitions=1)
+            first = json_docs(news_docs[:30], "a")
+            produce(broker.bootstrap_servers, topic, first)
+            worker = launcher.start(topic, group, "--exactly-once", "--transactional-id", f"{unique_name}-tx")
+            assert wait_committed(broker.bootstrap_servers, group, topic, 1, len(first)) == {0: len(first)}, \
+                worker.log()
+            broker.reject_records(f"{topic}.labels")  # from now on the broker refuses every label
+            produce(broker.bootstrap_servers, topic, json_docs(news_docs[30:40], "b"))
+            assert worker.process.wait(timeout=90) == 1, worker.log()
+            assert committed_offsets(broker.bootstrap_servers, group, topic, 1) == {0: len(first)}
+        finally:
+            for started in launcher.started:
+                if started.process.poll() is None:
+                    started.process.kill()
+                    started.process.wait()
     aborted = events(worker, "transaction_aborted")
     assert len(aborted) == 5, worker.log()
-    assert all("MessageSizeTooLarge" in e["error"] and e["rewound_to"] == {f"{topic}[0]": len(first)}
-               for e in aborted)
+    assert all(e["rewound_to"] == {f"{topic}[0]": len(first)} and "InvalidRecord" in e["error"] for e in aborted)
     assert "5 transactions in a row aborted" in events(worker, "worker_failed")[0]["error"]
 
 

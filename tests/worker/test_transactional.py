@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 import pytest
-from kafka.errors import KafkaError, ProducerFencedError
+from kafka.errors import KafkaError, MessageSizeTooLargeError, ProducerFencedError
 from kafka.structs import TopicPartition
 
 from worker import codec
@@ -123,28 +123,37 @@ class FakeSource:
 
 
 class FakeFuture:
-    def __init__(self) -> None:
-        self.is_done, self.exception = True, None
+    def __init__(self, exception: Exception | None = None) -> None:
+        self.is_done, self.exception = True, exception
 
     def failed(self) -> bool:
-        return False
+        return self.exception is not None
 
 
 class FakeSink:
-    def __init__(self, fail_commits: int = 0, fenced: bool = False):
+    def __init__(self, fail_commits: int = 0, fenced: bool = False, max_bytes: int | None = None,
+                 broker_max_bytes: int | None = None):
         self.fail_commits, self.fenced = fail_commits, fenced
+        self.max_bytes, self.broker_max_bytes = max_bytes, broker_max_bytes  # producer's and broker's limits
         self.open: list[tuple] = []
         self.committed: list[tuple] = []
         self.offsets: dict = {}
         self.pending_offsets: dict = {}
         self.aborts = 0
+        self.failed_sends = 0
         self.closed = False
 
     def begin(self) -> None:
         self.open, self.pending_offsets = [], {}
 
     def send(self, topic, key, value, headers):
-        self.open.append((topic, key))
+        size = len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise MessageSizeTooLargeError(f"{size} bytes")
+        if self.broker_max_bytes is not None and size > self.broker_max_bytes:
+            self.failed_sends += 1
+            return FakeFuture(MessageSizeTooLargeError(f"broker: {size} bytes"))
+        self.open.append((topic, key, dict(headers)))
         return FakeFuture()
 
     def flush(self, timeout_s) -> None:
@@ -189,9 +198,9 @@ def test_every_record_is_committed_once_with_its_offsets() -> None:
     sink = FakeSink()
     code, source = run_loop(records, sink)
     assert code == 0 and source.closed and sink.closed
-    assert sorted(key for _, key in sink.committed) == sorted(r.key for r in records)
+    assert sorted(key for _, key, _ in sink.committed) == sorted(r.key for r in records)
     assert sink.offsets == {P0: 6, P1: 6}
-    assert sorted(key for topic, key in sink.committed if topic == "in.dlq") == [b"k0-5", b"k1-5"]
+    assert sorted(key for topic, key, _ in sink.committed if topic == "in.dlq") == [b"k0-5", b"k1-5"]
 
 
 def test_a_failed_commit_aborts_rewinds_and_retries() -> None:
@@ -200,7 +209,7 @@ def test_a_failed_commit_aborts_rewinds_and_retries() -> None:
     code, source = run_loop(records, sink)
     assert code == 0 and sink.aborts == 2
     assert source.seeks == [{P0: 0}, {P0: 0}]  # back to the last committed position, twice
-    assert [key for _, key in sink.committed] == [r.key for r in records]  # no duplicates, nothing skipped
+    assert [key for _, key, _ in sink.committed] == [r.key for r in records]  # no duplicates, nothing skipped
     assert sink.offsets == {P0: 6}
 
 
@@ -229,3 +238,21 @@ def test_revocation_drops_the_open_batch_and_refuses_late_records() -> None:
     loop.source = FakeSource([record(0, 5), record(1, 9)])
     loop._poll_once()
     assert [(e.record.partition, e.record.offset) for e in loop.batch.entries] == [(1, 8), (1, 9)]
+
+
+@pytest.mark.parametrize("where", ["producer", "broker"])
+def test_a_label_too_large_becomes_a_small_dead_letter_in_the_same_commit(where: str) -> None:
+    big = InputRecord(TOPIC, 0, 1, b"k" * 5000, b"fine text", [("trace", b"t" * 3000)], 1)
+    records = [record(0, 0), big, record(0, 2)]
+    limits = {"max_bytes": 2000} if where == "producer" else {"broker_max_bytes": 2000}
+    sink = FakeSink(**limits)
+    code, _ = run_loop(records, sink)
+    assert code == 0 and sink.offsets == {P0: 3}
+    assert [(topic, key) for topic, key, _ in sink.committed] == [
+        ("in.labels", b"k0-0"), ("in.dlq", None), ("in.labels", b"k0-2")]
+    headers = sink.committed[1][2]
+    assert headers["error.type"] == codec.OUTPUT_TOO_LARGE.encode()
+    assert headers["error.key_dropped"] == b"5000" and headers["error.headers_dropped"] == b"1"
+    # The producer refuses before queueing (same transaction); the broker's refusals abort twice
+    # (label, then the full dead letter) before the minimal dead letter commits.
+    assert sink.aborts == (0 if where == "producer" else 2)

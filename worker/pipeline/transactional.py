@@ -29,6 +29,7 @@ from worker.exceptions import InferenceError
 from worker.health import HealthState
 from worker.kafka_io import InputRecord
 from worker.metrics import WorkerMetrics
+from worker.pipeline import result_forms as forms
 from worker.pipeline.open_batch import Entry, OpenBatch
 from worker.settings import WorkerSettings
 
@@ -62,6 +63,7 @@ class TransactionalLoop:
         self._failures = 0
         self._last_lag = 0.0
         self.backoff_base_s = BACKOFF_BASE_S
+        self._forms: dict[codec.SourceRef, int] = {}  # records the broker refused as too large: their next form
 
     def request_stop(self) -> None:
         """Only sets a flag: safe from a signal handler."""
@@ -129,7 +131,7 @@ class TransactionalLoop:
         batch, self.batch = self.batch, OpenBatch()
         outcomes = self._score(batch.entries)
         try:
-            self._commit_in_transaction(batch, outcomes)
+            reasons = self._commit_in_transaction(batch, outcomes)
         except KafkaError as exc:
             fencing = self.sink.fencing_error(exc)
             if fencing is not None:
@@ -137,31 +139,40 @@ class TransactionalLoop:
             self._abort_and_rewind(batch, exc)
             return
         self._failures = 0
+        for entry in batch.entries:
+            self._forms.pop(entry.source, None)
         self.metrics.commits.labels("ok").inc()
         self.metrics.batch_size.observe(len(batch))
         self.metrics.batch_tokens.observe(batch.tokens)
         now = time.time()
-        for entry, outcome in zip(batch.entries, outcomes, strict=True):
-            if isinstance(outcome, codec.Rejection):
-                self.metrics.dead_letters.labels(outcome.reason).inc()
+        for entry, reason in zip(batch.entries, reasons, strict=True):
+            if reason is not None:
+                self.metrics.dead_letters.labels(reason).inc()
                 continue
             self.metrics.records_out.inc()
             if entry.record.timestamp_ms > 0:
                 self.metrics.end_to_end_seconds.observe(max(0.0, now - entry.record.timestamp_ms / 1000))
 
-    def _commit_in_transaction(self, batch: OpenBatch, outcomes: list[Any]) -> None:
+    def _commit_in_transaction(self, batch: OpenBatch, outcomes: list[Any]) -> list[str | None]:
+        """Send every result and the offsets after the batch in one transaction; the dead-letter reasons sent."""
         self.sink.begin()
         self._in_transaction = True
-        futures = [self._send(entry, outcome) for entry, outcome in zip(batch.entries, outcomes, strict=True)]
+        sent = [self._send(entry, outcome) for entry, outcome in zip(batch.entries, outcomes, strict=True)]
         # Offsets join the transaction only once every result is acknowledged: a send that failed after the
         # producer's retries must abort the batch, never commit past it.
         self.sink.flush(SEND_TIMEOUT_S)
-        failed = next((f.exception for f in futures if f.failed() or not f.is_done), None)
+        failed = None
+        for entry, (form, _, future) in zip(batch.entries, sent, strict=True):
+            if future.failed() or not future.is_done:
+                failed = failed or future.exception or KafkaError("send not acknowledged")
+                if isinstance(future.exception, forms.TOO_LARGE_ERRORS) and form < forms.MINIMAL_DEAD_LETTER:
+                    self._forms[entry.source] = form + 1  # refused by the broker: the retry sends it smaller
         if failed is not None:
-            raise failed if isinstance(failed, KafkaError) else KafkaError(f"send not acknowledged: {failed}")
+            raise failed if isinstance(failed, KafkaError) else KafkaError(f"send failed: {failed}")
         self.sink.send_offsets(batch.next_offsets(), self.source.group_metadata())
         self.sink.commit()
         self._in_transaction = False
+        return [message.reason for _, message, _ in sent]
 
     def _abort_and_rewind(self, batch: OpenBatch, error: KafkaError) -> None:
         self.metrics.commits.labels("aborted").inc()
@@ -221,20 +232,19 @@ class TransactionalLoop:
         self.metrics.inference_seconds.observe(time.perf_counter() - start)
         return list(probabilities)
 
-    def _send(self, entry: Entry, outcome: Any) -> Any:
-        record = entry.record
-        if isinstance(outcome, codec.Rejection):
-            headers = codec.dead_letter_headers(record.headers, outcome, entry.source)
-            value = record.value
-            if value is not None and len(value) > self.settings.max_dead_letter_bytes:
-                # Too big for our producer: keep the head, say so (as the at-least-once loop does).
-                headers += [("error.value_truncated", str(len(value)).encode("ascii"))]
-                value = value[: self.settings.max_message_bytes]
-            return self.sink.send(self.settings.dlq_topic, record.key, value, headers)
-        value = codec.encode_output(record_id=entry.decoded.id, label=outcome.label, score=outcome.score,
-                                    top_k=outcome.top_k, model_id=self.model_id, source=entry.source)
-        headers = codec.output_headers(record.headers, self.model_id)
-        return self.sink.send(self.settings.output_topic, record.key, value, headers)
+    def _send(self, entry: Entry, outcome: Any) -> tuple[int, forms.Message, Any]:
+        """Send ``entry``'s result in the largest form the producer takes: (form, message, future)."""
+        form = self._forms.get(entry.source, forms.first_form(outcome))
+        while True:
+            message = forms.render(entry, outcome, form, self.settings, self.model_id)
+            try:
+                return form, message, self.sink.send(message.topic, message.key, message.value, message.headers)
+            except forms.TOO_LARGE_ERRORS as exc:  # refused before it was queued: the smaller form joins at once
+                if form >= forms.MINIMAL_DEAD_LETTER:
+                    raise
+                self.log.warning("output_too_large" if form == forms.LABEL else "dead_letter_too_large",
+                                 source=entry.source.as_id(), error=str(exc))
+                form += 1
 
     def _maybe_update_lag(self) -> None:
         now = self.clock()
