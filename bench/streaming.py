@@ -99,14 +99,15 @@ def collect(consumer: Consumer, expected: int, timeout: float, into: dict[str, f
 
 
 def measure_worker(bootstrap: str, bundle: Path, texts: Sequence[str], *, metrics_port: int, threads: int,
-                   provider: str, latency_seconds: float, partitions: int = 3) -> dict:
-    run_id = time.strftime("%H%M%S")
+                   provider: str, latency_seconds: float, partitions: int = 3, extra: Sequence[str] = ()) -> dict:
+    """``extra``: more `lstm-worker run` options (e.g. ``--exactly-once``)."""
+    run_id = f"{time.strftime('%H%M%S')}-{time.time_ns() % 1_000_000}"
     topic = f"bench-in-{run_id}"
     create_topics(bootstrap, [topic, f"{topic}.labels", f"{topic}.dlq"], partitions)
     produce(bootstrap, topic, [(str(i), json.dumps({"id": str(i), "text": t}).encode()) for i, t in enumerate(texts)])
     consumer = output_consumer(bootstrap, f"{topic}.labels", partitions)
     started = time.time()
-    worker = start_worker(bootstrap, topic, bundle, metrics_port, threads, provider)
+    worker = start_worker(bootstrap, topic, bundle, metrics_port, threads, provider, extra)
     try:
         ready_s = wait_http(f"http://127.0.0.1:{metrics_port}/readyz", timeout=120)
         received = collect(consumer, len(texts), timeout=600)
