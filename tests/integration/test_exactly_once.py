@@ -99,6 +99,7 @@ def test_offsets_move_only_with_committed_transactions(broker, workers, news_doc
     started = events(worker, "worker_started")[0]
     assert started["delivery"] == "exactly-once" and started["transactional_id"] == f"{unique_name}-tx"
     assert events(worker, "transaction_aborted") == []
+    assert events(worker, "worker_exit")[0]["torch_imported"] is False
 
 
 class SchemaBroker(DevBroker):
