@@ -25,7 +25,7 @@ class TrainConfig:
     label_field: str = "label"
     val_fraction: float = 0.1
     max_train_samples: int | None = None
-    epochs: int = 5
+    epochs: int = 10
     batch_size: int = 32
     max_len: int = 256
     vocab_size: int = 30000
@@ -42,7 +42,7 @@ class TrainConfig:
     embeddings: str | None = None
     embedding_init: str = "lsa"
     embedding_lr_scale: float = 1.0
-    lr: float = 3e-3
+    lr: float = 1.2e-2
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     patience: int = 3
