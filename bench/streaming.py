@@ -143,7 +143,7 @@ def measure_worker(bootstrap: str, bundle: Path, texts: Sequence[str], *, metric
 def offered_load_latency(bootstrap: str, topic: str, consumer: Consumer, texts: Sequence[str], *, rate: float,
                          seconds: float) -> dict:
     """Send at a steady ``rate`` for ``seconds``; latency = output received - input sent, per message."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    producer = Producer({"bootstrap.servers": bootstrap})  # librdkafka defaults (linger.ms 5), like a real producer
     count = max(1, int(rate * seconds))
     sent: dict[str, float] = {}
     start = time.perf_counter()

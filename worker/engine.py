@@ -33,6 +33,10 @@ from core.vocab import pad_batch
 from worker.exceptions import EngineError, InferenceError
 
 PROVIDERS = ("auto", "cpu", "cuda")
+# Rows per ONNX Runtime call on the CPU. Small calls keep the LSTM's per-step state in cache and
+# ORT's memory arena small: on the default model, 16 rows scored 1,250-1,450 docs/s with 2 threads
+# against 1,030-1,100 for 64 rows, and the arena grew by 80 MB instead of 270 MB.
+CPU_SUB_BATCH_ROWS = 16
 _CUDA, _CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
@@ -90,7 +94,7 @@ class InferenceEngine:
         self.max_sub_batch = max_sub_batch
         self.sort_by_length = sort_by_length
         providers = choose_providers(provider)
-        on_gpu = providers[0] == _CUDA
+        on_gpu = self.on_gpu = providers[0] == _CUDA
         # On a GPU one caller feeds the device; on the CPU, ``threads`` single-threaded calls run at once.
         self.runners = 1 if on_gpu else (threads or usable_cpus())
         options = ort.SessionOptions()
@@ -126,7 +130,7 @@ class InferenceEngine:
         """Index groups, each padded to at most ``max_batch_tokens`` and ``max_sub_batch`` rows."""
         lengths = np.asarray(lengths)
         order = np.argsort(lengths, kind="stable") if self.sort_by_length else np.arange(len(lengths))
-        rows = self.max_sub_batch
+        rows = self.max_sub_batch if self.on_gpu else min(self.max_sub_batch, CPU_SUB_BATCH_ROWS)
         if self.runners > 1:  # about two groups per runner, so a runner that finishes early takes another
             rows = max(1, min(rows, math.ceil(len(order) / (2 * self.runners))))
         groups: list[np.ndarray] = []
@@ -153,17 +157,16 @@ class InferenceEngine:
         """Probabilities ``[n, classes]`` in the order of ``id_lists``."""
         result = np.empty((len(id_lists), len(self.labels)), dtype=np.float32)
         groups = self.sub_batches([len(x) for x in id_lists])
-
-        def run_group(group: np.ndarray) -> None:
-            ids, lengths = pad_batch([id_lists[i] for i in group])
-            result[group] = self.run_padded(ids, lengths)
-
         if self._pool is None or len(groups) == 1:
             for group in groups:
-                run_group(group)
-        else:
-            for future in [self._pool.submit(run_group, group) for group in groups]:
-                future.result()  # re-raises InferenceError of a group
+                result[group] = self.run_padded(*pad_batch([id_lists[i] for i in group]))
+            return result
+        # Pad here, not in the runners: a runner then needs the GIL only to enter and leave ORT, so a
+        # busy consumer thread cannot hold it up between calls.
+        padded = [pad_batch([id_lists[i] for i in group]) for group in groups]
+        futures = [self._pool.submit(self.run_padded, ids, lengths) for ids, lengths in padded]
+        for group, future in zip(groups, futures, strict=True):
+            result[group] = future.result()  # re-raises InferenceError of a group
         return result
 
     def close(self) -> None:
