@@ -94,7 +94,7 @@ def collect(consumer: Consumer, expected: int, timeout: float, into: dict[str, f
     while len(received) < expected and time.perf_counter() < deadline:
         for message in consumer.consume(num_messages=500, timeout=0.2):
             if message.error() is None:
-                received[str(json.loads(message.value())["id"])] = output_time(message)
+                received[message.key().decode()] = output_time(message)  # output key = input key (contract)
     return received
 
 
@@ -153,7 +153,7 @@ def offered_load_latency(bootstrap: str, topic: str, consumer: Consumer, texts: 
         while (now := time.perf_counter()) < due:
             for message in consumer.consume(num_messages=100, timeout=min(0.005, due - now)):
                 if message.error() is None:
-                    received[str(json.loads(message.value())["id"])] = output_time(message)
+                    received[message.key().decode()] = output_time(message)  # output key = input key (contract)
         key = f"lat-{i}"
         sent[key] = time.time()
         producer.produce(topic, key=key.encode(), value=json.dumps({"id": key, "text": texts[i % len(texts)]}).encode())
