@@ -99,8 +99,13 @@ def collect(consumer: Consumer, expected: int, timeout: float, into: dict[str, f
 
 
 def measure_worker(bootstrap: str, bundle: Path, texts: Sequence[str], *, metrics_port: int, threads: int,
-                   provider: str, latency_seconds: float, partitions: int = 3, extra: Sequence[str] = ()) -> dict:
-    """``extra``: more `lstm-worker run` options (e.g. ``--exactly-once``)."""
+                   provider: str, latency_seconds: float, partitions: int = 3, extra: Sequence[str] = (),
+                   latency_rate: float | None = None) -> dict:
+    """``extra``: more `lstm-worker run` options (e.g. ``--exactly-once``).
+
+    The latency run offers ``latency_rate`` docs/s (default: half of this run's throughput);
+    ``latency_seconds=0`` skips it.
+    """
     run_id = f"{time.strftime('%H%M%S')}-{time.time_ns() % 1_000_000}"
     topic = f"bench-in-{run_id}"
     create_topics(bootstrap, [topic, f"{topic}.labels", f"{topic}.dlq"], partitions)
@@ -116,8 +121,10 @@ def measure_worker(bootstrap: str, bundle: Path, texts: Sequence[str], *, metric
         times = sorted(received.values())
         throughput = (len(times) - 1) / (times[-1] - times[0])
         memory = rss_mb(worker.pid)
-        latency = offered_load_latency(bootstrap, topic, consumer, texts, rate=throughput / 2,
-                                       seconds=latency_seconds)
+        latency = None
+        if latency_seconds > 0:
+            latency = offered_load_latency(bootstrap, topic, consumer, texts, rate=latency_rate or throughput / 2,
+                                           seconds=latency_seconds)
         memory_after = rss_mb(worker.pid)
         stop_started = time.perf_counter()
         worker.send_signal(signal.SIGTERM)
