@@ -8,6 +8,7 @@ import pytest
 from kafka import errors as kafka_errors
 from kafka.structs import TopicPartition
 
+from tests.worker.fakes import FakeFuture
 from worker import codec
 from worker.kafka_io import InputRecord
 from worker.metrics import WorkerMetrics
@@ -27,35 +28,6 @@ class Clock:
         return self.now
 
 
-class Future:
-    """Resolved by the test (or at once by the sink); callbacks fire like kafka-python's, late or immediately."""
-
-    def __init__(self) -> None:
-        self.callbacks: list = []
-        self.errbacks: list = []
-        self.outcome: tuple[str, object] | None = None
-
-    def add_callback(self, fn, *args):
-        self.callbacks.append((fn, args))
-        self._fire()
-
-    def add_errback(self, fn, *args):
-        self.errbacks.append((fn, args))
-        self._fire()
-
-    def resolve(self, error: BaseException | None = None) -> None:
-        self.outcome = ("err", error) if error else ("ok", "metadata")
-        self._fire()
-
-    def _fire(self) -> None:
-        if self.outcome is None:
-            return
-        kind, value = self.outcome
-        for fn, args in self.callbacks if kind == "ok" else self.errbacks:
-            fn(*args, value)
-        self.callbacks, self.errbacks = [], []
-
-
 class Sink:
     """``fault(topic, value)`` returns None (ack), an exception to fail the future with, or ("raise", exc)."""
 
@@ -63,14 +35,14 @@ class Sink:
         self.fault, self.resolve_now = fault, resolve_now
         self.attempts: list[tuple[str, bytes | None]] = []
         self.delivered: list[tuple[str, bytes | None, dict]] = []
-        self.futures: list[tuple[Future, object]] = []
+        self.futures: list[tuple[FakeFuture, object]] = []
 
     def send(self, topic, key, value, headers):
         self.attempts.append((topic, value))
         outcome = self.fault(topic, value)
         if isinstance(outcome, tuple):
             raise outcome[1]
-        future = Future()
+        future = FakeFuture()
         if outcome is None:
             future.add_callback(lambda _md: self.delivered.append((topic, value, dict(headers))))
         if self.resolve_now:

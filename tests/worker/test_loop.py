@@ -12,6 +12,7 @@ import pytest
 from kafka.errors import CommitFailedError, KafkaTimeoutError
 from kafka.structs import TopicPartition
 
+from tests.worker.fakes import FakeFuture
 from worker.engine import Prediction
 from worker.exceptions import InferenceError
 from worker.kafka_io import InputRecord
@@ -47,34 +48,6 @@ class FakeEngine:
             out.append(Prediction(LABELS[order[0]], float(probs[order[0]]),
                                   tuple((LABELS[j], float(probs[j])) for j in order)))
         return out
-
-
-class FakeFuture:
-    def __init__(self) -> None:
-        self.callbacks, self.errbacks = [], []
-        self.outcome: tuple[str, object] | None = None
-
-    def add_callback(self, fn, *args):
-        self.callbacks.append((fn, args))
-        self._fire()
-        return self
-
-    def add_errback(self, fn, *args):
-        self.errbacks.append((fn, args))
-        self._fire()
-        return self
-
-    def resolve(self, error: Exception | None = None) -> None:
-        self.outcome = ("err", error) if error else ("ok", "metadata")
-        self._fire()
-
-    def _fire(self) -> None:
-        if self.outcome is None:
-            return
-        kind, value = self.outcome
-        for fn, args in self.callbacks if kind == "ok" else self.errbacks:
-            fn(*args, value)
-        self.callbacks, self.errbacks = [], []
 
 
 class FakeSink:
