@@ -39,6 +39,7 @@ from worker.health import HealthState
 from worker.kafka_io import InputRecord
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
+from worker.pipeline.common import LagReporter, NullLog
 from worker.pipeline.ports import Engine, Sink, Source, WorkItem
 from worker.pipeline.publish import Publisher
 from worker.pipeline.rebalance import RebalanceHandling
@@ -53,7 +54,7 @@ class WorkerLoop(RebalanceHandling):
         self.model_id = model_id
         self.metrics = metrics or WorkerMetrics()
         self.health = health or HealthState()
-        self.log = log if log is not None else _NullLog()
+        self.log = log if log is not None else NullLog()
         self.clock = clock
         self.tracker = OffsetTracker()
         self.publisher = Publisher(settings, sink, self.tracker, self.metrics, model_id=model_id, log=self.log,
@@ -69,7 +70,7 @@ class WorkerLoop(RebalanceHandling):
         self._rebalancing = False  # between a revocation and the next assignment
         self._stopped_at: float | None = None
         self._last_commit = 0.0
-        self._last_lag = 0.0
+        self.lag = LagReporter(source, self.metrics, clock)
 
     # -- control ---------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -90,7 +91,7 @@ class WorkerLoop(RebalanceHandling):
                     break
                 self._poll_once()
                 self._maybe_commit()
-                self._maybe_update_lag()
+                self.lag.maybe_update()
             self._stopped_at = self.clock()
             self._finish_rebalance_before_leaving()
         except Exception as exc:  # a bug or an unexpected broker error: drain what we can, exit non-zero
@@ -199,14 +200,6 @@ class WorkerLoop(RebalanceHandling):
         self.tracker.mark_committed(offsets)
         self.metrics.commits.labels("ok").inc()
 
-    def _maybe_update_lag(self) -> None:
-        now = self.clock()
-        if now - self._last_lag < 5.0:
-            return
-        self._last_lag = now
-        for tp, lag in self.source.lag().items():
-            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
-
     # -- inference thread ------------------------------------------------------------------------------
     def _inference_main(self) -> None:
         s = self.settings
@@ -258,8 +251,3 @@ class WorkerLoop(RebalanceHandling):
             return self._infer(items[:middle]) + self._infer(items[middle:])
         self.metrics.inference_seconds.observe(time.perf_counter() - start)
         return list(zip(items, probs, strict=True))
-
-
-class _NullLog:
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return lambda *args, **kwargs: None

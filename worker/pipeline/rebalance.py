@@ -16,6 +16,7 @@ from kafka.structs import TopicPartition
 from worker.health import HealthState
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
+from worker.pipeline.common import partition_names, partition_offsets
 from worker.settings import WorkerSettings
 
 
@@ -55,12 +56,13 @@ class RebalanceHandling:
         self._forget(partitions)
         self._rebalancing = True
         if partitions:
-            self.log.info("partitions_revoked", partitions=_names(partitions), committed=_names_offsets(committed))
+            self.log.info("partitions_revoked", partitions=partition_names(partitions),
+                          committed=partition_offsets(committed))
 
     def lost(self, partitions: list[TopicPartition]) -> None:
         self._forget(partitions)
         self._rebalancing = True
-        self.log.warning("partitions_lost", partitions=_names(partitions))
+        self.log.warning("partitions_lost", partitions=partition_names(partitions))
 
     def assigned(self, partitions: list[TopicPartition]) -> None:
         self.tracker.assign(partitions)
@@ -71,7 +73,7 @@ class RebalanceHandling:
         assigned = len(self.source.assignment())
         self.health.assigned = assigned
         self.metrics.assigned_partitions.set(assigned)
-        self.log.info("partitions_assigned", partitions=_names(partitions))
+        self.log.info("partitions_assigned", partitions=partition_names(partitions))
 
     def _forget(self, partitions: list[TopicPartition]) -> None:
         """Drop in-flight state; later acks of these records are ignored, queued ones are skipped."""
@@ -82,11 +84,3 @@ class RebalanceHandling:
             except KeyError:
                 pass  # no lag was reported for it yet
         self.health.assigned = max(0, self.health.assigned - len(partitions))
-
-
-def _names(partitions: list[TopicPartition]) -> list[str]:
-    return [f"{tp.topic}[{tp.partition}]" for tp in partitions]
-
-
-def _names_offsets(offsets: dict[TopicPartition, int] | None) -> dict[str, int]:
-    return {f"{tp.topic}[{tp.partition}]": o for tp, o in (offsets or {}).items()}

@@ -30,6 +30,7 @@ from worker.health import HealthState
 from worker.kafka_io import InputRecord
 from worker.metrics import WorkerMetrics
 from worker.pipeline import result_forms as forms
+from worker.pipeline.common import LagReporter, NullLog, partition_names, partition_offsets
 from worker.pipeline.open_batch import Entry, OpenBatch
 from worker.settings import WorkerSettings
 
@@ -54,14 +55,14 @@ class TransactionalLoop:
         self.model_id = model_id
         self.metrics = metrics or WorkerMetrics()
         self.health = health or HealthState()
-        self.log = log if log is not None else _NullLog()
+        self.log = log if log is not None else NullLog()
         self.clock = clock
         self.batch = OpenBatch()
         self._owned: set[TopicPartition] = set()
         self._stop = threading.Event()
         self._in_transaction = False
         self._failures = 0
-        self._last_lag = 0.0
+        self.lag = LagReporter(source, self.metrics, clock)
         self.backoff_base_s = BACKOFF_BASE_S
         self._forms: dict[codec.SourceRef, int] = {}  # records the broker refused as too large: their next form
 
@@ -80,7 +81,7 @@ class TransactionalLoop:
                 s = self.settings
                 if self.batch.closed_by(self.clock(), s.batch_size, s.max_wait_ms / 1000, s.max_batch_tokens):
                     self._complete_batch()
-                self._maybe_update_lag()
+                self.lag.maybe_update()
             if len(self.batch):  # stopping: the open batch is small, commit it rather than re-read it
                 self._complete_batch()
         except Fenced as exc:
@@ -181,7 +182,7 @@ class TransactionalLoop:
         rewind = batch.first_offsets(self._owned)
         self.source.seek(rewind)
         self.log.warning("transaction_aborted", error=f"{type(error).__name__}: {error}", attempt=self._failures,
-                         records=len(batch), rewound_to=_names_offsets(rewind))
+                         records=len(batch), rewound_to=partition_offsets(rewind))
         if self._failures >= MAX_ATTEMPTS:
             raise GaveUp(f"{self._failures} transactions in a row aborted; last error: "
                          f"{type(error).__name__}: {error}")
@@ -246,13 +247,6 @@ class TransactionalLoop:
                                  source=entry.source.as_id(), error=str(exc))
                 form += 1
 
-    def _maybe_update_lag(self) -> None:
-        now = self.clock()
-        if now - self._last_lag >= 5.0:
-            self._last_lag = now
-            for tp, lag in self.source.lag().items():
-                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
-
     # -- rebalance hooks (kafka_io._Listener, on the consumer's I/O thread while run() is inside poll) -------
     def prepare_revoke(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         return {}  # offsets are committed inside transactions only
@@ -270,7 +264,7 @@ class TransactionalLoop:
         self._owned.update(partitions)
         self.health.assigned = len(self._owned)
         self.metrics.assigned_partitions.set(len(self._owned))
-        self.log.info("partitions_assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+        self.log.info("partitions_assigned", partitions=partition_names(partitions))
 
     def _release(self, partitions: list[TopicPartition], event: str) -> None:
         """Nothing past the last committed transaction survives a revocation: open work is dropped."""
@@ -281,13 +275,4 @@ class TransactionalLoop:
         self._owned -= released
         self.health.assigned = len(self._owned)
         self.metrics.assigned_partitions.set(len(self._owned))
-        self.log.info(event, partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions], dropped=dropped)
-
-
-class _NullLog:
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return lambda *args, **kwargs: None
-
-
-def _names_offsets(offsets: dict[TopicPartition, int]) -> dict[str, int]:
-    return {f"{tp.topic}[{tp.partition}]": o for tp, o in offsets.items()}
+        self.log.info(event, partitions=partition_names(partitions), dropped=dropped)
