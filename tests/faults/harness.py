@@ -7,6 +7,7 @@ Inputs are written and every output/dead letter read back with confluent-kafka
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -174,3 +175,21 @@ def malformed_payloads(count: int, seed: int = 0) -> list[tuple[str, bytes]]:
 def pids_alive(workers: list[WorkerProcess]) -> list[bool]:
     return [w.alive() for w in workers]
 
+
+
+def kill_in_turn(group: list[WorkerProcess], kills: int, every_s: float) -> None:
+    """SIGKILL the group's workers in turn, ``every_s`` apart, restarting each at once (as Kubernetes would)."""
+    for kill in range(kills):
+        time.sleep(every_s)
+        victim = group[kill % len(group)]
+        victim.kill()
+        victim.start()
+
+
+def freeze_broker(broker_pid: int, seconds: float) -> None:
+    """SIGSTOP the broker for ``seconds``; it is always resumed, even if the test is interrupted."""
+    os.kill(broker_pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(broker_pid, signal.SIGCONT)

@@ -6,12 +6,16 @@ The separate tests in ``test_faults.py`` isolate each fault; this one checks the
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import time
 
-from tests.faults.harness import create_topics, json_records, malformed_payloads, read_all
+from tests.faults.harness import (
+    create_topics,
+    freeze_broker,
+    json_records,
+    kill_in_turn,
+    malformed_payloads,
+    read_all,
+)
 from tests.faults.test_faults import in_background, produce, record_report, start_workers
 
 
@@ -26,18 +30,10 @@ def test_kills_freeze_and_poison_together(broker, tiny_bundle_dir, real_texts, w
     producer = in_background(produce, broker.bootstrap_servers, topic, records, 0.008)
     # Kills first, then the freeze: a worker restarted into a frozen broker would (rightly) report the
     # broker unreachable at start-up, which is a different test.
-    for kill in range(3):
-        time.sleep(3)
-        victim = group[kill % 3]
-        victim.kill()
-        victim.start()
+    kill_in_turn(group, kills=3, every_s=3)
     for worker in group:
         worker.wait_ready()
-    os.kill(broker.process.pid, signal.SIGSTOP)
-    try:
-        time.sleep(10)
-    finally:
-        os.kill(broker.process.pid, signal.SIGCONT)
+    freeze_broker(broker.process.pid, 10)
     producer.join()
     keys = [k for k, _ in records]
     result = read_all(broker.bootstrap_servers, topic, keys, timeout=300)

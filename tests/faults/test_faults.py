@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import threading
 import time
 from pathlib import Path
@@ -17,7 +16,9 @@ from pathlib import Path
 from tests.faults.harness import (
     WorkerProcess,
     create_topics,
+    freeze_broker,
     json_records,
+    kill_in_turn,
     malformed_payloads,
     produce,
     read_all,
@@ -57,11 +58,7 @@ def test_three_sigkills_lose_nothing(broker, tiny_bundle_dir, real_texts, worker
     records = json_records(real_texts[:1500]) + malformed_payloads(60)
     random.Random(1).shuffle(records)
     producer = in_background(produce, broker.bootstrap_servers, topic, records, 0.008)
-    for kill in range(3):
-        time.sleep(3)
-        victim = group[kill % 3]
-        victim.kill()
-        victim.start()
+    kill_in_turn(group, kills=3, every_s=3)
     producer.join()
     keys = [k for k, _ in records]
     result = read_all(broker.bootstrap_servers, topic, keys, timeout=240)
@@ -82,11 +79,7 @@ def test_broker_freeze_is_survived(broker, tiny_bundle_dir, real_texts, workers,
     producer = in_background(produce, broker.bootstrap_servers, topic, records[:300], 0.005)
     producer.join()
     time.sleep(1)
-    os.kill(broker.process.pid, signal.SIGSTOP)
-    try:
-        time.sleep(12)
-    finally:
-        os.kill(broker.process.pid, signal.SIGCONT)
+    freeze_broker(broker.process.pid, 12)
     produce(broker.bootstrap_servers, topic, records[300:])
     keys = [k for k, _ in records]
     result = read_all(broker.bootstrap_servers, topic, keys, timeout=180)

@@ -30,24 +30,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.faults.harness import WorkerProcess, create_topics, json_records, produce, read_all
-from worker.devbroker import DevBroker
-
-REJECT_EVERYTHING = {"type": "object", "properties": {"value": {"type": "object", "required": ["approved"]}}}
-
-
-class SchemaBroker(DevBroker):
-    """Tansu with a file schema registry under ``root/schema`` (Tansu resolves file:// against its cwd)."""
-
-    def __init__(self, root: Path):
-        super().__init__()
-        self.root = root
-        (root / "schema").mkdir(parents=True)
-
-    def command(self) -> list[str]:
-        return ["env", "-C", str(self.root), *super().command(), "--schema-registry", "file://./schema"]
-
-    def reject_records(self, topic: str) -> None:
-        (self.root / "schema" / f"{topic}.json").write_text(json.dumps(REJECT_EVERYTHING))
+from tests.schema_broker import SchemaBroker
 
 
 @pytest.fixture

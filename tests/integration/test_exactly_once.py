@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from tests.integration.conftest import WorkerLauncher, create_topics
 from tests.integration.streams import Message, produce
-from worker.devbroker import DevBroker
+from tests.schema_broker import SchemaBroker
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
@@ -100,22 +99,6 @@ def test_offsets_move_only_with_committed_transactions(broker, workers, news_doc
     assert started["delivery"] == "exactly-once" and started["transactional_id"] == f"{unique_name}-tx"
     assert events(worker, "transaction_aborted") == []
     assert events(worker, "worker_exit")[0]["torch_imported"] is False
-
-
-class SchemaBroker(DevBroker):
-    """Tansu with a file schema registry: a schema that appears while it runs makes a topic unwritable."""
-
-    def __init__(self, root: Path):
-        super().__init__()
-        self.root = root
-        (root / "schema").mkdir(parents=True)
-
-    def command(self) -> list[str]:
-        return ["env", "-C", str(self.root), *super().command(), "--schema-registry", "file://./schema"]
-
-    def reject_records(self, topic: str) -> None:
-        schema = {"type": "object", "properties": {"value": {"type": "object", "required": ["approved"]}}}
-        (self.root / "schema" / f"{topic}.json").write_text(json.dumps(schema))
 
 
 def test_a_batch_the_broker_refuses_is_aborted_and_offsets_stay(tiny_bundle_dir, news_docs, unique_name,
