@@ -89,3 +89,30 @@ def test_drain_pending_returns_carry_and_queued_items():
     batcher = make([(100.0, "x" * 900), (100.0, "y" * 900), (100.0, "z")], clock, max_tokens=1000)
     assert batcher.next_batch().items == ["x" * 900]
     assert batcher.drain_pending() == ["y" * 900, "z"]
+
+
+def make_stamped(arrivals, clock, **kwargs):
+    """Items carry the time they were queued, as the worker's work items do."""
+    options = {"max_size": 8, "max_wait_s": 0.05, "max_tokens": 1000, **kwargs}
+    stamped = [(at, (name, at)) for at, name in arrivals]
+    return Batcher(TimedQueue(clock, stamped), tokens_of=lambda item: 1, clock=clock,
+                   arrived_at=lambda item: item[1], **options)
+
+
+def test_items_that_already_waited_out_the_deadline_close_the_batch_at_once():
+    clock = FakeClock()
+    # Three items queued while the previous batch ran (the clock is already 80 ms past the first).
+    batcher = make_stamped([(99.92, "a"), (99.95, "b"), (99.99, "c"), (100.01, "d")], clock)
+    batch = batcher.next_batch()
+    assert [name for name, _ in batch.items] == ["a", "b", "c"] and batch.closed_by == "time"
+    assert clock.now == 100.0  # no further wait: "d" arrives later and opens the next batch
+    assert [name for name, _ in batcher.next_batch().items] == ["d"]
+
+
+def test_deadline_counts_from_when_the_first_item_was_queued():
+    clock = FakeClock()
+    # The first item has waited 30 ms; with a 50 ms window, only 20 ms are left to wait.
+    batcher = make_stamped([(99.97, "a"), (100.015, "b"), (100.025, "c")], clock)
+    batch = batcher.next_batch()
+    assert [name for name, _ in batch.items] == ["a", "b"]
+    assert abs(clock.now - 100.02) < 1e-9

@@ -179,7 +179,8 @@ class WorkerLoop(RebalanceHandling):
         if isinstance(decoded, codec.Rejection):
             self.publisher.dead_letter(record, ticket, ref, decoded)
             return
-        self.work.put(WorkItem(record, ticket, ref, decoded.id, self.engine.token_ids(decoded.text)))
+        self.work.put(WorkItem(record, ticket, ref, decoded.id, self.engine.token_ids(decoded.text),
+                               queued_at=time.monotonic()))
 
     def _maybe_commit(self) -> None:
         now = self.clock()
@@ -204,7 +205,8 @@ class WorkerLoop(RebalanceHandling):
     def _inference_main(self) -> None:
         s = self.settings
         batcher: Batcher[WorkItem] = Batcher(self.work, lambda item: len(item.token_ids), s.batch_size,
-                                             s.max_wait_ms / 1000, s.max_batch_tokens)
+                                             s.max_wait_ms / 1000, s.max_batch_tokens,
+                                             arrived_at=lambda item: item.queued_at)
         try:
             while True:
                 if self._input_closed.is_set() and self.clock() > self._drain_deadline:

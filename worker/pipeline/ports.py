@@ -48,3 +48,4 @@ class WorkItem:
     source: codec.SourceRef
     record_id: Any
     token_ids: list[int]
+    queued_at: float = 0.0  # monotonic time it entered the work queue: the batcher's deadline counts from it
