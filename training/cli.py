@@ -79,6 +79,16 @@ OPTIONS = [
          env="WEIGHT_DECAY", help="AdamW weight decay (not applied to embeddings and biases)."),
     _opt("--grad-clip", type=click.FloatRange(min=0.0, min_open=True), default=DEFAULTS.grad_clip,
          show_default=True, env="GRAD_CLIP", help="Clip the gradient norm to this value."),
+    _opt("--label-smoothing", type=click.FloatRange(0.0, 1.0, max_open=True), default=DEFAULTS.label_smoothing,
+         show_default=True, env="LABEL_SMOOTHING",
+         help="Share of each target spread evenly over all classes (keeps the LSTM from over-trusting "
+         "training-period cues)."),
+    _opt("--distill-weight", type=click.FloatRange(min=0.0), default=DEFAULTS.distill_weight, show_default=True,
+         env="DISTILL_WEIGHT", help="Weight of a KL term pulling the LSTM towards out-of-fold TF-IDF + LinearSVC "
+         "scores (0 = off; adds ~1 minute on 20NG)."),
+    _opt("--distill-sharpness", type=click.FloatRange(min=0.0, min_open=True), default=DEFAULTS.distill_sharpness,
+         show_default=True, env="DISTILL_SHARPNESS",
+         help="Teacher probabilities are softmax(sharpness x SVM margin); larger is closer to one-hot."),
     _opt("--patience", type=click.IntRange(min=1), default=DEFAULTS.patience, show_default=True, env="PATIENCE",
          help="Stop after this many epochs without a better validation macro-F1."),
     _opt("--seed", type=int, default=DEFAULTS.seed, show_default=True, env="SEED",

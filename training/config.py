@@ -45,6 +45,9 @@ class TrainConfig:
     lr: float = 1.2e-2
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    label_smoothing: float = 0.1
+    distill_weight: float = 0.5
+    distill_sharpness: float = 6.0
     patience: int = 3
     seed: int = 0
     device: str = "cpu"
@@ -63,6 +66,9 @@ class TrainConfig:
             (0.0 <= self.word_dropout < 1.0, "--word-dropout must be in [0, 1)"),
             (self.embedding_lr_scale >= 0, "--embedding-lr-scale must be >= 0"),
             (self.embedding_init in EMBEDDING_INITS, f"--embedding-init must be one of {EMBEDDING_INITS}"),
+            (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)"),
+            (self.distill_weight >= 0, "--distill-weight must be >= 0"),
+            (self.distill_sharpness > 0, "--distill-sharpness must be positive"),
             (self.patience >= 1, "--patience must be at least 1"),
             (self.pooling in POOLINGS, f"--pooling must be one of {POOLINGS}"),
         ]

@@ -90,6 +90,7 @@ def run_training(config: TrainConfig, log: Log = print) -> dict:
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
         "embedding_init": result.embedding_source,
+        "distillation": result.distillation,
         "parameters": sum(p.numel() for p in result.model.parameters()),
         "vocab_size": len(result.vocab),
         "torch_threads": torch.get_num_threads(),

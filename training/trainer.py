@@ -54,7 +54,7 @@ class TrainResult:
     train_cpu_seconds: float
     stopped_early: bool
     embedding_source: str
-    notes: list[str] = field(default_factory=list)
+    distillation: dict = field(default_factory=dict)
 
 
 def encode_all(vocab: Vocabulary, texts: Sequence[str], max_len: int) -> list[np.ndarray]:
@@ -98,6 +98,28 @@ def _initial_vectors(config: TrainConfig, dataset: TrainingData, vocab: Vocabula
         return lsa_vectors(dataset.train_texts, vocab, config.embed_dim, config.seed,
                            weighted=config.embedding_init == "lsa-sv")
     return None
+
+
+def _distillation_targets(config: TrainConfig, dataset: TrainingData, log: Log) -> tuple[torch.Tensor | None, dict]:
+    """The teacher's soft targets (or None) and what to report about them in ``metrics.json``."""
+    if config.distill_weight <= 0:
+        return None, {"weight": 0.0}
+    from training.teacher import teacher_accuracy, teacher_soft_targets
+
+    start = time.perf_counter()
+    try:
+        targets = teacher_soft_targets(dataset.train_texts, dataset.train_labels, len(dataset.label_names),
+                                       sharpness=config.distill_sharpness, seed=config.seed)
+    except ValueError as exc:
+        # On by default, so a rare class must not stop a run: train on the labels alone and say so.
+        log(f"distillation skipped: {exc}")
+        return None, {"weight": config.distill_weight, "skipped": str(exc)}
+    accuracy = teacher_accuracy(targets, dataset.train_labels)
+    seconds = time.perf_counter() - start
+    log(f"distillation: TF-IDF + LinearSVC teacher, out-of-fold accuracy {accuracy:.4f}, {seconds:.1f}s")
+    return torch.from_numpy(targets), {"weight": config.distill_weight, "sharpness": config.distill_sharpness,
+                                       "teacher_out_of_fold_accuracy": round(accuracy, 5),
+                                       "teacher_seconds": round(seconds, 1)}
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.Optimizer, list[float]]:
@@ -161,7 +183,8 @@ def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=peak_lrs, total_steps=config.epochs * len(sampler), pct_start=0.25,
         anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    soft_targets, distillation = _distillation_targets(config, dataset, log)
     history: list[dict] = []
     best_f1, best_epoch, bad_epochs, start_epoch, elapsed, elapsed_cpu = -1.0, 0, 0, 1, 0.0, 0.0
     if resume_state is not None:
@@ -194,6 +217,9 @@ def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log:
             targets = train_y[batch].to(device)
             logits = model(torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device))
             loss = loss_fn(logits, targets)
+            if soft_targets is not None:
+                loss = loss + config.distill_weight * nn.functional.kl_div(
+                    torch.log_softmax(logits, dim=-1), soft_targets[batch].to(device), reduction="batchmean")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
@@ -238,7 +264,7 @@ def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log:
     best = load_checkpoint(output / BEST_FILE)
     model.load_state_dict(best["state_dict"])
     return TrainResult(model, vocab, history, best_epoch, best_f1, elapsed, elapsed_cpu, stopped_early,
-                       embedding_source)
+                       embedding_source, distillation)
 
 
 def _load_resume_state(config: TrainConfig, output: Path) -> dict:

@@ -1,0 +1,51 @@
+"""Soft targets from a TF-IDF + LinearSVC teacher, for distillation into the LSTM. Torch-free.
+
+Why: on 20 Newsgroups the LSTM fits the training period (0.92 validation
+macro-F1) but loses more on the later test posts than the linear model does
+(0.82 vs 0.86). Asking the LSTM to also match the linear model's class scores
+passes on what generalises there: which classes a document is *close* to.
+
+The scores are out-of-fold: each training document is scored by a teacher that
+did not see it. In-sample, a LinearSVC separates the training set almost
+perfectly and its scores would only repeat the labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.svm import LinearSVC
+
+MAX_FOLDS = 5
+
+
+def teacher_soft_targets(texts: Sequence[str], labels: Sequence[int], num_classes: int, *,
+                         sharpness: float, seed: int) -> np.ndarray:
+    """``[n, num_classes]`` float32 probabilities: softmax(``sharpness`` x out-of-fold SVM margins).
+
+    LinearSVC margins sit around [-1.5, 1.5]; ``sharpness`` turns them into a distribution
+    (larger = closer to one-hot). Classes a fold never saw get no probability.
+    """
+    labels_array = np.asarray(labels)
+    smallest_class = int(np.bincount(labels_array)[np.unique(labels_array)].min()) if len(labels_array) else 0
+    folds = min(MAX_FOLDS, smallest_class)
+    if folds < 2:
+        raise ValueError("distillation needs at least 2 training documents in every class")
+    model = make_pipeline(TfidfVectorizer(sublinear_tf=True, min_df=2), LinearSVC(C=1.0))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    margins = cross_val_predict(model, list(texts), labels_array, cv=splitter, method="decision_function")
+    if margins.ndim == 1:  # two classes: sklearn returns the positive-class margin only
+        margins = np.stack([-margins, margins], axis=1)
+    scores = np.full((len(labels_array), num_classes), -np.inf)
+    scores[:, np.unique(labels_array)] = margins * sharpness
+    scores -= scores.max(axis=1, keepdims=True)
+    probabilities = np.exp(scores)
+    return (probabilities / probabilities.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def teacher_accuracy(soft_targets: np.ndarray, labels: Sequence[int]) -> float:
+    return float((soft_targets.argmax(axis=1) == np.asarray(labels)).mean())
