@@ -13,15 +13,23 @@ from sklearn.svm import LinearSVC
 from training.metrics import classification_metrics
 
 
+def linear_model():
+    """The baseline's estimator, also the distillation teacher's (``training.teacher``)."""
+    return make_pipeline(TfidfVectorizer(sublinear_tf=True, min_df=2), LinearSVC(C=1.0))
+
+
+def as_two_columns(margins: np.ndarray) -> np.ndarray:
+    """With two classes sklearn returns the positive-class margin only; make it ``[n, 2]``."""
+    return np.stack([-margins, margins], axis=1) if margins.ndim == 1 else margins
+
+
 def run_baseline(train_texts: Sequence[str], train_labels: Sequence[int], test_texts: Sequence[str],
                  test_labels: Sequence[int], label_names: list[str]) -> dict:
     """Fit on the training part, score the test part; MAP uses ``decision_function`` scores."""
     start = time.perf_counter()
-    model = make_pipeline(TfidfVectorizer(sublinear_tf=True, min_df=2), LinearSVC(C=1.0))
+    model = linear_model()
     model.fit(list(train_texts), list(train_labels))
-    margins = model.decision_function(list(test_texts))
-    if margins.ndim == 1:  # two classes: sklearn returns the positive-class margin only
-        margins = np.stack([-margins, margins], axis=1)
+    margins = as_two_columns(model.decision_function(list(test_texts)))
     # Columns follow the classes seen in training; a class absent there never scores.
     scores = np.full((len(test_texts), len(label_names)), -1e9, dtype=np.float64)
     scores[:, model.classes_] = margins

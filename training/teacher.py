@@ -15,10 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.svm import LinearSVC
+
+from training.baseline import as_two_columns, linear_model
 
 MAX_FOLDS = 5
 
@@ -28,18 +27,16 @@ def teacher_soft_targets(texts: Sequence[str], labels: Sequence[int], num_classe
     """``[n, num_classes]`` float32 probabilities: softmax(``sharpness`` x out-of-fold SVM margins).
 
     LinearSVC margins sit around [-1.5, 1.5]; ``sharpness`` turns them into a distribution
-    (larger = closer to one-hot). Classes a fold never saw get no probability.
+    (larger = closer to one-hot). A class with no training document gets no probability.
     """
     labels_array = np.asarray(labels)
     smallest_class = int(np.bincount(labels_array)[np.unique(labels_array)].min()) if len(labels_array) else 0
     folds = min(MAX_FOLDS, smallest_class)
     if folds < 2:
         raise ValueError("distillation needs at least 2 training documents in every class")
-    model = make_pipeline(TfidfVectorizer(sublinear_tf=True, min_df=2), LinearSVC(C=1.0))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    margins = cross_val_predict(model, list(texts), labels_array, cv=splitter, method="decision_function")
-    if margins.ndim == 1:  # two classes: sklearn returns the positive-class margin only
-        margins = np.stack([-margins, margins], axis=1)
+    margins = as_two_columns(cross_val_predict(linear_model(), list(texts), labels_array, cv=splitter,
+                                               method="decision_function"))
     scores = np.full((len(labels_array), num_classes), -np.inf)
     scores[:, np.unique(labels_array)] = margins * sharpness
     scores -= scores.max(axis=1, keepdims=True)
