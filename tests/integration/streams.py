@@ -41,14 +41,16 @@ def read_until(bootstrap: str, topics: list[str], expected: int, timeout: float 
         partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
-        messages: list[Message] = []
+        # Keyed by position: a fetch in flight across the seek can hand a record over twice, and counting
+        # it twice would end the wait early (a test then stops a worker before it has finished).
+        messages: dict[tuple[str, int, int], Message] = {}
         deadline = time.monotonic() + timeout
         while len(messages) < expected and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=200).values():
-                messages.extend(
-                    Message(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or [])) for r in records
-                )
-        return messages
+                for r in records:
+                    messages[(r.topic, r.partition, r.offset)] = Message(r.topic, r.partition, r.offset, r.key,
+                                                                         r.value, list(r.headers or []))
+        return list(messages.values())
     finally:
         consumer.close()
 
