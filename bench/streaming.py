@@ -86,10 +86,9 @@ def output_time(message) -> float:
     return message.timestamp()[1] / 1000
 
 
-def collect(consumer: Consumer, expected: int, timeout: float, into: dict[str, float] | None = None
-            ) -> dict[str, float]:
-    """Receive outputs until ``into`` holds ``expected``; return id → output time (epoch seconds)."""
-    received = {} if into is None else into
+def collect(consumer: Consumer, expected: int, timeout: float) -> dict[str, float]:
+    """Receive ``expected`` outputs (or until ``timeout``); return id → output time (epoch seconds)."""
+    received: dict[str, float] = {}
     deadline = time.perf_counter() + timeout
     while len(received) < expected and time.perf_counter() < deadline:
         for message in consumer.consume(num_messages=500, timeout=0.2):

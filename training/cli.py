@@ -85,7 +85,7 @@ OPTIONS = [
          "training-period cues)."),
     _opt("--distill-weight", type=click.FloatRange(min=0.0), default=DEFAULTS.distill_weight, show_default=True,
          env="DISTILL_WEIGHT", help="Weight of a KL term pulling the LSTM towards out-of-fold TF-IDF + LinearSVC "
-         "scores (0 = off; adds ~1 minute on 20NG)."),
+         "scores (0 = off; the teacher takes ~15 s on 20NG)."),
     _opt("--distill-sharpness", type=click.FloatRange(min=0.0, min_open=True), default=DEFAULTS.distill_sharpness,
          show_default=True, env="DISTILL_SHARPNESS",
          help="Teacher probabilities are softmax(sharpness x SVM margin); larger is closer to one-hot."),

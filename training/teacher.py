@@ -30,7 +30,8 @@ def teacher_soft_targets(texts: Sequence[str], labels: Sequence[int], num_classe
     (larger = closer to one-hot). A class with no training document gets no probability.
     """
     labels_array = np.asarray(labels)
-    smallest_class = int(np.bincount(labels_array)[np.unique(labels_array)].min()) if len(labels_array) else 0
+    present = np.unique(labels_array)
+    smallest_class = int(np.bincount(labels_array)[present].min()) if len(labels_array) else 0
     folds = min(MAX_FOLDS, smallest_class)
     if folds < 2:
         raise ValueError("distillation needs at least 2 training documents in every class")
@@ -38,7 +39,7 @@ def teacher_soft_targets(texts: Sequence[str], labels: Sequence[int], num_classe
     margins = as_two_columns(cross_val_predict(linear_model(), list(texts), labels_array, cv=splitter,
                                                method="decision_function"))
     scores = np.full((len(labels_array), num_classes), -np.inf)
-    scores[:, np.unique(labels_array)] = margins * sharpness
+    scores[:, present] = margins * sharpness
     scores -= scores.max(axis=1, keepdims=True)
     probabilities = np.exp(scores)
     return (probabilities / probabilities.sum(axis=1, keepdims=True)).astype(np.float32)
