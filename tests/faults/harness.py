@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from worker.devbroker import free_port
@@ -97,6 +97,31 @@ class WorkerProcess:
         if self.alive():
             self.process.kill()
             self.process.wait()
+
+
+def high_watermarks(bootstrap: str, partitions: list[tuple[str, int]],
+                    timeout: float = 30) -> dict[tuple[str, int], int]:
+    """Each partition's high watermark as a fetch reports it.
+
+    Not ListOffsets: Tansu answers ListOffsets(latest) with the last record batch's base offset + 1,
+    short of the true end whenever that batch holds more than one record.
+    """
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watermarks-{time.time_ns()}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in partitions])
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            highs = {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)[1]
+                     for t, p in partitions}
+            if all(h >= 0 for h in highs.values()):
+                return highs
+            if time.monotonic() > deadline:
+                unknown = sorted(k for k, h in highs.items() if h < 0)
+                raise TimeoutError(f"no fetch reported a high watermark for {unknown}")
+            consumer.consume(num_messages=1000, timeout=0.2)  # fetch responses carry the watermarks
+    finally:
+        consumer.close()
 
 
 @dataclass

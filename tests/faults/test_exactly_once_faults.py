@@ -19,7 +19,15 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from tests.faults.harness import WorkerProcess, create_topics, json_records, malformed_payloads, produce, read_all
+from tests.faults.harness import (
+    WorkerProcess,
+    create_topics,
+    high_watermarks,
+    json_records,
+    malformed_payloads,
+    produce,
+    read_all,
+)
 
 PARTITIONS = 3
 REPORT = Path(os.environ.get("LSTM_FAULTS_REPORT", "artifacts/faults-report.json"))
@@ -61,8 +69,8 @@ def read_every_record(bootstrap: str, topic: str) -> list[tuple[str, int, int]]:
                          "fetch.wait.max.ms": 10})
     parts = [TopicPartition(f"{topic}.{kind}", p, OFFSET_BEGINNING) for kind in ("labels", "dlq")
              for p in range(PARTITIONS)]
+    ends = high_watermarks(bootstrap, [(tp.topic, tp.partition) for tp in parts])
     consumer.assign(parts)
-    ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
     results: list[tuple[str, int, int]] = []
     done: set[tuple[str, int]] = {k for k, end in ends.items() if end == 0}
     deadline = time.monotonic() + 60
@@ -95,11 +103,7 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
 
 
 def input_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{time.time_ns()}"})
-    try:
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(PARTITIONS)}
-    finally:
-        consumer.close()
+    return {p: end for (_, p), end in high_watermarks(bootstrap, [(topic, p) for p in range(PARTITIONS)]).items()}
 
 
 def stream_with_two_sigkills(broker, bundle: Path, texts: list[str], workers: list, tmp_path: Path):

@@ -29,7 +29,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.faults.harness import WorkerProcess, create_topics, json_records, produce, read_all
+from tests.faults.harness import WorkerProcess, create_topics, high_watermarks, json_records, produce, read_all
 from tests.schema_broker import SchemaBroker
 
 
@@ -83,8 +83,7 @@ def answered_keys(bootstrap: str, topics: list[str], partitions: int) -> set[str
     """Keys with a label or dead letter now: read every partition to its high watermark (no group join)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"answered-{time.time_ns()}",
                          "enable.auto.commit": False})
-    ends = {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
-            for t in topics for p in range(partitions)}
+    ends = high_watermarks(bootstrap, [(t, p) for t in topics for p in range(partitions)])
     consumer.assign([TopicPartition(t, p, 0) for (t, p), end in ends.items() if end > 0])
     keys, read = set(), {tp: 0 for tp in ends}
     deadline = time.monotonic() + 60

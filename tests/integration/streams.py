@@ -55,12 +55,36 @@ def read_until(bootstrap: str, topics: list[str], expected: int, timeout: float 
         consumer.close()
 
 
-def read_all(bootstrap: str, topics: list[str]) -> list[Message]:
-    """Everything currently in ``topics`` (up to the end offsets at call time)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+def read_all(bootstrap: str, topics: list[str], isolation_level: str = "read_uncommitted",
+             timeout: float = 60) -> list[Message]:
+    """Everything in ``topics`` up to the high watermarks this read sees; fails rather than return less.
+
+    The end of each partition is the high watermark a fetch reports, not ListOffsets: Tansu answers
+    ListOffsets(latest) with the base offset of the last record batch, which would end the read early.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation_level)
     try:
         partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        end = consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        messages: dict[tuple[str, int, int], Message] = {}
+        deadline = time.monotonic() + timeout
+        while not _at_high_watermarks(consumer, partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"read {len(messages)} records of {topics} and did not reach their end "
+                                   f"in {timeout:.0f} s")
+            for records in consumer.poll(timeout_ms=200).values():
+                for r in records:
+                    messages[(r.topic, r.partition, r.offset)] = Message(r.topic, r.partition, r.offset, r.key,
+                                                                         r.value, list(r.headers or []))
+        return list(messages.values())
     finally:
         consumer.close()
-    return read_until(bootstrap, topics, sum(end.values()), timeout=60)
+
+
+def _at_high_watermarks(consumer: KafkaConsumer, partitions: list[TopicPartition]) -> bool:
+    for tp in partitions:
+        high = consumer.highwater(tp)  # None until a fetch for the partition has come back
+        if high is None or consumer.position(tp) < high:
+            return False
+    return True

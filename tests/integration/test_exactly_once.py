@@ -14,7 +14,7 @@ import time
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from tests.integration.conftest import WorkerLauncher, create_topics
-from tests.integration.streams import Message, produce
+from tests.integration.streams import Message, produce, read_all
 from tests.schema_broker import SchemaBroker
 
 
@@ -35,25 +35,6 @@ def wait_committed(bootstrap: str, group: str, topic: str, partitions: int, tota
         if sum(offsets.values()) >= total or time.monotonic() > deadline:
             return offsets
         time.sleep(0.3)
-
-
-def read_to_end(bootstrap: str, topics: list[str], isolation_level: str = "read_committed") -> list[Message]:
-    """Every record of ``topics`` up to their end offsets now (transaction markers count in offsets, not here)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation_level)
-    try:
-        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        messages: list[Message] = []
-        deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < end[tp] for tp in partitions) and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                messages.extend(Message(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []))
-                                for r in records)
-        return messages
-    finally:
-        consumer.close()
 
 
 def source_of(message: Message) -> tuple[int, int]:
@@ -86,10 +67,10 @@ def test_offsets_move_only_with_committed_transactions(broker, workers, news_doc
     committed = wait_committed(broker.bootstrap_servers, group, topic, 3, len(records))
     assert worker.terminate() == 0, worker.log()
 
-    inputs = read_to_end(broker.bootstrap_servers, [topic])
+    inputs = read_all(broker.bootstrap_servers, [topic], "read_committed")
     ends = {p: 1 + max(m.offset for m in inputs if m.partition == p) for p in range(3)}
     assert committed == ends, worker.log()
-    outputs = read_to_end(broker.bootstrap_servers, [f"{topic}.labels", f"{topic}.dlq"])
+    outputs = read_all(broker.bootstrap_servers, [f"{topic}.labels", f"{topic}.dlq"], "read_committed")
     # No transaction aborted in this run, so even on Tansu each input has exactly one result.
     assert sorted(source_of(m) for m in outputs) == sorted((m.partition, m.offset) for m in inputs)
     dead = {m.key: m.header("error.type") for m in outputs if m.topic.endswith(".dlq")}
