@@ -100,11 +100,16 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     return Checkpoint(directory, config, state_dict, vocab, labels, preprocessing, metrics, provenance)
 
 
-def load_validation(directory: str | Path, labels: tuple[str, ...]) -> list[tuple[str, str]]:
-    """The validation split as ``(text, label)``; the parity and int8 gates score it."""
-    path = Path(directory) / VALIDATION_FILE
+def load_validation(directory: str | Path, labels: tuple[str, ...],
+                    path: str | Path | None = None) -> list[tuple[str, str]]:
+    """Held-out ``(text, label)`` documents for the parity and int8 gates.
+
+    ``path`` (``--parity-data``) defaults to the validation split lstm-train wrote into ``directory``.
+    """
+    path = Path(path) if path is not None else Path(directory) / VALIDATION_FILE
     if not path.is_file():
-        raise CheckpointError(f"{path}: not found; the parity gate needs the validation split lstm-train writes")
+        raise CheckpointError(f"{path}: not found; the parity gate needs the validation split lstm-train writes "
+                              "(or give --parity-data)")
     known = set(labels)
     documents: list[tuple[str, str]] = []
     with path.open(encoding="utf-8") as handle:
@@ -122,5 +127,7 @@ def load_validation(directory: str | Path, labels: tuple[str, ...]) -> list[tupl
                 raise CheckpointError(f"{path}:{number}: text must be a string and label one of the model's labels")
             documents.append((text, str(label)))
     if not documents:
-        raise CheckpointError(f"{path}: empty; the parity gate needs validation documents")
+        raise CheckpointError(f"{path}: empty; the parity gate needs validation documents: a model trained with "
+                              "--val-fraction 0 has none, give held-out ones with --parity-data FILE "
+                              "(JSONL, {'text', 'label'} per line)")
     return documents

@@ -57,13 +57,18 @@ def _version(ctx: click.Context, param: click.Parameter, value: str | None) -> s
                    "Given without a value, print lstm-export's own version and exit.")
 @click.option("--parity-docs", type=click.IntRange(MIN_PARITY_DOCS), default=1024, show_default=True,
               show_envvar=True, help="Validation documents the parity gate compares (at least 512).")
+@click.option("--parity-data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              show_envvar=True,
+              help="Held-out documents for the gates, JSONL with 'text' and 'label' per line "
+                   "[default: validation.jsonl in --checkpoint; needed for a model trained with --val-fraction 0].")
 @click.option("--allow-batch-dependence", is_flag=True, show_envvar=True,
               help="With --quantize only: publish the int8 bundle even though its scores depend on the other "
                    "documents in a batch (dynamic int8 LSTM); the manifest records the measured difference.")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True, show_envvar=True,
               help="ONNX Runtime threads for the gates (0 = ONNX Runtime's default).")
 def main(checkpoint: Path, output: Path, quantize: str | None, opset: int, name: str | None,
-         model_version: str, parity_docs: int, allow_batch_dependence: bool, threads: int) -> None:
+         model_version: str, parity_docs: int, parity_data: Path | None, allow_batch_dependence: bool,
+         threads: int) -> None:
     """Export an lstm-train checkpoint to an ONNX model bundle and prove it answers like PyTorch.
 
     The bundle (model.onnx, vocab.json, labels.json, manifest.json with sha256 of
@@ -79,7 +84,7 @@ def main(checkpoint: Path, output: Path, quantize: str | None, opset: int, name:
         raise click.UsageError("--allow-batch-dependence only applies to --quantize int8 or int8-embedding; "
                                "fp32 bundles must be batch-invariant")
     config = ExportConfig(checkpoint, output, quantize, opset, name, model_version, parity_docs, threads,
-                          allow_batch_dependence)
+                          parity_data=parity_data, allow_batch_dependence=allow_batch_dependence)
     try:
         bundle_dir = run_export(config, log=lambda line: click.echo(line, err=True))
     except GateError as exc:

@@ -41,6 +41,8 @@ class ExportConfig:
     version: str = "1"
     parity_docs: int = 1024
     threads: int = 0
+    # Held-out JSONL for the gates; None: the validation.jsonl next to the checkpoint.
+    parity_data: Path | None = None
     # int8 only: publish even though scores depend on batch neighbours (recorded in the manifest).
     allow_batch_dependence: bool = False
 
@@ -83,7 +85,7 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
     output = config.output.absolute()
     _check_output(output)
     checkpoint = load_checkpoint(config.checkpoint)
-    validation = load_validation(config.checkpoint, checkpoint.labels)
+    validation = load_validation(config.checkpoint, checkpoint.labels, config.parity_data)
     model = checkpoint.probability_model()
     max_len = checkpoint.preprocessing.max_len
     texts = [text for text, _ in validation]

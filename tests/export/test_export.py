@@ -103,6 +103,27 @@ def test_export_refuses_a_pickled_object_in_the_checkpoint(tiny_checkpoint_dir: 
     assert result.exit_code == 1 and "weights-only" in result.output
 
 
+def test_a_model_without_validation_split_exports_with_parity_data(tiny_checkpoint_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    """`lstm-train --val-fraction 0` writes an empty validation.jsonl: refused with the fix, then --parity-data."""
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    for name in ("checkpoint.pt", "metrics.json"):
+        (trained / name).write_bytes((tiny_checkpoint_dir / name).read_bytes())
+    (trained / "validation.jsonl").write_text("")
+    refused = run_export("--checkpoint", str(trained), "--output", str(tmp_path / "refused"))
+    assert refused.exit_code == 1 and "--parity-data" in refused.output and "Traceback" not in refused.output
+    assert not (tmp_path / "refused").exists()
+
+    held_out = tmp_path / "held-out.jsonl"
+    held_out.write_bytes((tiny_checkpoint_dir / "validation.jsonl").read_bytes())
+    result = run_export("--checkpoint", str(trained), "--output", str(tmp_path / "bundle"),
+                        "--parity-data", str(held_out))
+    assert result.exit_code == 0, result.output
+    report = load_bundle(tmp_path / "bundle").manifest["parity"]
+    assert report["passed"] and report["onnx"]["documents_compared"] >= 512
+
+
 def test_int8_export_keeps_accuracy_within_one_point(tiny_checkpoint_dir: Path, tiny_bundle_dir: Path,
                                                      tmp_path: Path) -> None:
     output = tmp_path / "int8"
