@@ -204,6 +204,7 @@ def classify(texts: tuple[str, ...], model: str, input_path: str | None, output_
     except WorkerError as exc:
         raise click.ClickException(f"inference failed after {total} lines: {exc}") from None
     finally:
+        engine.close()
         if source is not sys.stdin.buffer:
             source.close()
         if sink is not sys.stdout:

@@ -157,6 +157,7 @@ def run_worker(settings: WorkerSettings) -> int:
     try:
         code = loop.run()
     finally:
+        engine.close()
         if server is not None:
             server.stop()
     # Evidence for operators and tests that serving stayed torch-free.

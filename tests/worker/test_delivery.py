@@ -13,8 +13,9 @@ from worker import codec
 from worker.kafka_io import InputRecord
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
-from worker.pipeline.delivery import Delivery, FailureKind, Outgoing, advice, backoff_s, classify
+from worker.pipeline.delivery import Delivery, Outgoing
 from worker.pipeline.publish import Publisher
+from worker.pipeline.send_failures import FailureKind, advice, backoff_s, classify
 from worker.settings import build_settings
 
 TP = TopicPartition("in", 0)

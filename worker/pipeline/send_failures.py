@@ -1,0 +1,51 @@
+"""What a failed send means and what an operator can do about it (see :mod:`worker.pipeline.delivery`).
+
+kafka-python retries transient errors inside the producer; an error that reaches
+the worker is sorted into *too large* (the same bytes never fit), *fatal* (the
+producer itself is unusable, or not a Kafka error at all: a bug) or *retry*
+(everything an operator can fix while the worker waits).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from kafka import errors as kafka_errors
+
+
+class FailureKind(enum.Enum):
+    TOO_LARGE = "too_large"
+    RETRY = "retry"
+    FATAL = "fatal"
+
+
+_TOO_LARGE = (kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordListTooLargeError)
+_FATAL = (kafka_errors.IllegalStateError, kafka_errors.ProducerFencedError)
+
+
+def classify(exc: BaseException) -> FailureKind:
+    if isinstance(exc, _TOO_LARGE):
+        return FailureKind.TOO_LARGE
+    if isinstance(exc, _FATAL) or not isinstance(exc, kafka_errors.KafkaError):
+        return FailureKind.FATAL  # not a Kafka error: a bug, which retrying would only hide
+    return FailureKind.RETRY
+
+
+def advice(topic: str, exc: BaseException) -> str:
+    """What an operator can do about a send to ``topic`` failing with ``exc``."""
+    if isinstance(exc, kafka_errors.AuthorizationError):
+        return f"grant this worker's principal Write (and Describe) on topic {topic!r}"
+    if isinstance(exc, (kafka_errors.UnknownTopicOrPartitionError, kafka_errors.KafkaTimeoutError)):
+        return f"create topic {topic!r} (or point --output-topic / --dlq-topic at an existing one), " \
+               "and check that the brokers are reachable"
+    if isinstance(exc, (kafka_errors.InvalidRecordError, kafka_errors.PolicyViolationError,
+                        kafka_errors.CorruptRecordError)):
+        return f"the broker rejects records on topic {topic!r}: check its schema or validation policy"
+    if isinstance(exc, _TOO_LARGE):
+        return f"raise max.message.bytes of topic {topic!r}"
+    return f"check the broker logs and the health of topic {topic!r}"
+
+
+def backoff_s(attempt: int, initial_s: float, maximum_s: float) -> float:
+    """Delay before retry number ``attempt`` (1-based): doubles from ``initial_s``, capped at ``maximum_s``."""
+    return min(maximum_s, initial_s * 2 ** min(attempt - 1, 62))
