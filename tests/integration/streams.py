@@ -60,7 +60,7 @@ def read_all(bootstrap: str, topics: list[str], isolation_level: str = "read_unc
     """Everything in ``topics`` up to the high watermarks this read sees; fails rather than return less.
 
     The end of each partition is the high watermark a fetch reports, not ListOffsets: Tansu answers
-    ListOffsets(latest) with the base offset of the last record batch, which would end the read early.
+    ListOffsets(latest) with the last record batch's base offset + 1, which would end the read early.
     """
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation_level)
     try:
