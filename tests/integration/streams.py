@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -34,25 +36,37 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes 
         producer.close(5)
 
 
-def read_until(bootstrap: str, topics: list[str], expected: int, timeout: float = 120) -> list[Message]:
-    """Every message of ``topics`` from the beginning, until ``expected`` arrived (or ``timeout``)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+@contextmanager
+def _reader(bootstrap: str, topics: list[str], isolation_level: str = "read_uncommitted"
+            ) -> Iterator[tuple[KafkaConsumer, list[TopicPartition]]]:
+    """A consumer assigned to every partition of ``topics``, at the beginning (no group, no join wait)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation_level)
     try:
         partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
-        # Keyed by position: a fetch in flight across the seek can hand a record over twice, and counting
-        # it twice would end the wait early (a test then stops a worker before it has finished).
-        messages: dict[tuple[str, int, int], Message] = {}
-        deadline = time.monotonic() + timeout
-        while len(messages) < expected and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                for r in records:
-                    messages[(r.topic, r.partition, r.offset)] = Message(r.topic, r.partition, r.offset, r.key,
-                                                                         r.value, list(r.headers or []))
-        return list(messages.values())
+        yield consumer, partitions
     finally:
         consumer.close()
+
+
+def _poll_into(consumer: KafkaConsumer, messages: dict[tuple[str, int, int], Message]) -> None:
+    # Keyed by position: a fetch in flight across the seek can hand a record over twice, and counting
+    # it twice would end a wait early (a test then stops a worker before it has finished).
+    for records in consumer.poll(timeout_ms=200).values():
+        for r in records:
+            messages[(r.topic, r.partition, r.offset)] = Message(r.topic, r.partition, r.offset, r.key, r.value,
+                                                                 list(r.headers or []))
+
+
+def read_until(bootstrap: str, topics: list[str], expected: int, timeout: float = 120) -> list[Message]:
+    """Every message of ``topics`` from the beginning, until ``expected`` arrived (or ``timeout``)."""
+    messages: dict[tuple[str, int, int], Message] = {}
+    with _reader(bootstrap, topics) as (consumer, _):
+        deadline = time.monotonic() + timeout
+        while len(messages) < expected and time.monotonic() < deadline:
+            _poll_into(consumer, messages)
+    return list(messages.values())
 
 
 def read_all(bootstrap: str, topics: list[str], isolation_level: str = "read_uncommitted",
@@ -62,24 +76,15 @@ def read_all(bootstrap: str, topics: list[str], isolation_level: str = "read_unc
     The end of each partition is the high watermark a fetch reports, not ListOffsets: Tansu answers
     ListOffsets(latest) with the last record batch's base offset + 1, which would end the read early.
     """
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation_level)
-    try:
-        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        messages: dict[tuple[str, int, int], Message] = {}
+    messages: dict[tuple[str, int, int], Message] = {}
+    with _reader(bootstrap, topics, isolation_level) as (consumer, partitions):
         deadline = time.monotonic() + timeout
         while not _at_high_watermarks(consumer, partitions):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"read {len(messages)} records of {topics} and did not reach their end "
                                    f"in {timeout:.0f} s")
-            for records in consumer.poll(timeout_ms=200).values():
-                for r in records:
-                    messages[(r.topic, r.partition, r.offset)] = Message(r.topic, r.partition, r.offset, r.key,
-                                                                         r.value, list(r.headers or []))
-        return list(messages.values())
-    finally:
-        consumer.close()
+            _poll_into(consumer, messages)
+    return list(messages.values())
 
 
 def _at_high_watermarks(consumer: KafkaConsumer, partitions: list[TopicPartition]) -> bool:
