@@ -35,7 +35,7 @@ TOPIC = "demo-incoming"
 DOCS = int(os.environ.get("DEMO_DOCS", "3000"))
 # A quick model: about three minutes on 2 cores. `README.md` shows the full configuration.
 QUICK_TRAIN = ["--epochs", "3", "--max-len", "128", "--embed-dim", "64", "--hidden-size", "64",
-               "--vocab-size", "20000", "--no-baseline", "--seed", "0"]
+               "--vocab-size", "20000", "--no-baseline", "--seed", "0", "--members", "1"]
 MALFORMED = [b"\xff\xfe not utf-8", b"", b"   ", b'{"text": 42}', b"[1, 2, 3]", b"null"]
 
 

@@ -91,6 +91,12 @@ OPTIONS = [
          help="Teacher probabilities are softmax(sharpness x SVM margin); larger is closer to one-hot."),
     _opt("--patience", type=click.IntRange(min=1), default=DEFAULTS.patience, show_default=True, env="PATIENCE",
          help="Stop after this many epochs without a better validation macro-F1."),
+    _opt("--members", type=click.IntRange(min=1), default=DEFAULTS.members, show_default=True, env="MEMBERS",
+         help="Train this many LSTMs (each with its own validation fold and seed) and average their "
+         "probabilities in one model; inference costs this many times one LSTM."),
+    _opt("--jobs", type=click.IntRange(min=0), default=DEFAULTS.jobs, show_default=True, env="JOBS",
+         help="Members trained at once, one process each (0 = as many as the cores allow at --threads each; "
+         "1 on a GPU)."),
     _opt("--seed", type=int, default=DEFAULTS.seed, show_default=True, env="SEED",
          help="Seed for splits, initialisation and batch order."),
     _opt("--device", type=click.Choice(["cpu", "cuda"]), default=DEFAULTS.device, show_default=True,

@@ -13,7 +13,7 @@ EMBEDDING_INITS = ("lsa", "lsa-sv", "random")
 # and input errors answer without importing torch.
 POOLINGS = ("max", "mean", "attention", "max_mean")
 # Keys that may differ between a run and its --resume without changing what is trained.
-RESUME_FREE_KEYS = frozenset({"resume", "threads", "device", "baseline", "output"})
+RESUME_FREE_KEYS = frozenset({"resume", "threads", "device", "baseline", "output", "jobs"})
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class TrainConfig:
     distill_weight: float = 0.5
     distill_sharpness: float = 6.0
     patience: int = 3
+    members: int = 2
+    jobs: int = 0
     seed: int = 0
     device: str = "cpu"
     threads: int = 1
@@ -70,6 +72,10 @@ class TrainConfig:
             (self.distill_weight >= 0, "--distill-weight must be >= 0"),
             (self.distill_sharpness > 0, "--distill-sharpness must be positive"),
             (self.patience >= 1, "--patience must be at least 1"),
+            (self.members >= 1, "--members must be at least 1"),
+            (self.members * self.val_fraction < 1.0,
+             "--members x --val-fraction must stay below 1: each member holds out its own validation fold"),
+            (self.jobs >= 0, "--jobs must be >= 0"),
             (self.pooling in POOLINGS, f"--pooling must be one of {POOLINGS}"),
         ]
         for ok, message in checks:

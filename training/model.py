@@ -11,7 +11,8 @@ model and the worker compute one function.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -35,11 +36,14 @@ class ModelConfig:
     # shortcut beside the LSTM): with LSA-initialised vectors it carries the topical signal from
     # the first step, so the LSTM only has to add what word order tells. Padding-safe (masked).
     word_shortcut: bool = False
+    # > 1: that many independently trained networks of this shape whose probabilities are averaged.
+    members: int = 1
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {self.pooling!r}")
-        if min(self.vocab_size, self.num_classes, self.embed_dim, self.hidden_size, self.num_layers) < 1:
+        if min(self.vocab_size, self.num_classes, self.embed_dim, self.hidden_size, self.num_layers,
+               self.members) < 1:
             raise ValueError("sizes must be positive")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.embed_dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
@@ -146,10 +150,29 @@ class LSTMClassifier(nn.Module):
         return masked_max_mean(states, mask, lengths)
 
 
+class EnsembleClassifier(nn.Module):
+    """``config.members`` LSTMClassifiers over the same ids; their class probabilities are averaged.
+
+    Returns log of the mean probability, so a softmax of the output is that mean and everything
+    downstream (loss, export, the worker's top-k) treats it as logits. Each member is serving-safe,
+    so the average is too.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        single = replace(config, members=1)
+        self.members = nn.ModuleList(LSTMClassifier(single) for _ in range(config.members))
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        log_probabilities = torch.stack([torch.log_softmax(m(ids, lengths), dim=-1) for m in self.members])
+        return torch.logsumexp(log_probabilities, dim=0) - math.log(len(self.members))
+
+
 class ProbabilityModel(nn.Module):
     """What is exported: ids, lengths → class probabilities."""
 
-    def __init__(self, classifier: LSTMClassifier):
+    def __init__(self, classifier: LSTMClassifier | EnsembleClassifier):
         super().__init__()
         self.classifier = classifier
 
@@ -157,5 +180,6 @@ class ProbabilityModel(nn.Module):
         return torch.softmax(self.classifier(ids, lengths), dim=-1)
 
 
-def build_model(config: ModelConfig | dict) -> LSTMClassifier:
-    return LSTMClassifier(config if isinstance(config, ModelConfig) else ModelConfig(**config))
+def build_model(config: ModelConfig | dict) -> LSTMClassifier | EnsembleClassifier:
+    config = config if isinstance(config, ModelConfig) else ModelConfig(**config)
+    return EnsembleClassifier(config) if config.members > 1 else LSTMClassifier(config)

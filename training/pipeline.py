@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from training.baseline import run_baseline
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.data import load_dataset, load_evaluation_rows
+from training.ensemble import member_dataset, train_ensemble
 from training.exceptions import TrainingError
 from training.metrics import classification_metrics
 from training.model import build_model
@@ -69,15 +70,19 @@ def run_training(config: TrainConfig, log: Log = print) -> dict:
         torch.set_num_threads(config.threads)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
-    dataset, bad_rows = prepare_splits(config)
-    log(f"data: {len(dataset.train_texts)} train / {len(dataset.val_texts)} validation / "
+    ensemble = config.members > 1
+    # An ensemble splits all training documents itself: each member holds out its own fold.
+    dataset, bad_rows = prepare_splits(replace(config, val_fraction=0.0) if ensemble else config)
+    first = member_dataset(dataset, config, 0) if ensemble else dataset
+    log(f"data: {len(first.train_texts)} train / {len(first.val_texts)} validation / "
         f"{len(dataset.test_texts)} test documents, {len(dataset.label_names)} classes")
-    summary = {"source": config.data, "train": len(dataset.train_texts), "validation": len(dataset.val_texts),
+    summary = {"source": config.data, "train": len(first.train_texts), "validation": len(first.val_texts),
                "test": len(dataset.test_texts), "classes": len(dataset.label_names)}
     bad = describe_bad_rows(bad_rows, log)
-    write_validation_split(output / "validation.jsonl", dataset)
+    # Ensembles: member 1's fold (the others trained on it; the export gates compare graphs, not members).
+    write_validation_split(output / "validation.jsonl", first)
 
-    result = train(config, dataset, device, log)
+    result = train_ensemble(config, dataset, log) if ensemble else train(config, dataset, device, log)
     test_ids = encode_all(result.vocab, dataset.test_texts, config.max_len)
     probabilities = softmax(predict_logits(result.model, test_ids, device))
     metrics = classification_metrics(dataset.test_labels, probabilities, dataset.label_names)
@@ -101,6 +106,8 @@ def run_training(config: TrainConfig, log: Log = print) -> dict:
         "config": config.to_dict(),
         "model_config": result.model.config.to_dict(),
     })
+    if ensemble:
+        metrics["members"] = result.members
     plot_confusion(output / "confusion_matrix.png", dataset.test_labels, probabilities.argmax(1), dataset.label_names)
     plot_learning_curves(output / "learning_curves.png", result.history)
     if config.baseline:

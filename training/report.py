@@ -50,19 +50,23 @@ def plot_confusion(path: Path, y_true, y_pred, label_names: list[str]) -> None:
 
 
 def plot_learning_curves(path: Path, history: list[dict]) -> None:
+    """Loss and scores per epoch; an ensemble's records carry ``member`` and get one line each."""
     plt = _pyplot()
-    epochs = [h["epoch"] for h in history]
     fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
-    loss_ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation loss")
+    for member in sorted({h.get("member", 0) for h in history}):
+        rows = [h for h in history if h.get("member", 0) == member]
+        epochs = [h["epoch"] for h in rows]
+        tag = f"member {member} " if member else ""
+        loss_ax.plot(epochs, [h["train_loss"] for h in rows], marker="o", label=f"{tag}train loss")
+        loss_ax.plot(epochs, [h["val_loss"] for h in rows], marker="o", label=f"{tag}validation loss")
+        score_ax.plot(epochs, [h["train_accuracy"] for h in rows], marker="o", label=f"{tag}train accuracy")
+        score_ax.plot(epochs, [h["val_accuracy"] for h in rows], marker="o", label=f"{tag}validation accuracy")
+        score_ax.plot(epochs, [h["val_macro_f1"] for h in rows], marker="o", label=f"{tag}validation macro-F1")
     loss_ax.set_xlabel("epoch")
-    loss_ax.legend()
-    score_ax.plot(epochs, [h["train_accuracy"] for h in history], marker="o", label="train accuracy")
-    score_ax.plot(epochs, [h["val_accuracy"] for h in history], marker="o", label="validation accuracy")
-    score_ax.plot(epochs, [h["val_macro_f1"] for h in history], marker="o", label="validation macro-F1")
+    loss_ax.legend(fontsize=7)
     score_ax.set_xlabel("epoch")
     score_ax.set_ylim(0, 1)
-    score_ax.legend()
+    score_ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

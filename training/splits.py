@@ -18,11 +18,15 @@ def _per_class_counts(class_sizes: np.ndarray, total: int) -> np.ndarray:
     return np.minimum(counts, class_sizes)
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels: np.ndarray, fraction: float, seed: int, fold: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(kept, held_out)`` index arrays; ``held_out`` has about ``fraction`` of every class.
 
     A class with at least two examples keeps at least one on each side, so
     validation metrics cover every class and training never loses one.
+    ``fold`` k holds out the k-th such slice of the same per-class shuffle:
+    folds of one seed never overlap (fold 0 is the plain split), which is how
+    the members of an ensemble each get their own validation documents.
+    A class too small for fold k holds nothing out there.
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
@@ -33,8 +37,10 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     for cls, size, n_held in zip(classes, sizes, wanted, strict=True):
         idx = rng.permutation(np.flatnonzero(labels == cls))
         n_held = int(min(max(n_held, 1), size - 1)) if size >= 2 and fraction > 0 else 0
-        held.append(idx[:n_held])
-        kept.append(idx[n_held:])
+        start = min(fold * n_held, size - 1)
+        end = min(start + n_held, size - 1)
+        held.append(idx[start:end])
+        kept.append(np.concatenate([idx[:start], idx[end:]]))
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
 
 

@@ -55,6 +55,7 @@ class TrainResult:
     stopped_early: bool
     embedding_source: str
     distillation: dict = field(default_factory=dict)
+    members: list[dict] = field(default_factory=list)  # ensembles: one summary per member
 
 
 def encode_all(vocab: Vocabulary, texts: Sequence[str], max_len: int) -> list[np.ndarray]:
@@ -91,12 +92,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def _initial_vectors(config: TrainConfig, dataset: TrainingData, vocab: Vocabulary) -> InitialVectors | None:
+def initial_vectors(config: TrainConfig, texts: Sequence[str], vocab: Vocabulary) -> InitialVectors | None:
+    """Starting word vectors (GloVe file or LSA of ``texts``), or None for random ones."""
     if config.embeddings:
         return glove_vectors(config.embeddings, vocab, config.embed_dim, config.seed)
     if config.embedding_init in ("lsa", "lsa-sv"):
-        return lsa_vectors(dataset.train_texts, vocab, config.embed_dim, config.seed,
-                           weighted=config.embedding_init == "lsa-sv")
+        return lsa_vectors(texts, vocab, config.embed_dim, config.seed, weighted=config.embedding_init == "lsa-sv")
     return None
 
 
@@ -152,13 +153,35 @@ def _validation_scores(model, ids, labels, device) -> dict:
     return {"val_loss": loss, "val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"]}
 
 
-def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log: Log = print) -> TrainResult:
-    """Train, writing ``checkpoint.pt`` (best by validation macro-F1) and ``last.pt`` every epoch."""
-    output = Path(config.output)
-    torch.manual_seed(config.seed)
+@dataclass(frozen=True)
+class MemberSetup:
+    """What one member of an ensemble gets from the run: its folder, seed, and the shared vocabulary/vectors."""
+
+    name: str
+    output: Path
+    seed: int
+    vocab: Vocabulary
+    vectors: InitialVectors | None
+
+
+def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log: Log = print,
+          member: MemberSetup | None = None) -> TrainResult:
+    """Train one LSTM, writing ``checkpoint.pt`` (best by validation macro-F1) and ``last.pt`` every epoch.
+
+    ``member`` (ensembles): train into its folder with its seed, starting from the run's shared
+    vocabulary and word vectors; without it the run's own output folder, seed and a vocabulary
+    built from ``dataset.train_texts``.
+    """
+    output = member.output if member else Path(config.output)
+    seed = member.seed if member else config.seed
+    torch.manual_seed(seed)
     resume_state = _load_resume_state(config, output) if config.resume else None
     if resume_state is not None:
         vocab = Vocabulary.from_dict(resume_state["vocab"])
+        if member and vocab.to_dict() != member.vocab.to_dict():
+            raise CheckpointError(f"--resume: {output / LAST_FILE} was trained with another vocabulary")
+    elif member:
+        vocab = member.vocab
     else:
         vocab = Vocabulary.build(dataset.train_texts, max_size=config.vocab_size, min_freq=config.min_freq)
     model_config = config.model_config(len(vocab), len(dataset.label_names))
@@ -166,7 +189,7 @@ def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log:
     embedding_source = "random"
     if resume_state is None:
         start = time.perf_counter()
-        vectors = _initial_vectors(config, dataset, vocab)
+        vectors = member.vectors if member else initial_vectors(config, dataset.train_texts, vocab)
         if vectors is not None:
             with torch.no_grad():
                 model.embedding.weight.copy_(torch.from_numpy(vectors.matrix))
@@ -178,7 +201,7 @@ def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log:
     train_ids = encode_all(vocab, dataset.train_texts, config.max_len)
     val_ids = encode_all(vocab, dataset.val_texts, config.max_len)
     train_y = torch.as_tensor(dataset.train_labels, dtype=torch.long)
-    sampler = BucketBatchSampler([len(x) for x in train_ids], config.batch_size, config.seed)
+    sampler = BucketBatchSampler([len(x) for x in train_ids], config.batch_size, seed)
     optimizer, peak_lrs = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=peak_lrs, total_steps=config.epochs * len(sampler), pct_start=0.25,
@@ -207,8 +230,9 @@ def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log:
         began, began_cpu = time.perf_counter(), time.process_time()
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
-        word_rng = np.random.default_rng([config.seed, epoch, 1])  # per epoch: --resume replays it exactly
-        bar = tqdm(sampler.batches(epoch), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
+        word_rng = np.random.default_rng([seed, epoch, 1])  # per epoch: --resume replays it exactly
+        prefix = f"{member.name} " if member else ""
+        bar = tqdm(sampler.batches(epoch), desc=f"{prefix}epoch {epoch}/{config.epochs}", unit="batch",
                    leave=False, disable=None, mininterval=2.0)
         for batch in bar:
             ids, lengths = collate(train_ids, batch)

@@ -17,7 +17,8 @@ from training.pipeline import prepare_splits, resolve_device
 from training.trainer import encode_all, predict_logits, train
 
 SMALL = {"epochs": 3, "batch_size": 16, "max_len": 40, "vocab_size": 200, "embed_dim": 8, "hidden_size": 8,
-         "val_fraction": 0.2, "baseline": False, "seed": 5, "word_dropout": 0.1, "embedding_lr_scale": 0.5}
+         "val_fraction": 0.2, "baseline": False, "seed": 5, "word_dropout": 0.1, "embedding_lr_scale": 0.5,
+         "members": 1}
 
 
 class Interrupt(Exception):

@@ -104,6 +104,24 @@ def test_stratified_split_keeps_class_shares_and_is_a_partition() -> None:
     assert np.array_equal(kept, again)
 
 
+def test_stratified_folds_are_disjoint_and_fold_zero_is_the_plain_split() -> None:
+    labels = np.repeat(np.arange(4), [40, 25, 10, 2])
+    plain_kept, plain_held = stratified_split(labels, 0.2, seed=3)
+    folds = [stratified_split(labels, 0.2, seed=3, fold=k) for k in range(4)]
+    np.testing.assert_array_equal(folds[0][0], plain_kept)
+    np.testing.assert_array_equal(folds[0][1], plain_held)
+    held_sets = [set(held.tolist()) for _, held in folds]
+    for a in range(4):
+        kept, held = folds[a]
+        assert sorted([*kept, *held]) == list(range(len(labels)))  # each fold partitions the data
+        for b in range(a + 1, 4):
+            assert not held_sets[a] & held_sets[b], f"folds {a} and {b} overlap"
+        # class shares are kept; the 2-document class holds out one in fold 0 and then nothing more
+        assert np.bincount(labels[held], minlength=4)[:3].tolist() == [8, 5, 2]
+        assert (labels[kept] == 3).sum() >= 1
+    assert [int((labels[held] == 3).sum()) for _, held in folds] == [1, 0, 0, 0]
+
+
 def test_stratified_subsample_exact_size_and_proportions() -> None:
     labels = np.repeat(np.arange(3), [600, 300, 100])
     chosen = stratified_subsample(labels, 100, seed=0)

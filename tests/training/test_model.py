@@ -16,12 +16,13 @@ def _scores(model: torch.nn.Module, docs: list[list[int]], width: int | None = N
     return model(ids, torch.tensor([len(d) for d in docs]))
 
 
-@pytest.mark.parametrize(("pooling", "shortcut"), [(p, False) for p in POOLINGS] + [("max_mean", True)])
-def test_padding_and_batch_neighbours_do_not_change_scores(pooling: str, shortcut: bool) -> None:
+@pytest.mark.parametrize(("pooling", "shortcut", "members"),
+                         [(p, False, 1) for p in POOLINGS] + [("max_mean", True, 1), ("max_mean", False, 3)])
+def test_padding_and_batch_neighbours_do_not_change_scores(pooling: str, shortcut: bool, members: int) -> None:
     torch.manual_seed(0)
     model = ProbabilityModel(build_model(ModelConfig(vocab_size=50, num_classes=4, embed_dim=8, hidden_size=8,
-                                                     num_layers=2, pooling=pooling,
-                                                     word_shortcut=shortcut))).eval()
+                                                     num_layers=2, pooling=pooling, word_shortcut=shortcut,
+                                                     members=members))).eval()
     generator = torch.Generator().manual_seed(1)
     docs = [torch.randint(2, 50, (n,), generator=generator).tolist() for n in (7, 1, 23, 12)]
     with torch.no_grad():
@@ -50,3 +51,17 @@ def test_cli_pooling_choices_match_the_model() -> None:
     from training.config import POOLINGS as CLI_POOLINGS
 
     assert CLI_POOLINGS == POOLINGS
+
+
+def test_ensemble_probabilities_are_the_mean_of_its_members() -> None:
+    torch.manual_seed(0)
+    ensemble = ProbabilityModel(build_model(ModelConfig(vocab_size=50, num_classes=5, embed_dim=8, hidden_size=8,
+                                                        members=3))).eval()
+    docs = [[3, 4, 5, 6], [7, 8], [9, 10, 11, 12, 13, 14]]
+    with torch.no_grad():
+        expected = torch.stack([torch.softmax(_scores(m, docs), dim=-1)
+                                for m in ensemble.classifier.members]).mean(dim=0)
+        members = [torch.softmax(_scores(m, docs), dim=-1) for m in ensemble.classifier.members]
+        torch.testing.assert_close(_scores(ensemble, docs), expected, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(members[0], members[1]), "members are independently initialised"
+    assert len(ensemble.classifier.members) == 3 and ensemble.classifier.members[0].config.members == 1
