@@ -25,7 +25,7 @@ def lstm_flops_per_token(manifest_model_config: dict) -> float:
     """Multiply-add FLOPs the recurrent layers spend per real token (gates: 4 x (input + hidden) x hidden).
 
     Embedding lookups and the classifier are negligible next to the recurrence,
-    which dominates the model's time.
+    which dominates the model's time. An ensemble's members each run their own recurrence.
     """
     cfg = manifest_model_config
     hidden, layers = int(cfg["hidden_size"]), int(cfg["num_layers"])
@@ -34,4 +34,4 @@ def lstm_flops_per_token(manifest_model_config: dict) -> float:
     for layer in range(layers):
         inputs = int(cfg["embed_dim"]) if layer == 0 else hidden * directions
         flops += directions * 2 * 4 * hidden * (inputs + hidden)
-    return flops
+    return flops * int(cfg.get("members", 1))

@@ -165,7 +165,9 @@ def summary(bundle_dir: Path) -> str:
         + ("" if report["padding_invariance"]["passed"] else
            f" WARNING: NOT batch-invariant ({report['padding_invariance']['label_changes']} label changes), "
            "accepted with --allow-batch-dependence"),
-        f"  validation accuracy: {report['validation_accuracy']:.4f}",
+        f"  validation accuracy: {report['validation_accuracy']:.4f}"
+        + (" (not held out: an ensemble's other members trained on member 1's validation fold)"
+           if bundle.manifest["model"]["config"].get("members", 1) > 1 else ""),
     ]
     if "quantization" in report:
         q = report["quantization"]

@@ -49,7 +49,7 @@ class TrainConfig:
     distill_weight: float = 0.5
     distill_sharpness: float = 6.0
     patience: int = 3
-    members: int = 2
+    members: int = 3
     jobs: int = 0
     seed: int = 0
     device: str = "cpu"

@@ -132,6 +132,7 @@ def test_an_ensemble_exports_as_one_graph_that_averages_its_members(news_archive
     assert trained.returncode == 0, trained.stdout + trained.stderr
     result = run_export("--checkpoint", str(tmp_path / "trained"), "--output", str(tmp_path / "bundle"))
     assert result.exit_code == 0, result.output
+    assert "not held out" in result.output  # its validation accuracy is not a held-out score
     bundle = load_bundle(tmp_path / "bundle")
     assert bundle.manifest["model"]["config"]["members"] == 2
     report = bundle.manifest["parity"]

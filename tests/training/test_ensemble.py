@@ -72,13 +72,17 @@ def test_ensemble_run_writes_the_averaged_model_and_matches_its_members(syntheti
     assert sequential["accuracy"] == metrics["accuracy"]
 
 
-def test_resume_after_a_finished_member_does_not_retrain_it(synthetic_jsonl: Path, tmp_path: Path) -> None:
+def test_resume_skips_a_finished_member_and_trains_one_that_never_started(synthetic_jsonl: Path,
+                                                                          tmp_path: Path) -> None:
     config = TrainConfig(data=str(synthetic_jsonl), output=str(tmp_path), jobs=1, **SMALL)
     first = run_training(config, log=lambda line: None)
     stamp = (tmp_path / "member-1" / "checkpoint.pt").stat().st_mtime_ns
+    for name in ("checkpoint.pt", "last.pt"):  # as if stopped before member 2's first epoch ended
+        (tmp_path / "member-2" / name).unlink()
     resumed = run_training(replace(config, resume=True), log=lambda line: None)
     assert (tmp_path / "member-1" / "checkpoint.pt").stat().st_mtime_ns == stamp
     assert resumed["accuracy"] == first["accuracy"]
+    assert [m["best_val_macro_f1"] for m in resumed["members"]] == [m["best_val_macro_f1"] for m in first["members"]]
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -93,10 +97,21 @@ def test_impossible_member_settings_are_refused(options: dict, message: str) -> 
 def test_jobs_follow_cores_threads_and_device() -> None:
     import os
 
-    cores = os.cpu_count() or 1
-    base = TrainConfig(data="x", output="y", members=2, threads=1)
-    assert resolve_jobs(base) == min(2, cores)
+    cores = len(os.sched_getaffinity(0))
+    base = TrainConfig(data="x", output="y", members=3, threads=1)
+    assert resolve_jobs(base) == min(3, 2 * cores)
+    assert resolve_jobs(replace(base, members=4 * cores)) == 2 * cores
     assert resolve_jobs(replace(base, jobs=1)) == 1
-    assert resolve_jobs(replace(base, jobs=8)) == 2
+    assert resolve_jobs(replace(base, jobs=8)) == 3
     assert resolve_jobs(replace(base, device="cuda")) == 1
-    assert resolve_jobs(replace(base, threads=0)) == 1
+    assert resolve_jobs(replace(base, threads=0)) == 2
+
+
+def test_a_failing_member_process_stops_the_run_with_its_error(synthetic_jsonl: Path, tmp_path: Path) -> None:
+    from training.exceptions import CheckpointError
+
+    config = TrainConfig(data=str(synthetic_jsonl), output=str(tmp_path), jobs=2, **SMALL)
+    run_training(config, log=lambda line: None)
+    (tmp_path / "member-2" / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="member-2/last.pt"):
+        run_training(replace(config, resume=True), log=lambda line: None)
