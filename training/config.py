@@ -31,7 +31,7 @@ class TrainConfig:
     vocab_size: int = 30000
     min_freq: int = 2
     embed_dim: int = 128
-    hidden_size: int = 128
+    hidden_size: int = 96
     layers: int = 1
     bidirectional: bool = True
     dropout: float = 0.3

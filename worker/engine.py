@@ -47,6 +47,27 @@ class Prediction:
     top_k: tuple[tuple[str, float], ...]
 
 
+def open_session(model: bytes, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+    """An ONNX Runtime session of exactly these (already verified) bytes.
+
+    Handed the bytes directly, ONNX Runtime keeps a second copy of the model for the session's
+    lifetime (measured: +104 MB RSS for the 47 MB default bundle, +58 MB from a file). So on Linux
+    the bytes go to an anonymous in-memory file, the session opens it by path, and the file is
+    closed again: the memory of a path load, and still no file on disk that could be swapped
+    after the checksum was verified.
+    """
+    try:
+        fd = os.memfd_create("model.onnx", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):  # not Linux, or memfd refused (seccomp): keep the bytes route
+        return ort.InferenceSession(model, options, providers=providers)
+    try:
+        with open(fd, "wb", closefd=False) as handle:
+            handle.write(model)
+        return ort.InferenceSession(f"/proc/self/fd/{fd}", options, providers=providers)
+    finally:
+        os.close(fd)
+
+
 def choose_providers(requested: str) -> list[str]:
     """ONNX Runtime providers for ``auto|cpu|cuda``; ``cuda`` without CUDA is an error."""
     if requested not in PROVIDERS:
@@ -108,7 +129,7 @@ class InferenceEngine:
         except (BundleError, OSError) as exc:
             raise EngineError(str(exc)) from None
         try:
-            self.session = ort.InferenceSession(model, options, providers=providers)
+            self.session = open_session(model, options, providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise EngineError(f"{bundle.model_path}: ONNX Runtime could not load the model: {exc}") from exc
         active = self.session.get_providers()

@@ -50,3 +50,20 @@ def test_a_failing_group_raises_inference_error(tiny_bundle_dir: Path, id_lists:
 
 def test_usable_cpus_is_at_least_one() -> None:
     assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
+
+
+def test_the_session_runs_the_verified_bytes_and_leaves_no_file_open(tiny_bundle_dir: Path,
+                                                                     id_lists: list[list[int]],
+                                                                     tmp_path: Path) -> None:
+    """The bytes checked against the manifest are what runs: swapping model.onnx afterwards changes nothing."""
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_dir, copy)
+    reference = InferenceEngine(load_bundle(tiny_bundle_dir), provider="cpu", threads=1).predict_proba(id_lists)
+    fds_before = set(os.listdir("/proc/self/fd"))
+    bundle = load_bundle(copy)
+    engine = InferenceEngine(bundle, provider="cpu", threads=1)
+    assert set(os.listdir("/proc/self/fd")) <= fds_before, "the in-memory model file is closed again"
+    (copy / "model.onnx").write_bytes(b"swapped after verification")
+    np.testing.assert_allclose(engine.predict_proba(id_lists), reference, atol=1e-6)
