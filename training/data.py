@@ -36,8 +36,8 @@ from training.splits import stratified_split, stratified_subsample
 
 DEFAULT_TEST_FRACTION = 0.2
 
-__all__ = ["BadRow", "Dataset", "load_dataset", "load_evaluation_rows", "read_source", "stratified_split",
-           "stratified_subsample"]
+__all__ = ["BadRow", "Dataset", "load_dataset", "split_validation", "load_evaluation_rows", "read_source",
+           "stratified_split", "stratified_subsample"]
 
 
 @dataclass
@@ -98,6 +98,19 @@ def _index_labels(rows: Rows, index: dict[str, int], source: str) -> tuple[list[
         else:
             bad.append(BadRow(source, number, f"unknown label ({label!r} is not a training label; row {number})"))
     return texts, labels, bad
+
+
+def split_validation(texts: Sequence[str], labels: Sequence[int], fraction: float, seed: int,
+                     fold: int = 0) -> tuple[list[str], list[int], list[str], list[int]]:
+    """``(train_texts, train_labels, val_texts, val_labels)``: validation fold ``fold`` of the training part.
+
+    One definition for the single model (fold 0, via ``load_dataset``) and an ensemble's members
+    (fold k each), so member 1 validates on exactly the documents a single model would.
+    """
+    if fraction <= 0:
+        return list(texts), [int(y) for y in labels], [], []
+    kept, held = stratified_split(np.asarray(labels), fraction, seed + 1, fold=fold)
+    return (_take(texts, kept), [int(labels[i]) for i in kept], _take(texts, held), [int(labels[i]) for i in held])
 
 
 def load_dataset(
@@ -161,12 +174,7 @@ def load_dataset(
                             f"classes; use at least {2 * len(label_names)}")
         chosen = stratified_subsample(np.asarray(labels), max_train_samples, seed)
         texts, labels = _take(texts, chosen), _take(labels, chosen)
-    val_texts: list[str] = []
-    val_labels: list[int] = []
-    if val_fraction > 0:
-        kept, held = stratified_split(np.asarray(labels), val_fraction, seed + 1)
-        val_texts, val_labels = _take(texts, held), _take(labels, held)
-        texts, labels = _take(texts, kept), _take(labels, kept)
+    texts, labels, val_texts, val_labels = split_validation(texts, labels, val_fraction, seed)
     return Dataset(
         train_texts=texts, train_labels=[int(y) for y in labels], test_texts=test_texts,
         test_labels=test_labels, label_names=label_names, val_texts=val_texts,

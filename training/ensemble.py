@@ -30,8 +30,8 @@ import torch
 from core.vocab import Vocabulary
 from training.checkpoint import BEST_FILE, LAST_FILE, load_checkpoint, make_checkpoint, save_checkpoint
 from training.config import TrainConfig
+from training.data import split_validation
 from training.model import build_model
-from training.splits import stratified_split
 from training.trainer import Log, MemberSetup, TrainingData, TrainResult, initial_vectors, train
 
 MEMBER_DIR = "member-{}"
@@ -39,12 +39,10 @@ MEMBER_DIR = "member-{}"
 
 def member_dataset(full: TrainingData, config: TrainConfig, index: int) -> TrainingData:
     """Member ``index``'s train/validation split of all training documents (its own validation fold)."""
-    if config.val_fraction == 0:
-        return full
-    kept, held = stratified_split(np.asarray(full.train_labels), config.val_fraction, config.seed + 1, fold=index)
-    texts, labels = full.train_texts, full.train_labels
-    return replace(full, train_texts=[texts[i] for i in kept], train_labels=[labels[i] for i in kept],
-                   val_texts=[texts[i] for i in held], val_labels=[labels[i] for i in held])
+    train_texts, train_labels, val_texts, val_labels = split_validation(
+        full.train_texts, full.train_labels, config.val_fraction, config.seed, fold=index)
+    return replace(full, train_texts=train_texts, train_labels=train_labels, val_texts=val_texts,
+                   val_labels=val_labels)
 
 
 def resolve_jobs(config: TrainConfig) -> int:
