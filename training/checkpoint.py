@@ -23,7 +23,7 @@ BEST_FILE, LAST_FILE = "checkpoint.pt", "last.pt"
 
 
 def make_checkpoint(*, model: torch.nn.Module, vocab: Vocabulary, labels: list[str], max_len: int,
-                    train_config: dict, epoch: int, best_val_macro_f1: float) -> dict[str, Any]:
+                    train_config: dict, epoch: int, best_val_macro_f1: float | None) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -34,7 +34,7 @@ def make_checkpoint(*, model: torch.nn.Module, vocab: Vocabulary, labels: list[s
         "preprocessing": {"max_len": int(max_len), "lowercase": vocab.lowercase, "tokenizer": TOKENIZER_NAME},
         "train_config": dict(train_config),
         "epoch": int(epoch),
-        "best_val_macro_f1": float(best_val_macro_f1),
+        "best_val_macro_f1": None if best_val_macro_f1 is None else float(best_val_macro_f1),
     }
 
 

@@ -73,11 +73,15 @@ def _train_member(config: TrainConfig, dataset: TrainingData, setup: MemberSetup
                    lambda line: print(f"[{setup.name}] {line}", flush=True), member=setup)
     return {"member": setup.name, "seed": setup.seed, "output": str(setup.output),
             "train_documents": len(dataset.train_texts), "validation_documents": len(dataset.val_texts),
-            "best_epoch": result.best_epoch, "best_val_macro_f1": round(result.best_val_macro_f1, 5),
+            "best_epoch": result.best_epoch, "best_val_macro_f1": _rounded(result.best_val_macro_f1),
             "epochs_run": len(result.history), "stopped_early": result.stopped_early,
             "train_seconds": round(result.train_seconds, 1), "train_cpu_seconds": round(result.train_cpu_seconds, 1),
             "distillation": result.distillation, "embedding_init": result.embedding_source,
             "history": result.history}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 5)
 
 
 def _train_in_processes(config: TrainConfig, datasets: list[TrainingData], setups: list[MemberSetup],
@@ -126,7 +130,8 @@ def train_ensemble(config: TrainConfig, full: TrainingData, log: Log = print) ->
         member_state = load_checkpoint(setup.output / BEST_FILE)["state_dict"]
         state.update({f"members.{index}.{key}": value for key, value in member_state.items()})
     model.load_state_dict(state)
-    mean_f1 = float(np.mean([s["best_val_macro_f1"] for s in summaries]))
+    scores = [s["best_val_macro_f1"] for s in summaries]
+    mean_f1 = None if None in scores else float(np.mean(scores))  # None: no validation split
     save_checkpoint(make_checkpoint(model=model, vocab=vocab, labels=list(full.label_names), max_len=config.max_len,
                                     train_config=config.to_dict(), epoch=max(s["best_epoch"] for s in summaries),
                                     best_val_macro_f1=mean_f1), output / BEST_FILE)

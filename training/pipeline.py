@@ -91,7 +91,7 @@ def run_training(config: TrainConfig, log: Log = print) -> dict:
         "train_seconds": round(result.train_seconds, 1),
         "train_cpu_seconds": round(result.train_cpu_seconds, 1),
         "best_epoch": result.best_epoch,
-        "best_val_macro_f1": round(result.best_val_macro_f1, 5),
+        "best_val_macro_f1": None if result.best_val_macro_f1 is None else round(result.best_val_macro_f1, 5),
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
         "embedding_init": result.embedding_source,

@@ -58,8 +58,10 @@ def plot_learning_curves(path: Path, history: list[dict]) -> None:
         epochs = [h["epoch"] for h in rows]
         tag = f"member {member} " if member else ""
         loss_ax.plot(epochs, [h["train_loss"] for h in rows], marker="o", label=f"{tag}train loss")
-        loss_ax.plot(epochs, [h["val_loss"] for h in rows], marker="o", label=f"{tag}validation loss")
         score_ax.plot(epochs, [h["train_accuracy"] for h in rows], marker="o", label=f"{tag}train accuracy")
+        if rows[0].get("val_loss") is None:
+            continue  # --val-fraction 0: no validation curves
+        loss_ax.plot(epochs, [h["val_loss"] for h in rows], marker="o", label=f"{tag}validation loss")
         score_ax.plot(epochs, [h["val_accuracy"] for h in rows], marker="o", label=f"{tag}validation accuracy")
         score_ax.plot(epochs, [h["val_macro_f1"] for h in rows], marker="o", label=f"{tag}validation macro-F1")
     loss_ax.set_xlabel("epoch")

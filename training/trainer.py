@@ -49,7 +49,7 @@ class TrainResult:
     vocab: Vocabulary
     history: list[dict]
     best_epoch: int
-    best_val_macro_f1: float
+    best_val_macro_f1: float | None  # None: trained without a validation split
     train_seconds: float
     train_cpu_seconds: float
     stopped_early: bool
@@ -209,6 +209,11 @@ def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log:
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     soft_targets, distillation = _distillation_targets(config, dataset, log)
     history: list[dict] = []
+    # Without a validation split there is nothing to stop early on or to pick an epoch with:
+    # every epoch replaces the saved model, so the last one is kept.
+    validating = bool(val_ids)
+    if not validating:
+        log("no validation split (--val-fraction 0): no early stopping, the last epoch is kept")
     best_f1, best_epoch, bad_epochs, start_epoch, elapsed, elapsed_cpu = -1.0, 0, 0, 1, 0.0, 0.0
     if resume_state is not None:
         model.load_state_dict(resume_state["state_dict"])
@@ -216,7 +221,8 @@ def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log:
         scheduler.load_state_dict(resume_state["scheduler_state"])
         torch.set_rng_state(resume_state["torch_rng_state"])
         history = list(resume_state["history"])
-        best_f1, best_epoch = float(resume_state["best_val_macro_f1"]), int(resume_state["best_epoch"])
+        best_f1 = resume_state["best_val_macro_f1"] if resume_state["best_val_macro_f1"] is not None else -1.0
+        best_epoch = int(resume_state["best_epoch"])
         bad_epochs, elapsed = int(resume_state["bad_epochs"]), float(resume_state["train_seconds"])
         elapsed_cpu = float(resume_state.get("train_cpu_seconds", 0.0))
         start_epoch = int(resume_state["epoch"]) + 1
@@ -255,40 +261,45 @@ def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log:
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
         record = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
                   "lr": scheduler.get_last_lr()[0]}
-        record.update(_validation_scores(model, val_ids, dataset.val_labels, device) if val_ids else
-                      {"val_loss": record["train_loss"], "val_accuracy": record["train_accuracy"],
-                       "val_macro_f1": record["train_accuracy"]})
+        record.update(_validation_scores(model, val_ids, dataset.val_labels, device) if validating else
+                      {"val_loss": None, "val_accuracy": None, "val_macro_f1": None})
         elapsed += time.perf_counter() - began
         # CPU seconds too: on a shared machine wall time says more about the neighbours than about us.
         elapsed_cpu += time.process_time() - began_cpu
         record["seconds"] = round(time.perf_counter() - began, 1)
         history.append(record)
-        improved = record["val_macro_f1"] > best_f1
+        improved = not validating or record["val_macro_f1"] > best_f1
         if improved:
-            best_f1, best_epoch, bad_epochs = record["val_macro_f1"], epoch, 0
+            best_f1, best_epoch, bad_epochs = record["val_macro_f1"] if validating else best_f1, epoch, 0
             save_checkpoint(make_checkpoint(model=model, vocab=vocab, labels=list(dataset.label_names),
                                             max_len=config.max_len, train_config=config.to_dict(), epoch=epoch,
-                                            best_val_macro_f1=best_f1), output / BEST_FILE)
+                                            best_val_macro_f1=_known(best_f1)), output / BEST_FILE)
         else:
             bad_epochs += 1
         stopped_early = bad_epochs >= config.patience
         last = make_checkpoint(model=model, vocab=vocab, labels=list(dataset.label_names), max_len=config.max_len,
-                               train_config=config.to_dict(), epoch=epoch, best_val_macro_f1=best_f1)
+                               train_config=config.to_dict(), epoch=epoch, best_val_macro_f1=_known(best_f1))
         last.update({"optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
                      "torch_rng_state": torch.get_rng_state(), "history": history, "best_epoch": best_epoch,
                      "bad_epochs": bad_epochs, "train_seconds": elapsed,
                      "train_cpu_seconds": elapsed_cpu, "embedding_source": embedding_source})
         save_checkpoint(last, output / LAST_FILE)
+        scores = (f"val loss {record['val_loss']:.4f}  val acc {record['val_accuracy']:.4f}  "
+                  f"val macro-F1 {record['val_macro_f1']:.4f}  " if validating else "")
         log(f"epoch {epoch:>2}/{config.epochs}  loss {record['train_loss']:.4f}  "
-            f"train acc {record['train_accuracy']:.4f}  val loss {record['val_loss']:.4f}  "
-            f"val acc {record['val_accuracy']:.4f}  val macro-F1 {record['val_macro_f1']:.4f}  "
-            f"{record['seconds']:.0f}s{'  *best' if improved else ''}")
+            f"train acc {record['train_accuracy']:.4f}  {scores}"
+            f"{record['seconds']:.0f}s{'  *best' if improved and validating else ''}")
         if stopped_early and epoch < config.epochs:
             log(f"early stop: validation macro-F1 has not improved for {config.patience} epochs")
     best = load_checkpoint(output / BEST_FILE)
     model.load_state_dict(best["state_dict"])
-    return TrainResult(model, vocab, history, best_epoch, best_f1, elapsed, elapsed_cpu, stopped_early,
+    return TrainResult(model, vocab, history, best_epoch, _known(best_f1), elapsed, elapsed_cpu, stopped_early,
                        embedding_source, distillation)
+
+
+def _known(best_f1: float) -> float | None:
+    """The best validation macro-F1, or None when there was no validation split (still at its -1 start)."""
+    return None if best_f1 < 0 else best_f1
 
 
 def _load_resume_state(config: TrainConfig, output: Path) -> dict:

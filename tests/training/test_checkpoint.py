@@ -77,3 +77,22 @@ def test_resume_refuses_different_settings(synthetic_jsonl: Path, tmp_path: Path
     _run(config)
     with pytest.raises(CheckpointError, match="hidden_size"):
         _run(replace(config, hidden_size=16, resume=True))
+
+
+def test_without_a_validation_split_the_last_epoch_is_kept(synthetic_jsonl: Path, tmp_path: Path) -> None:
+    """--val-fraction 0: no early stopping, no validation scores made up from training ones, last epoch saved."""
+    config = TrainConfig(data=str(synthetic_jsonl), output=str(tmp_path),
+                         **{**SMALL, "val_fraction": 0.0, "patience": 1, "epochs": 4})
+    lines: list[str] = []
+    result, data = _run(config, log=lines.append)
+    assert not data.val_texts
+    assert any("no validation split" in line for line in lines)
+    assert not any("val acc" in line for line in lines)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4] and not result.stopped_early
+    assert all(h["val_macro_f1"] is None and h["val_loss"] is None for h in result.history)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == result.best_epoch == 4 and checkpoint["best_val_macro_f1"] is None
+    assert result.best_val_macro_f1 is None
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    for name, tensor in last["state_dict"].items():
+        torch.testing.assert_close(checkpoint["state_dict"][name], tensor, msg=name)
