@@ -22,9 +22,10 @@ from training.ensemble import member_dataset, train_ensemble
 from training.exceptions import TrainingError
 from training.metrics import classification_metrics
 from training.model import build_model
+from training.predict import encode_all, predict_logits, softmax
 from training.readers import BadRow
 from training.report import plot_confusion, plot_learning_curves, summary_table, write_metrics
-from training.trainer import Log, TrainingData, encode_all, predict_logits, softmax, train, write_validation_split
+from training.trainer import Log, TrainingData, train, write_validation_split
 
 MAX_BAD_ROWS_LISTED = 20
 

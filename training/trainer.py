@@ -18,15 +18,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from core.vocab import PAD_ID, UNK_ID, Vocabulary, pad_batch
+from core.vocab import PAD_ID, UNK_ID, Vocabulary
 from training.batching import BucketBatchSampler, collate
 from training.checkpoint import BEST_FILE, LAST_FILE, load_checkpoint, make_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.embeddings import InitialVectors, glove_vectors, lsa_vectors
 from training.exceptions import CheckpointError
 from training.model import LSTMClassifier, build_model
+from training.predict import encode_all, validation_scores
 
-EVAL_BATCH_SIZE = 128
 Log = Callable[[str], None]
 
 
@@ -58,25 +58,6 @@ class TrainResult:
     members: list[dict] = field(default_factory=list)  # ensembles: one summary per member
 
 
-def encode_all(vocab: Vocabulary, texts: Sequence[str], max_len: int) -> list[np.ndarray]:
-    return [np.asarray(vocab.token_ids(t, max_len), dtype=np.int64) for t in texts]
-
-
-def predict_logits(model: nn.Module, id_lists: Sequence[np.ndarray], device: torch.device,
-                   batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
-    """Logits ``[n, C]`` in input order; batches are length-sorted so little time goes to pads."""
-    model.eval()
-    order = np.argsort([len(x) for x in id_lists], kind="stable")
-    out = np.zeros((len(id_lists), model.config.num_classes), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            chosen = order[start : start + batch_size]
-            ids, lengths = pad_batch([id_lists[i] for i in chosen])
-            logits = model(torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device))
-            out[chosen] = logits.float().cpu().numpy()
-    return out
-
-
 def drop_words(ids: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
     """Replace a ``rate`` share of the real tokens by ``<unk>`` (training only).
 
@@ -85,11 +66,6 @@ def drop_words(ids: np.ndarray, rate: float, rng: np.random.Generator) -> np.nda
     """
     dropped = (rng.random(ids.shape) < rate) & (ids != PAD_ID)
     return np.where(dropped, UNK_ID, ids)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def initial_vectors(config: TrainConfig, texts: Sequence[str], vocab: Vocabulary) -> InitialVectors | None:
@@ -142,15 +118,6 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.Optim
     else:
         model.embedding.weight.requires_grad_(False)  # frozen: no gradient to compute either
     return torch.optim.AdamW(groups, lr=config.lr), peaks
-
-
-def _validation_scores(model, ids, labels, device) -> dict:
-    from training.metrics import classification_metrics
-
-    logits = predict_logits(model, ids, device)
-    loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.as_tensor(labels)).item())
-    metrics = classification_metrics(labels, logits, [str(i) for i in range(logits.shape[1])])
-    return {"val_loss": loss, "val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"]}
 
 
 @dataclass(frozen=True)
@@ -261,7 +228,7 @@ def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log:
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
         record = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
                   "lr": scheduler.get_last_lr()[0]}
-        record.update(_validation_scores(model, val_ids, dataset.val_labels, device) if validating else
+        record.update(validation_scores(model, val_ids, dataset.val_labels, device) if validating else
                       {"val_loss": None, "val_accuracy": None, "val_macro_f1": None})
         elapsed += time.perf_counter() - began
         # CPU seconds too: on a shared machine wall time says more about the neighbours than about us.

@@ -14,7 +14,8 @@ from training.config import TrainConfig
 from training.exceptions import CheckpointError
 from training.model import build_model
 from training.pipeline import prepare_splits, resolve_device
-from training.trainer import encode_all, predict_logits, train
+from training.predict import encode_all, predict_logits
+from training.trainer import train
 
 SMALL = {"epochs": 3, "batch_size": 16, "max_len": 40, "vocab_size": 200, "embed_dim": 8, "hidden_size": 8,
          "val_fraction": 0.2, "baseline": False, "seed": 5, "word_dropout": 0.1, "embedding_lr_scale": 0.5,

@@ -15,7 +15,7 @@ from training.config import TrainConfig
 from training.ensemble import member_dataset, resolve_jobs
 from training.model import EnsembleClassifier, build_model
 from training.pipeline import prepare_splits, run_training
-from training.trainer import encode_all, predict_logits, softmax
+from training.predict import encode_all, predict_logits, softmax
 
 SMALL = {"epochs": 2, "batch_size": 16, "max_len": 40, "vocab_size": 200, "embed_dim": 8, "hidden_size": 8,
          "val_fraction": 0.2, "baseline": False, "seed": 5, "members": 2, "distill_weight": 0.0}
