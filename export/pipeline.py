@@ -154,6 +154,16 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
     return output
 
 
+
+def _not_held_out(model_config: dict) -> str:
+    """Why the validation accuracy printed is not a held-out score, if it is not."""
+    reasons = []
+    if model_config.get("members", 1) > 1:
+        reasons.append("an ensemble's other members trained on member 1's validation fold")
+    if model_config.get("bow_weight", 0.0) > 0:
+        reasons.append("the bag-of-words branch was fitted on every training post")
+    return f" (not held out: {'; '.join(reasons)})" if reasons else ""
+
 def summary(bundle_dir: Path) -> str:
     bundle = load_bundle(bundle_dir)
     report = bundle.manifest["parity"]
@@ -166,8 +176,7 @@ def summary(bundle_dir: Path) -> str:
            f" WARNING: NOT batch-invariant ({report['padding_invariance']['label_changes']} label changes), "
            "accepted with --allow-batch-dependence"),
         f"  validation accuracy: {report['validation_accuracy']:.4f}"
-        + (" (not held out: an ensemble's other members trained on member 1's validation fold)"
-           if bundle.manifest["model"]["config"].get("members", 1) > 1 else ""),
+        + _not_held_out(bundle.manifest["model"]["config"]),
     ]
     if "quantization" in report:
         q = report["quantization"]

@@ -94,6 +94,13 @@ OPTIONS = [
     _opt("--members", type=click.IntRange(min=1), default=DEFAULTS.members, show_default=True, env="MEMBERS",
          help="Train this many LSTMs (each with its own validation fold and seed) and average their "
          "probabilities in one model; inference costs this many times one LSTM."),
+    _opt("--bow-weight", type=click.FloatRange(0.0, 1.0, max_open=True), default=DEFAULTS.bow_weight,
+         show_default=True, env="BOW_WEIGHT",
+         help="Mix the LSTMs' probabilities with a linear TF-IDF + LinearSVC model over the same tokens, "
+         "fitted after them and exported in the same graph: (1 - w) x LSTM + w x linear (0 = LSTM only)."),
+    _opt("--bow-sharpness", type=click.FloatRange(min=0.0, min_open=True), default=DEFAULTS.bow_sharpness,
+         show_default=True, env="BOW_SHARPNESS",
+         help="The linear branch's probabilities are softmax(sharpness x SVM margin)."),
     _opt("--jobs", type=click.IntRange(min=0), default=DEFAULTS.jobs, show_default=True, env="JOBS",
          help="Members trained at once, one process each (0 = as many as the cores allow at --threads each; "
          "1 on a GPU)."),

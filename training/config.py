@@ -13,7 +13,9 @@ EMBEDDING_INITS = ("lsa", "lsa-sv", "random")
 # and input errors answer without importing torch.
 POOLINGS = ("max", "mean", "attention", "max_mean")
 # Keys that may differ between a run and its --resume without changing what is trained.
-RESUME_FREE_KEYS = frozenset({"resume", "threads", "device", "baseline", "output", "jobs"})
+# The bag-of-words branch is fitted after the LSTMs: changing it and resuming a finished run refits only it.
+RESUME_FREE_KEYS = frozenset({"resume", "threads", "device", "baseline", "output", "jobs", "bow_weight",
+                              "bow_sharpness"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class TrainConfig:
     distill_sharpness: float = 6.0
     patience: int = 3
     members: int = 3
+    bow_weight: float = 0.0
+    bow_sharpness: float = 6.0
     jobs: int = 0
     seed: int = 0
     device: str = "cpu"
@@ -76,6 +80,8 @@ class TrainConfig:
             (self.members * self.val_fraction < 1.0,
              "--members x --val-fraction must stay below 1: each member holds out its own validation fold"),
             (self.jobs >= 0, "--jobs must be >= 0"),
+            (0.0 <= self.bow_weight < 1.0, "--bow-weight must be in [0, 1)"),
+            (self.bow_sharpness > 0, "--bow-sharpness must be positive"),
             (self.pooling in POOLINGS, f"--pooling must be one of {POOLINGS}"),
         ]
         for ok, message in checks:

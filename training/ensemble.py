@@ -28,10 +28,12 @@ import numpy as np
 import torch
 
 from core.vocab import Vocabulary
+from training.bag_of_words import with_bag_of_words
 from training.checkpoint import BEST_FILE, LAST_FILE, load_checkpoint, make_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import split_validation
 from training.model import build_model
+from training.predict import encode_all
 from training.trainer import Log, MemberSetup, TrainingData, TrainResult, initial_vectors, train
 
 MEMBER_DIR = "member-{}"
@@ -114,7 +116,7 @@ def train_ensemble(config: TrainConfig, full: TrainingData, log: Log = print) ->
               for i in range(config.members)]
     datasets = [member_dataset(full, config, i) for i in range(config.members)]
     jobs = resolve_jobs(config)
-    log(f"ensemble: {config.members} members, {jobs} at a time, "
+    log(f"{config.members} member(s) in {output}/member-*, {jobs} at a time, "
         f"{len(datasets[0].train_texts)} train / {len(datasets[0].val_texts)} validation documents each")
     began, began_cpu = time.perf_counter(), time.process_time()
     if jobs == 1:
@@ -128,8 +130,13 @@ def train_ensemble(config: TrainConfig, full: TrainingData, log: Log = print) ->
     state = {}
     for index, setup in enumerate(setups):
         member_state = load_checkpoint(setup.output / BEST_FILE)["state_dict"]
-        state.update({f"members.{index}.{key}": value for key, value in member_state.items()})
+        prefix = f"members.{index}." if config.members > 1 else ""
+        state.update({prefix + key: value for key, value in member_state.items()})
     model.load_state_dict(state)
+    if config.bow_weight > 0:
+        # On every training post, like the members together (and the baseline of such a run).
+        model = with_bag_of_words(model, encode_all(vocab, full.train_texts, config.max_len), full.train_labels,
+                                  weight=config.bow_weight, sharpness=config.bow_sharpness, seed=config.seed, log=log)
     scores = [s["best_val_macro_f1"] for s in summaries]
     mean_f1 = None if None in scores else float(np.mean(scores))  # None: no validation split
     save_checkpoint(make_checkpoint(model=model, vocab=vocab, labels=list(full.label_names), max_len=config.max_len,

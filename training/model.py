@@ -38,6 +38,10 @@ class ModelConfig:
     word_shortcut: bool = False
     # > 1: that many independently trained networks of this shape whose probabilities are averaged.
     members: int = 1
+    # > 0: the LSTM(s)' probabilities are mixed with a linear TF-IDF model's over the same tokens,
+    # (1 - bow_weight) * lstm + bow_weight * softmax(bow_sharpness * margins); see HybridClassifier.
+    bow_weight: float = 0.0
+    bow_sharpness: float = 6.0
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -47,6 +51,8 @@ class ModelConfig:
             raise ValueError("sizes must be positive")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.embed_dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
+        if not 0.0 <= self.bow_weight < 1.0 or self.bow_sharpness <= 0:
+            raise ValueError("bow_weight must be in [0, 1) and bow_sharpness positive")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -169,10 +175,55 @@ class EnsembleClassifier(nn.Module):
         return torch.logsumexp(log_probabilities, dim=0) - math.log(len(self.members))
 
 
+class BagOfWordsBranch(nn.Module):
+    """Margins of a linear model over the document's TF-IDF vector, computed from the ids in the graph.
+
+    The vector is scikit-learn's ``TfidfTransformer(sublinear_tf=True)`` of the token counts:
+    word u gets ``(1 + log count_u) * idf_u``, then the vector is scaled to unit length. It is
+    computed per position without a vocabulary-wide tensor or a scatter: position t's word
+    occurs ``c_t`` times, so summing ``value_t / c_t`` over positions counts each word once.
+    Pads and ``<unk>`` do not count (masked by ``lengths`` and id), so, like the LSTMs, a document's
+    margins do not depend on padding or batch-mates. The buffers are fitted in closed form
+    (``training.bag_of_words``), not by gradient descent.
+    """
+
+    def __init__(self, vocab_size: int, num_classes: int, unk_id: int = 1):
+        super().__init__()
+        self.unk_id = unk_id
+        self.register_buffer("idf", torch.zeros(vocab_size))
+        self.register_buffer("weight", torch.zeros(vocab_size, num_classes))  # one row per word
+        self.register_buffer("bias", torch.zeros(num_classes))
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        counted = (time_mask(lengths, ids.shape[1]) & (ids > self.unk_id)).float()  # pad id 0, unk 1
+        same_word = (ids.unsqueeze(2) == ids.unsqueeze(1)).float() * counted.unsqueeze(1)
+        occurrences = (same_word.sum(dim=2) * counted).clamp(min=1.0)  # [B, T]: c_t
+        values = (1.0 + torch.log(occurrences)) * self.idf[ids] * counted
+        norm = torch.sqrt((values * values / occurrences).sum(dim=1, keepdim=True)).clamp(min=1e-12)
+        weighted = (values / occurrences / norm).unsqueeze(2) * self.weight[ids]
+        return weighted.sum(dim=1) + self.bias
+
+
+class HybridClassifier(nn.Module):
+    """The LSTM (or ensemble) with a linear TF-IDF branch; returns log of the mixed probabilities."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.lstm = build_model(replace(config, bow_weight=0.0))
+        self.bag_of_words = BagOfWordsBranch(config.vocab_size, config.num_classes)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        weight = self.config.bow_weight
+        lstm = torch.log_softmax(self.lstm(ids, lengths), dim=-1) + math.log(1.0 - weight)
+        linear = torch.log_softmax(self.config.bow_sharpness * self.bag_of_words(ids, lengths), dim=-1)
+        return torch.logsumexp(torch.stack([lstm, linear + math.log(weight)]), dim=0)
+
+
 class ProbabilityModel(nn.Module):
     """What is exported: ids, lengths → class probabilities."""
 
-    def __init__(self, classifier: LSTMClassifier | EnsembleClassifier):
+    def __init__(self, classifier: LSTMClassifier | EnsembleClassifier | HybridClassifier):
         super().__init__()
         self.classifier = classifier
 
@@ -180,6 +231,8 @@ class ProbabilityModel(nn.Module):
         return torch.softmax(self.classifier(ids, lengths), dim=-1)
 
 
-def build_model(config: ModelConfig | dict) -> LSTMClassifier | EnsembleClassifier:
+def build_model(config: ModelConfig | dict) -> LSTMClassifier | EnsembleClassifier | HybridClassifier:
     config = config if isinstance(config, ModelConfig) else ModelConfig(**config)
+    if config.bow_weight > 0:
+        return HybridClassifier(config)
     return EnsembleClassifier(config) if config.members > 1 else LSTMClassifier(config)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from core.vocab import Vocabulary
+from training.bag_of_words import part_metrics
 from training.baseline import run_baseline
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
@@ -21,7 +22,7 @@ from training.data import load_dataset, load_evaluation_rows
 from training.ensemble import member_dataset, train_ensemble
 from training.exceptions import TrainingError
 from training.metrics import classification_metrics
-from training.model import build_model
+from training.model import HybridClassifier, build_model
 from training.predict import encode_all, predict_logits, softmax
 from training.readers import BadRow
 from training.report import plot_confusion, plot_learning_curves, summary_table, write_metrics
@@ -71,8 +72,9 @@ def run_training(config: TrainConfig, log: Log = print) -> dict:
         torch.set_num_threads(config.threads)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
-    ensemble = config.members > 1
-    # An ensemble splits all training documents itself: each member holds out its own fold.
+    # Ensembles, and models with a bag-of-words branch (fitted after the LSTM trained in member-1/),
+    # split all training documents themselves: each member holds out its own fold.
+    ensemble = config.members > 1 or config.bow_weight > 0
     dataset, bad_rows = prepare_splits(replace(config, val_fraction=0.0) if ensemble else config)
     first = member_dataset(dataset, config, 0) if ensemble else dataset
     log(f"data: {len(first.train_texts)} train / {len(first.val_texts)} validation / "
@@ -84,6 +86,7 @@ def run_training(config: TrainConfig, log: Log = print) -> dict:
     write_validation_split(output / "validation.jsonl", first)
 
     result = train_ensemble(config, dataset, log) if ensemble else train(config, dataset, device, log)
+    result.model.to(device)  # an ensemble is assembled on the CPU from its members' checkpoints
     test_ids = encode_all(result.vocab, dataset.test_texts, config.max_len)
     probabilities = softmax(predict_logits(result.model, test_ids, device))
     metrics = classification_metrics(dataset.test_labels, probabilities, dataset.label_names)
@@ -109,6 +112,9 @@ def run_training(config: TrainConfig, log: Log = print) -> dict:
     })
     if ensemble:
         metrics["members"] = result.members
+    if isinstance(result.model, HybridClassifier):
+        metrics["model"] = f"LSTM + linear TF-IDF branch (weight {config.bow_weight})"
+        metrics["parts"] = part_metrics(result.model, test_ids, dataset.test_labels, dataset.label_names, device)
     plot_confusion(output / "confusion_matrix.png", dataset.test_labels, probabilities.argmax(1), dataset.label_names)
     plot_learning_curves(output / "learning_curves.png", result.history)
     if config.baseline:

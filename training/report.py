@@ -75,19 +75,20 @@ def plot_learning_curves(path: Path, history: list[dict]) -> None:
 
 
 def summary_table(metrics: dict) -> str:
-    """LSTM vs baseline, one metric per row."""
-    baseline = metrics.get("baseline")
-    header = f"{'metric':<12}{'LSTM':>10}" + (f"{'TF-IDF+SVC':>14}" if baseline else "")
+    """The model vs the baseline, one metric per row; a hybrid model also shows its two parts alone."""
+    columns = [("model", metrics)]
+    if "parts" in metrics:
+        columns += [("LSTM part", metrics["parts"]["lstm"]), ("linear part", metrics["parts"]["bag_of_words"])]
+    if metrics.get("baseline"):
+        columns.append(("TF-IDF+SVC", metrics["baseline"]))
+    if len(columns) == 1 or (len(columns) == 2 and "parts" not in metrics):
+        columns[0] = ("LSTM", metrics)
+    header = f"{'metric':<12}" + "".join(f"{title:>14}" for title, _ in columns)
     lines = [f"Test set: {metrics['examples']} documents, {len(metrics['per_class'])} classes", header,
              "-" * len(header)]
     for title, key in METRIC_ROWS:
-        row = f"{title:<12}{metrics[key]:>10.4f}"
-        if baseline:
-            row += f"{baseline[key]:>14.4f}"
-        lines.append(row)
+        lines.append(f"{title:<12}" + "".join(f"{values[key]:>14.4f}" for _, values in columns))
     if "train_seconds" in metrics:
-        seconds = f"{'train s':<12}{metrics['train_seconds']:>10.1f}"
-        if baseline:
-            seconds += f"{baseline['train_seconds']:>14.1f}"
-        lines.append(seconds)
+        lines.append(f"{'train s':<12}" + "".join(
+            f"{values['train_seconds']:>14.1f}" if "train_seconds" in values else f"{'':>14}" for _, values in columns))
     return "\n".join(lines)

@@ -146,6 +146,31 @@ def test_an_ensemble_exports_as_one_graph_that_averages_its_members(news_archive
     assert metrics["members"][0]["validation_documents"] == metrics["members"][1]["validation_documents"] == 600
 
 
+def test_a_model_with_a_bag_of_words_branch_exports_and_passes_the_gates(news_archive: Path, tmp_path: Path) -> None:
+    """--bow-weight: the LSTM and the fitted TF-IDF branch are one graph that answers as PyTorch did."""
+    from tests.conftest import TINY_TRAIN_ARGS, run_cli
+
+    trained = run_cli("lstm-train", "--data", str(news_archive), "--output", str(tmp_path / "trained"),
+                      *TINY_TRAIN_ARGS, "--epochs", "1", "--bow-weight", "0.3")
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert "bag-of-words branch" in trained.stdout and "linear part" in trained.stdout
+    metrics = json.loads((tmp_path / "trained" / "metrics.json").read_text())
+    assert metrics["model"].startswith("LSTM + linear TF-IDF branch")
+    assert set(metrics["parts"]) == {"lstm", "bag_of_words"}
+    assert (tmp_path / "trained" / "member-1" / "last.pt").is_file()  # the LSTM trains in its own folder
+
+    result = run_export("--checkpoint", str(tmp_path / "trained"), "--output", str(tmp_path / "bundle"))
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.manifest["model"]["config"]["bow_weight"] == 0.3
+    report = bundle.manifest["parity"]
+    assert report["passed"] and report["onnx"]["documents_compared"] >= 512
+    assert report["onnx"]["max_abs_diff"] <= 1e-4 and report["onnx"]["argmax_mismatches"] == 0
+    assert report["padding_invariance"]["passed"]
+    # One epoch of a tiny LSTM is weak; with the linear branch the served model is well above chance.
+    assert validation_accuracy(tmp_path / "bundle", tmp_path / "trained") > 0.5
+
+
 def test_int8_export_keeps_accuracy_within_one_point(tiny_checkpoint_dir: Path, tiny_bundle_dir: Path,
                                                      tmp_path: Path) -> None:
     output = tmp_path / "int8"
