@@ -69,12 +69,13 @@ def with_bag_of_words(lstm: torch.nn.Module, id_lists: Sequence[np.ndarray], lab
 
 def linear_margins(model: HybridClassifier, id_lists: Sequence[np.ndarray]) -> np.ndarray:
     """The branch's margins computed the scikit-learn way (sparse TF-IDF rows), for scoring it alone."""
-    branch = model.bag_of_words
-    tfidf = token_counts(id_lists, branch.idf.shape[0]).tocsr()
-    tfidf.data = (1.0 + np.log(tfidf.data)) * branch.idf.numpy().astype(np.float64)[tfidf.indices]
+    idf, weight, bias = (model.bag_of_words.get_buffer(name).cpu().numpy().astype(np.float64)
+                         for name in ("idf", "weight", "bias"))  # the model may sit on a GPU
+    tfidf = token_counts(id_lists, len(idf)).tocsr()
+    tfidf.data = (1.0 + np.log(tfidf.data)) * idf[tfidf.indices]
     norms = np.sqrt(np.asarray(tfidf.multiply(tfidf).sum(axis=1))).ravel()
     tfidf = sp.diags(1.0 / np.maximum(norms, 1e-12)) @ tfidf
-    return np.asarray(tfidf @ branch.weight.numpy().astype(np.float64)) + branch.bias.numpy()
+    return np.asarray(tfidf @ weight) + bias
 
 
 def part_metrics(model: HybridClassifier, id_lists: Sequence[np.ndarray], labels: Sequence[int],
