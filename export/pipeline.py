@@ -155,10 +155,15 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
 
 
 
-def _not_held_out(model_config: dict) -> str:
+def _not_held_out(manifest: dict) -> str:
     """Why the validation accuracy printed is not a held-out score, if it is not."""
+    model_config = manifest["model"]["config"]
+    train_config = (manifest.get("source") or {}).get("train_config") or {}
     reasons = []
-    if model_config.get("members", 1) > 1:
+    if train_config.get("val_fraction") == 0:
+        reasons.append("trained with --val-fraction 0 on every training post, so only --parity-data "
+                       "documents outside its training data are held out")
+    elif model_config.get("members", 1) > 1:
         reasons.append("an ensemble's other members trained on member 1's validation fold")
     if model_config.get("bow_weight", 0.0) > 0:
         reasons.append("the bag-of-words branch was fitted on every training post")
@@ -176,7 +181,7 @@ def summary(bundle_dir: Path) -> str:
            f" WARNING: NOT batch-invariant ({report['padding_invariance']['label_changes']} label changes), "
            "accepted with --allow-batch-dependence"),
         f"  validation accuracy: {report['validation_accuracy']:.4f}"
-        + _not_held_out(bundle.manifest["model"]["config"]),
+        + _not_held_out(bundle.manifest),
     ]
     if "quantization" in report:
         q = report["quantization"]

@@ -167,6 +167,7 @@ def test_a_model_with_a_bag_of_words_branch_exports_and_passes_the_gates(news_ar
     assert report["passed"] and report["onnx"]["documents_compared"] >= 512
     assert report["onnx"]["max_abs_diff"] <= 1e-4 and report["onnx"]["argmax_mismatches"] == 0
     assert report["padding_invariance"]["passed"]
+    assert "the bag-of-words branch was fitted on every training post" in result.output
     # One epoch of a tiny LSTM is weak; with the linear branch the served model is well above chance.
     assert validation_accuracy(tmp_path / "bundle", tmp_path / "trained") > 0.5
 
@@ -225,3 +226,18 @@ def test_int8_gate_counts_the_noise_of_a_small_validation_split() -> None:
     pred8[:60] = 1
     pred32[60:110] = 1
     assert paired_standard_error_points(pred32, pred8, gold) == pytest.approx(np.sqrt(110 - 0.1) / 10)
+
+
+@pytest.mark.parametrize(("model_config", "train_config", "expected"), [
+    ({"members": 1}, {"val_fraction": 0.1}, ""),
+    ({"members": 3}, {"val_fraction": 0.1}, "member 1's validation fold"),
+    ({"members": 8, "bow_weight": 0.3}, {"val_fraction": 0.0}, "--val-fraction 0"),
+    ({"members": 1, "bow_weight": 0.3}, {"val_fraction": 0.1}, "bag-of-words branch"),
+])
+def test_the_printed_validation_accuracy_says_why_it_is_not_held_out(model_config, train_config, expected) -> None:
+    from export.pipeline import _not_held_out
+
+    caveat = _not_held_out({"model": {"config": model_config}, "source": {"train_config": train_config}})
+    assert (expected in caveat and caveat.startswith(" (not held out: ")) if expected else caveat == ""
+    if train_config["val_fraction"] == 0:
+        assert "member 1" not in caveat  # every member trained on everything; there is no member-1 fold
