@@ -154,7 +154,6 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
     return output
 
 
-
 def _not_held_out(manifest: dict) -> str:
     """Why the validation accuracy printed is not a held-out score, if it is not."""
     model_config = manifest["model"]["config"]
@@ -168,6 +167,7 @@ def _not_held_out(manifest: dict) -> str:
     if model_config.get("bow_weight", 0.0) > 0:
         reasons.append("the bag-of-words branch was fitted on every training post")
     return f" (not held out: {'; '.join(reasons)})" if reasons else ""
+
 
 def summary(bundle_dir: Path) -> str:
     bundle = load_bundle(bundle_dir)

@@ -22,7 +22,9 @@ from sklearn.feature_extraction.text import TfidfTransformer
 from sklearn.svm import LinearSVC
 
 from core.vocab import UNK_ID
+from training.metrics import classification_metrics
 from training.model import HybridClassifier, ModelConfig
+from training.predict import predict_logits
 
 
 def token_counts(id_lists: Sequence[np.ndarray], vocab_size: int) -> sp.csr_matrix:
@@ -71,19 +73,14 @@ def linear_margins(model: HybridClassifier, id_lists: Sequence[np.ndarray]) -> n
     """The branch's margins computed the scikit-learn way (sparse TF-IDF rows), for scoring it alone."""
     idf, weight, bias = (model.bag_of_words.get_buffer(name).cpu().numpy().astype(np.float64)
                          for name in ("idf", "weight", "bias"))  # the model may sit on a GPU
-    tfidf = token_counts(id_lists, len(idf)).tocsr()
-    tfidf.data = (1.0 + np.log(tfidf.data)) * idf[tfidf.indices]
-    norms = np.sqrt(np.asarray(tfidf.multiply(tfidf).sum(axis=1))).ravel()
-    tfidf = sp.diags(1.0 / np.maximum(norms, 1e-12)) @ tfidf
-    return np.asarray(tfidf @ weight) + bias
+    tfidf = TfidfTransformer(sublinear_tf=True)
+    tfidf.idf_ = idf  # the fitted branch's idf: the same transform fit_bag_of_words used
+    return np.asarray(tfidf.transform(token_counts(id_lists, len(idf))) @ weight) + bias
 
 
 def part_metrics(model: HybridClassifier, id_lists: Sequence[np.ndarray], labels: Sequence[int],
                  label_names: Sequence[str], device: torch.device) -> dict[str, dict]:
     """Test accuracy, macro-F1 and MAP of the LSTM part and of the linear part alone: what each brings."""
-    from training.metrics import classification_metrics
-    from training.predict import predict_logits
-
     keys = ("accuracy", "macro_f1", "mean_average_precision")
     parts = {"lstm": predict_logits(model.lstm, id_lists, device), "bag_of_words": linear_margins(model, id_lists)}
     return {name: {k: classification_metrics(labels, scores, list(label_names))[k] for k in keys}

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
+from core.vocab import UNK_ID
+
 POOLINGS = ("max", "mean", "attention", "max_mean")
 
 
@@ -187,7 +189,7 @@ class BagOfWordsBranch(nn.Module):
     (``training.bag_of_words``), not by gradient descent.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, unk_id: int = 1):
+    def __init__(self, vocab_size: int, num_classes: int, unk_id: int = UNK_ID):
         super().__init__()
         self.unk_id = unk_id
         self.register_buffer("idf", torch.zeros(vocab_size))
@@ -195,7 +197,7 @@ class BagOfWordsBranch(nn.Module):
         self.register_buffer("bias", torch.zeros(num_classes))
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        counted = (time_mask(lengths, ids.shape[1]) & (ids > self.unk_id)).float()  # pad id 0, unk 1
+        counted = (time_mask(lengths, ids.shape[1]) & (ids > self.unk_id)).float()  # pads (id 0) too
         same_word = (ids.unsqueeze(2) == ids.unsqueeze(1)).float() * counted.unsqueeze(1)
         occurrences = (same_word.sum(dim=2) * counted).clamp(min=1.0)  # [B, T]: c_t
         values = (1.0 + torch.log(occurrences)) * self.idf[ids] * counted

@@ -76,13 +76,11 @@ def plot_learning_curves(path: Path, history: list[dict]) -> None:
 
 def summary_table(metrics: dict) -> str:
     """The model vs the baseline, one metric per row; a hybrid model also shows its two parts alone."""
-    columns = [("model", metrics)]
+    columns = [("model" if "parts" in metrics else "LSTM", metrics)]
     if "parts" in metrics:
         columns += [("LSTM part", metrics["parts"]["lstm"]), ("linear part", metrics["parts"]["bag_of_words"])]
     if metrics.get("baseline"):
         columns.append(("TF-IDF+SVC", metrics["baseline"]))
-    if len(columns) == 1 or (len(columns) == 2 and "parts" not in metrics):
-        columns[0] = ("LSTM", metrics)
     header = f"{'metric':<12}" + "".join(f"{title:>14}" for title, _ in columns)
     lines = [f"Test set: {metrics['examples']} documents, {len(metrics['per_class'])} classes", header,
              "-" * len(header)]
