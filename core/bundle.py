@@ -72,6 +72,16 @@ class Bundle:
         return data
 
     @property
+    def input_names(self) -> tuple[str, str]:
+        """The ONNX graph's inputs: (token ids, lengths)."""
+        inputs = self.manifest["model"]["inputs"]
+        return str(inputs["ids"]), str(inputs["lengths"])
+
+    @property
+    def output_name(self) -> str:
+        return str(self.manifest["model"]["output"])
+
+    @property
     def name(self) -> str:
         return str(self.manifest["name"])
 
@@ -228,6 +238,10 @@ def load_bundle(path: str | Path) -> Bundle:
         num_classes = int(manifest["model"]["num_classes"])
         for key in ("name", "version"):
             manifest[key]  # noqa: B018 - presence check
+        model = manifest["model"]
+        for name in (model["inputs"]["ids"], model["inputs"]["lengths"], model["output"]):
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"model input/output names must be non-empty strings, got {name!r}")
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{manifest_path}: field check failed: required field missing or malformed: {exc}") from None
     if not isinstance(files, dict):

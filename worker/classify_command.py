@@ -1,7 +1,7 @@
 """``lstm-worker classify``: the offline face of the serving engine (JSONL or text lines in, JSONL out).
 
-Same bundle loader, same engine, same input rules (``worker.codec``) and the
-same output fields as the streaming worker, minus ``source``; so it is both a
+Same bundle loader, same engine, same options, same input rules and the same
+rendering (``worker.codec``) as the streaming worker, minus ``source``; so it is both a
 batch tool and the reference for the worker's answers and speed. It streams:
 input is read and scored in chunks, so a file of any size runs in bounded
 memory, and results come out in input order. Never imports torch.
@@ -15,54 +15,23 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import click
 
-from core.bundle import load_bundle
-from core.exceptions import ContractError
-from worker.codec import Decoded, SourceRef, decode_value
-from worker.engine import PROVIDERS, InferenceEngine, Prediction
+from worker import codec
+from worker.engine import InferenceEngine
 from worker.exceptions import WorkerError
-
-INPUT_FORMATS = ("auto", "text", "json")
-CHUNK_LINES = 1024
-# A single line above this is rejected, not scored; the tokenizer reads at most max_len tokens anyway.
-MAX_LINE_BYTES = 16 * 1024 * 1024
-EXIT_REJECTED_LINES = 1
-EXIT_CANNOT_RUN = 2
-
-
-class CannotRun(click.ClickException):
-    """A user error that stops the run before any input is read: one line, no traceback."""
-
-    exit_code = EXIT_CANNOT_RUN
+from worker.options import EXIT_SOME_REJECTED, CannotStart, engine_options, open_engine, option
 
 
 @dataclass(frozen=True)
 class ClassifySettings:
-    provider: str
-    threads: int
     top_k: int
-    batch_size: int
-    max_batch_tokens: int
     text_field: str
     input_format: str
-
-
-def prediction_record(record_id: Any, prediction: Prediction, model_id: str) -> dict[str, Any]:
-    """The worker's output message without ``source`` (scores rounded like the worker's)."""
-    return {
-        "id": record_id,
-        "label": prediction.label,
-        "score": round(prediction.score, 6),
-        "top_k": [{"label": label, "score": round(score, 6)} for label, score in prediction.top_k],
-        "model": model_id,
-    }
-
-
-def error_record(record_id: Any, error_type: str, message: str) -> dict[str, Any]:
-    return {"id": record_id, "error": {"type": error_type, "message": message}}
+    max_message_bytes: int
 
 
 def numbered_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
@@ -83,38 +52,39 @@ def chunks(items: Iterable[tuple[int, bytes]], size: int) -> Iterator[list[tuple
 
 
 def _json_id(line: bytes, number: int) -> Any:
-    """A rejected line still reports its JSON "id" when it has one (e.g. empty text), else its number."""
+    """A rejected line still reports its JSON "id" when strict JSON can echo it (e.g. empty text), else its number."""
     try:
-        parsed = json.loads(line)
+        parsed = json.loads(line.decode("utf-8").removeprefix("\ufeff"))
     except (ValueError, RecursionError):
         return number
     value = parsed.get("id") if isinstance(parsed, dict) else None
-    return value if isinstance(value, str | int | float) and not isinstance(value, bool) else number
+    return value if codec.echoable_id(value) else number
 
 
 def classify_chunk(
     engine: InferenceEngine, chunk: list[tuple[int, bytes]], settings: ClassifySettings
-) -> tuple[list[dict[str, Any]], int]:
-    """Output records for one chunk, in input order, and how many lines were rejected."""
-    decoded: list[Decoded | dict[str, Any]] = []
+) -> tuple[list[str], int]:
+    """Output lines (strict JSON, no newline) for one chunk, in input order, and how many were rejected."""
+    decoded: list[codec.Decoded | codec.Rejection] = []
     for number, line in chunk:
-        result = decode_value(line, None, SourceRef("line", 0, number), input_format=settings.input_format,
-                              text_field=settings.text_field, max_message_bytes=MAX_LINE_BYTES)
-        if isinstance(result, Decoded):
-            # The codec's fallback id is the Kafka position; offline it is the line number.
-            record_id = number if result.id == f"line:0:{number}" else result.id
-            decoded.append(Decoded(result.text, record_id))
-        else:
-            decoded.append(error_record(_json_id(line, number), result.reason, result.message))
-    texts = [item for item in decoded if isinstance(item, Decoded)]
-    predictions = engine.to_predictions(
-        engine.predict_proba([engine.token_ids(item.text) for item in texts]), settings.top_k
-    ) if texts else []
-    scored = iter(predictions)
+        result = codec.decode_value(line, None, codec.SourceRef("line", 0, number),
+                                    input_format=settings.input_format, text_field=settings.text_field,
+                                    max_message_bytes=settings.max_message_bytes)
+        if isinstance(result, codec.Decoded) and result.id == f"line:0:{number}":
+            result = codec.Decoded(result.text, number)  # the codec's fallback id is the Kafka position; here the line
+        decoded.append(result)
+    texts = [item for item in decoded if isinstance(item, codec.Decoded)]
+    predictions = iter(engine.to_predictions(
+        engine.predict_proba([engine.token_ids(item.text) for item in texts]), settings.top_k) if texts else [])
     model_id = engine.bundle.model_id
-    records = [prediction_record(item.id, next(scored), model_id) if isinstance(item, Decoded) else item
-               for item in decoded]
-    return records, len(decoded) - len(texts)
+    lines = []
+    for (number, line), item in zip(chunk, decoded, strict=True):
+        if isinstance(item, codec.Decoded):
+            body = codec.output_body(record_id=item.id, prediction=next(predictions), model_id=model_id, source=None)
+        else:
+            body = codec.error_body(_json_id(line, number), item)
+        lines.append(codec.to_json(body))
+    return lines, len(decoded) - len(texts)
 
 
 def open_input(texts: tuple[str, ...], input_path: str | None) -> IO[bytes]:
@@ -127,7 +97,7 @@ def open_input(texts: tuple[str, ...], input_path: str | None) -> IO[bytes]:
     try:
         return open(input_path, "rb")  # noqa: SIM115 - closed by the caller
     except OSError as exc:
-        raise CannotRun(f"cannot read --input {input_path}: {exc.strerror}") from None
+        raise CannotStart(f"cannot read --input {input_path}: {exc.strerror}") from None
 
 
 def open_output(output_path: str) -> IO[str]:
@@ -136,71 +106,48 @@ def open_output(output_path: str) -> IO[str]:
     try:
         return open(output_path, "w", encoding="utf-8")  # noqa: SIM115 - closed by the caller
     except OSError as exc:
-        raise CannotRun(f"cannot write --output {output_path}: {exc.strerror}") from None
+        raise CannotStart(f"cannot write --output {output_path}: {exc.strerror}") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("texts", nargs=-1, metavar="[TEXT]...")
-@click.option("--model", "model", required=True, envvar="LSTM_WORKER_MODEL", show_envvar=True,
-              type=click.Path(), help="Model bundle directory written by lstm-export.")
-@click.option("--input", "input_path", default=None, envvar="LSTM_WORKER_CLASSIFY_INPUT", show_envvar=True,
-              help="File of input lines, '-' for stdin. [default: stdin when no TEXT is given]")
-@click.option("--output", "output_path", default="-", show_default=True, envvar="LSTM_WORKER_CLASSIFY_OUTPUT",
-              show_envvar=True, help="JSONL file to write, '-' for stdout.")
-@click.option("--top-k", type=click.IntRange(1), default=3, show_default=True, envvar="LSTM_WORKER_TOP_K",
-              show_envvar=True, help="Labels (with scores) listed in each prediction's top_k.")
-@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True,
-              envvar="LSTM_WORKER_BATCH_SIZE", show_envvar=True,
-              help="Most documents per ONNX Runtime call (input is read 1024 lines at a time and sorted by length).")
-@click.option("--max-batch-tokens", type=click.IntRange(1), default=16384, show_default=True,
-              envvar="LSTM_WORKER_MAX_BATCH_TOKENS", show_envvar=True,
-              help="Most padded tokens per ONNX Runtime call.")
-@click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True,
-              envvar="LSTM_WORKER_PROVIDER", show_envvar=True,
-              help="ONNX Runtime provider: auto (CUDA if available), cpu, or cuda (fail if unavailable).")
-@click.option("--threads", type=click.IntRange(0), default=0, show_default=True, envvar="LSTM_WORKER_THREADS",
-              show_envvar=True,
-              help="Parallel ONNX Runtime calls, one thread each (0 = one per usable CPU, cgroup limit included).")
-@click.option("--text-field", default="text", show_default=True, envvar="LSTM_WORKER_TEXT_FIELD",
-              show_envvar=True, help="JSON field holding the text.")
-@click.option("--input-format", type=click.Choice(INPUT_FORMATS), default="auto", show_default=True,
-              envvar="LSTM_WORKER_INPUT_FORMAT", show_envvar=True,
-              help="auto: a line that is a JSON object is JSON, any other line is text; "
-                   "json: every line must be a JSON object; text: every line is the text.")
-def classify(texts: tuple[str, ...], model: str, input_path: str | None, output_path: str, top_k: int,
-             batch_size: int, max_batch_tokens: int, provider: str, threads: int, text_field: str,
-             input_format: str) -> None:
+@engine_options(batch_size=1024, batch_help="Lines read and scored together; each batch is sorted by length and "
+                                            "scored in ONNX Runtime calls (--rows-per-call, --tokens-per-call).")
+@option("--input", "input_path", default=None,
+        help="File of input lines, '-' for stdin. [default: stdin when no TEXT is given]")
+@option("--output", "output_path", default="-", help="JSONL file to write, '-' for stdout.")
+def classify(texts: tuple[str, ...], model: Path, input_path: str | None, output_path: str, batch_size: int,
+             rows_per_call: int, tokens_per_call: int, provider: str, threads: int, input_format: str,
+             text_field: str, top_k: int, max_message_bytes: int) -> None:
     """Classify TEXT arguments, or lines of --input (JSONL or plain text), into JSONL predictions.
 
-    One output line per input line, in input order: {"id", "label", "score",
+    One output line per input line, in input order, the same JSON as
+    `lstm-worker run` publishes without "source": {"id", "label", "score",
     "top_k", "model"}; the id is the input JSON's "id", else the 1-based line
-    number. A line that cannot be classified (invalid JSON with
-    --input-format json, missing or empty text, invalid UTF-8) gets
-    {"id", "error": {"type", "message"}} instead and the run goes on.
+    number. A line that cannot be classified (invalid JSON with --input-format
+    json, missing or empty text, invalid UTF-8, too large) gets {"id", "error":
+    {"type", "message"}} instead, with the same types as the worker's dead
+    letters, and the run goes on.
 
-    Exit status: 0 all lines classified; 1 some lines were rejected (error
-    records written); 2 nothing ran (bad option, invalid bundle, provider missing).
+    Exit status: 0 every line classified; 1 failed while running; 2 could not
+    start (a bad option, bundle or provider); 3 finished, but some lines got
+    error records.
     """
     if not text_field:
         raise click.BadParameter("must not be empty", param_hint="--text-field")
-    settings = ClassifySettings(provider, threads, top_k, batch_size, max_batch_tokens, text_field,
-                                "text" if texts else input_format)
-    try:
-        bundle = load_bundle(model)
-        engine = InferenceEngine(bundle, provider=provider, threads=threads, max_batch_tokens=max_batch_tokens,
-                                 max_sub_batch=batch_size)
-    except (ContractError, WorkerError) as exc:
-        raise CannotRun(str(exc)) from None
+    settings = ClassifySettings(top_k, text_field, "text" if texts else input_format, max_message_bytes)
+    engine = open_engine(model, provider=provider, threads=threads, rows_per_call=rows_per_call,
+                         tokens_per_call=tokens_per_call)
     source = open_input(texts, input_path)
     sink = open_output(output_path)
     total = rejected = 0
     started = time.perf_counter()
     try:
-        for chunk in chunks(numbered_lines(source), CHUNK_LINES):
-            records, bad = classify_chunk(engine, chunk, settings)
-            sink.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        for chunk in chunks(numbered_lines(source), batch_size):
+            lines, bad = classify_chunk(engine, chunk, settings)
+            sink.write("".join(line + "\n" for line in lines))
             sink.flush()
-            total, rejected = total + len(records), rejected + bad
+            total, rejected = total + len(lines), rejected + bad
     except WorkerError as exc:
         raise click.ClickException(f"inference failed after {total} lines: {exc}") from None
     finally:
@@ -210,8 +157,8 @@ def classify(texts: tuple[str, ...], model: str, input_path: str | None, output_
         if sink is not sys.stdout:
             sink.close()
     elapsed = time.perf_counter() - started
-    click.echo(f"classified {total - rejected} of {total} lines with {bundle.model_id} on {engine.provider} "
+    click.echo(f"classified {total - rejected} of {total} lines with {engine.bundle.model_id} on {engine.provider} "
                f"in {elapsed:.2f}s ({(total - rejected) / max(elapsed, 1e-9):.0f} docs/s); {rejected} rejected",
                err=True)
     if rejected:
-        sys.exit(EXIT_REJECTED_LINES)
+        sys.exit(EXIT_SOME_REJECTED)

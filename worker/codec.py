@@ -2,15 +2,21 @@
 
 Pure functions over plain values, so the whole contract is testable without
 a broker. See docs/worker.md for the user-facing description.
+
+Every output is strict JSON that any client parses: an input ``id`` that cannot
+be echoed as such (``NaN``, ``Infinity``, a string with a lone surrogate) is
+replaced by the record's fallback id, and encoding refuses non-finite numbers.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 Headers = list[tuple[str, bytes]]
+_BOM = "\ufeff"
 
 CONTENT_TYPE_HEADER = "content-type"
 MODEL_HEADER = "lstm-worker.model"
@@ -54,9 +60,26 @@ class Rejection:
     message: str
 
 
+def echoable_id(value: Any) -> bool:
+    """True for an id that strict JSON carries unchanged: a finite number, or a string of valid Unicode."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")  # a lone surrogate (from a "\\ud800" escape) cannot be encoded
+        except UnicodeEncodeError:
+            return False
+        return True
+    return False
+
+
 def _record_id(json_id: Any, key: bytes | None, source: SourceRef) -> Any:
-    """The JSON ``id`` (string or number), else the key as UTF-8, else ``topic:partition:offset``."""
-    if isinstance(json_id, str | int | float) and not isinstance(json_id, bool):
+    """The JSON ``id`` if strict JSON can echo it, else the key as UTF-8, else ``topic:partition:offset``."""
+    if echoable_id(json_id):
         return json_id
     if key is not None:
         try:
@@ -91,6 +114,7 @@ def decode_value(
         raw = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Rejection(INVALID_UTF8, f"value is not valid UTF-8: {exc.reason} at byte {exc.start}")
+    raw = raw.removeprefix(_BOM)  # some producers (Windows tools) prefix UTF-8 with a byte-order mark
     json_id: Any = None
     if input_format == "text":
         text = raw
@@ -118,8 +142,8 @@ def decode_value(
 def _parse_json(raw: str) -> tuple[Any, str | None]:
     try:
         return json.loads(raw), None
-    except (json.JSONDecodeError, RecursionError) as exc:
-        return None, str(exc)
+    except (ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, an integer of over 4300 digits
+        return None, str(exc)[:300]
 
 
 def _json_kind(value: Any) -> str:
@@ -128,24 +152,28 @@ def _json_kind(value: Any) -> str:
     return {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "value")
 
 
-def encode_output(
-    *,
-    record_id: Any,
-    label: str,
-    score: float,
-    top_k: list[tuple[str, float]] | tuple[tuple[str, float], ...],
-    model_id: str,
-    source: SourceRef,
-) -> bytes:
-    body = {
+def output_body(*, record_id: Any, prediction: Any, model_id: str, source: SourceRef | None) -> dict[str, Any]:
+    """The label message: what ``run`` publishes and ``classify`` writes (``classify`` has no ``source``)."""
+    body: dict[str, Any] = {
         "id": record_id,
-        "label": label,
-        "score": round(float(score), 6),
-        "top_k": [{"label": name, "score": round(float(p), 6)} for name, p in top_k],
+        "label": prediction.label,
+        "score": round(float(prediction.score), 6),
+        "top_k": [{"label": name, "score": round(float(p), 6)} for name, p in prediction.top_k],
         "model": model_id,
-        "source": {"topic": source.topic, "partition": source.partition, "offset": source.offset},
     }
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    if source is not None:
+        body["source"] = {"topic": source.topic, "partition": source.partition, "offset": source.offset}
+    return body
+
+
+def error_body(record_id: Any, rejection: Rejection) -> dict[str, Any]:
+    """What ``classify`` writes for a line it cannot classify (``run`` dead-letters the record instead)."""
+    return {"id": record_id, "error": {"type": rejection.reason, "message": rejection.message}}
+
+
+def to_json(body: dict[str, Any]) -> str:
+    """Strict JSON: ``NaN``/``Infinity`` are refused, not written (ids were checked by :func:`echoable_id`)."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def output_headers(input_headers: Headers | None, model_id: str) -> Headers:

@@ -35,14 +35,14 @@ def find_tansu() -> Path:
     )
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago (good enough for tests and demos)."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
-def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
+def _port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -60,7 +60,7 @@ class DevBroker:
     def __init__(self, port: int | None = None, host: str = "127.0.0.1", advertised_host: str | None = None,
                  quiet: bool = True):
         self.host = host
-        self.port = port if port is not None else free_port(host)
+        self.port = port if port is not None else _free_port(host)
         self.advertised_host = advertised_host or host
         self.quiet = quiet
         self.process: subprocess.Popen | None = None
@@ -79,7 +79,7 @@ class DevBroker:
 
     def start(self, timeout: float = 30.0, foreground: bool = False) -> DevBroker:
         """Start Tansu and wait until it accepts connections; ``foreground`` shows its log on our terminal."""
-        if port_accepts(self.host, self.port):
+        if _port_accepts(self.host, self.port):
             raise BrokerError(f"port {self.port} on {self.host} is already in use: stop what runs there or use --port")
         output = None if foreground or not self.quiet else subprocess.DEVNULL
         # New session: a Ctrl-C in the terminal reaches us, and we stop the broker in order.
@@ -92,7 +92,7 @@ class DevBroker:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise BrokerError(f"Tansu exited with code {self.process.returncode} before accepting connections")
-            if port_accepts(self.host, self.port):
+            if _port_accepts(self.host, self.port):
                 return
             time.sleep(0.05)
         self.stop()

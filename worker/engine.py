@@ -33,10 +33,11 @@ from core.vocab import pad_batch
 from worker.exceptions import EngineError, InferenceError
 
 PROVIDERS = ("auto", "cpu", "cuda")
-# Rows per ONNX Runtime call on the CPU. Small calls keep the LSTM's per-step state in cache and
-# ORT's memory arena small: on the default model, 16 rows scored 1,250-1,450 docs/s with 2 threads
-# against 1,030-1,100 for 64 rows, and the arena grew by 80 MB instead of 270 MB.
-CPU_SUB_BATCH_ROWS = 16
+# Rows per ONNX Runtime call when the caller leaves it to the engine. On the CPU small calls keep the
+# LSTM's per-step state in cache and ORT's memory arena small (docs/worker.md, Inference threads);
+# a GPU wants bigger calls.
+CPU_ROWS_PER_CALL = 16
+GPU_ROWS_PER_CALL = 64
 _CUDA, _CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
@@ -105,17 +106,17 @@ class InferenceEngine:
         bundle: Bundle,
         provider: str = "auto",
         threads: int = 0,
-        max_batch_tokens: int = 16384,
-        max_sub_batch: int = 64,
+        rows_per_call: int = 0,
+        tokens_per_call: int = 16384,
         sort_by_length: bool = True,
     ):
         self.bundle = bundle
         self.max_len = bundle.preprocessing.max_len
-        self.max_batch_tokens = max(max_batch_tokens, self.max_len)
-        self.max_sub_batch = max_sub_batch
+        self.tokens_per_call = max(tokens_per_call, self.max_len)
         self.sort_by_length = sort_by_length
         providers = choose_providers(provider)
         on_gpu = self.on_gpu = providers[0] == _CUDA
+        self.rows_per_call = rows_per_call or (GPU_ROWS_PER_CALL if on_gpu else CPU_ROWS_PER_CALL)
         # On a GPU one caller feeds the device; on the CPU, ``threads`` single-threaded calls run at once.
         self.runners = 1 if on_gpu else (threads or usable_cpus())
         options = ort.SessionOptions()
@@ -136,10 +137,8 @@ class InferenceEngine:
         if provider == "cuda" and _CUDA not in active:
             raise EngineError(f"provider 'cuda' requested but ONNX Runtime could not start it (active: {active})")
         self.provider = "cuda" if _CUDA in active else "cpu"
-        model = bundle.manifest["model"]
-        self._ids_name = model["inputs"]["ids"]
-        self._lengths_name = model["inputs"]["lengths"]
-        self._output_name = model["output"]
+        self._ids_name, self._lengths_name = bundle.input_names
+        self._output_name = bundle.output_name
         self.labels = bundle.labels
         self._pool = ThreadPoolExecutor(self.runners, thread_name_prefix="ort") if self.runners > 1 else None
 
@@ -148,10 +147,10 @@ class InferenceEngine:
         return self.bundle.vocab.token_ids(text, self.max_len)
 
     def sub_batches(self, lengths: Sequence[int]) -> list[np.ndarray]:
-        """Index groups, each padded to at most ``max_batch_tokens`` and ``max_sub_batch`` rows."""
+        """Index groups, each padded to at most ``tokens_per_call`` tokens and ``rows_per_call`` rows."""
         lengths = np.asarray(lengths)
         order = np.argsort(lengths, kind="stable") if self.sort_by_length else np.arange(len(lengths))
-        rows = self.max_sub_batch if self.on_gpu else min(self.max_sub_batch, CPU_SUB_BATCH_ROWS)
+        rows = self.rows_per_call
         if self.runners > 1:  # about two groups per runner, so a runner that finishes early takes another
             rows = max(1, min(rows, math.ceil(len(order) / (2 * self.runners))))
         groups: list[np.ndarray] = []
@@ -160,7 +159,7 @@ class InferenceEngine:
             end, width = start, 0
             while end < len(order) and end - start < rows:
                 candidate = max(width, int(lengths[order[end]]))
-                if end > start and candidate * (end - start + 1) > self.max_batch_tokens:
+                if end > start and candidate * (end - start + 1) > self.tokens_per_call:
                     break
                 width, end = candidate, end + 1
             groups.append(order[start:end])

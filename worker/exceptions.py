@@ -13,16 +13,8 @@ class InferenceError(WorkerError):
     """ONNX Runtime failed while scoring a batch."""
 
 
-class ConfigError(WorkerError):
-    """A worker option is invalid; the message names the option and the fix."""
-
-
 class BrokerError(WorkerError):
-    """The Kafka broker cannot be reached or lacks what the worker needs (topics, permissions)."""
-
-
-class DeliveryError(WorkerError):
-    """The producer could not deliver an output or dead letter after its retries."""
+    """The development broker (``lstm-worker broker``) cannot start or is not running."""
 
 
 class StartupError(WorkerError):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -13,20 +12,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 class HealthState:
     """Written by the loop, read by the HTTP thread. Plain attributes: each is one atomic store."""
 
-    def __init__(self, stale_after_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
+    def __init__(self, stale_after_s: float):
         self.stale_after_s = stale_after_s
-        self.last_loop = clock()
+        self.last_loop = time.monotonic()
         self.model_loaded = False
         self.assigned = 0
         self.stopping = False
         self.send_problem: str | None = None  # why sends are stuck, while the worker retries them
 
     def beat(self) -> None:
-        self.last_loop = self.clock()
+        self.last_loop = time.monotonic()
 
     def alive(self) -> tuple[bool, str]:
-        age = self.clock() - self.last_loop
+        age = time.monotonic() - self.last_loop
         if age > self.stale_after_s:
             return False, f"loop stalled: last iteration {age:.1f} s ago"
         return True, f"ok: last loop iteration {age:.2f} s ago"

@@ -1,103 +1,86 @@
 """Thin kafka-python wrappers: the only module of the worker that talks to the broker.
 
-The loop sees a :class:`KafkaSource` (poll / commit / pause / lag) and a
-:class:`KafkaSink` (asynchronous send returning a future), so it can be tested
-with in-memory fakes. Start-up checks turn kafka-python's errors into one
-line naming the fix. The transactional clients of ``--exactly-once`` are in
-:mod:`worker.kafka_transactional`.
+One consumer and one producer configuration, built here from the settings, serve
+both delivery guarantees; exactly-once only adds the transactional id. Start-up
+checks turn kafka-python's errors into one line naming the fix.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from kafka.errors import (
+    InvalidProducerEpochError,
+    KafkaError,
+    KafkaTimeoutError,
+    ProducerFencedError,
+    TransactionCoordinatorFencedError,
+    UnsupportedVersionError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from worker.exceptions import StartupError
+from worker.pipeline.ports import Headers, InputRecord, RebalanceHooks
 from worker.settings import WorkerSettings
 
-Headers = list[tuple[str, bytes]]
+ASSIGNORS = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor,
+             "cooperative-sticky": CooperativeStickyAssignor}
+# Another producer registered our transactional id, or the broker aborted our transaction and bumped the epoch.
+FENCING_ERRORS = (ProducerFencedError, InvalidProducerEpochError, TransactionCoordinatorFencedError)
+_BOOTSTRAP_TIMEOUT_MS = 10_000
 
 
-@dataclass(frozen=True)
-class InputRecord:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-    timestamp_ms: int
-
-    @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.topic, self.partition)
+def _client_id(settings: WorkerSettings) -> str:
+    return f"lstm-worker-{settings.group_id}"
 
 
-class SendFuture(Protocol):
-    def add_callback(self, fn: Callable[..., Any], *args: Any) -> Any: ...
-    def add_errback(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+def consumer_config(settings: WorkerSettings) -> dict[str, Any]:
+    return dict(
+        bootstrap_servers=list(settings.bootstrap_servers),
+        group_id=settings.group_id,
+        client_id=_client_id(settings),
+        enable_auto_commit=False,  # offsets move only with answered records (worker/pipeline/guarantees.py)
+        auto_offset_reset="earliest",
+        # Records of aborted upstream transactions are never classified, whichever guarantee this worker gives.
+        isolation_level="read_committed",
+        partition_assignment_strategy=(ASSIGNORS[settings.assignment_strategy],),
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(500, settings.session_timeout_ms // 3),
+        max_poll_records=max(settings.batch_size * 4, 500),
+        max_poll_interval_ms=settings.max_poll_interval_ms,  # also the rebalance timeout
+        fetch_max_bytes=16 * 1024 * 1024,  # bounds fetched-but-unpolled memory (RSS budget)
+        max_partition_fetch_bytes=max(1 << 20, settings.max_message_bytes + 1024),
+        fetch_min_bytes=1,
+        fetch_max_wait_ms=25,  # bounds the latency an idle fetch adds (some brokers hold a fetch for all of it)
+        bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
+        **settings.security.client_config(),
+    )
 
 
-class RebalanceHooks(Protocol):
-    """What the loop does around a rebalance; see :class:`_Listener` for the order of calls."""
-
-    def prepare_revoke(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
-    def resume_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
-    def finish_revoke(self, partitions: list[TopicPartition], committed: dict[TopicPartition, int] | None,
-                      error: Exception | None) -> None: ...
-    def lost(self, partitions: list[TopicPartition]) -> None: ...
-    def assigned(self, partitions: list[TopicPartition]) -> None: ...
-
-
-class _Listener(AsyncConsumerRebalanceListener):
-    """Rebalance callbacks for kafka-python 3, which runs them on the consumer's I/O thread.
-
-    A blocking ``consumer.commit()`` is refused there, so the commit of what is
-    safe on revocation is awaited with ``commit_async`` (heartbeats go on).
-    Order on revoke: flush sends and compute safe offsets, commit them, then drop
-    the partitions' in-flight state. Lost partitions (evicted from the group) are
-    only dropped: their offsets may already belong to another member.
-
-    kafka-python keeps the fetch position of a partition that is revoked and
-    assigned again in the same rebalance; the records between the last safe
-    offset and that position were dropped with the in-flight state, so such a
-    partition is rewound (``seek``) to its safe offset on assignment.
-    """
-
-    def __init__(self, consumer: KafkaConsumer, hooks: RebalanceHooks):
-        self._consumer, self._hooks = consumer, hooks
-        self._rewind: dict[TopicPartition, int] = {}
-
-    async def on_partitions_revoked(self, revoked):  # noqa: ANN001 - kafka-python API
-        partitions = sorted(revoked)
-        offsets = self._hooks.prepare_revoke(partitions) if partitions else {}
-        self._rewind = self._hooks.resume_offsets(partitions)
-        committed, error = None, None
-        if offsets:
-            try:
-                await self._consumer.commit_async({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
-                committed = offsets
-            except KafkaError as exc:
-                error = exc
-        self._hooks.finish_revoke(partitions, committed, error)
-
-    async def on_partitions_lost(self, lost):  # noqa: ANN001
-        self._rewind = self._hooks.resume_offsets(sorted(lost))
-        self._hooks.lost(sorted(lost))
-
-    async def on_partitions_assigned(self, assigned):  # noqa: ANN001
-        partitions = sorted(assigned)
-        for tp in partitions:
-            if tp in self._rewind:
-                self._consumer.seek(tp, self._rewind[tp])  # local state only: allowed on the I/O thread
-        self._rewind = {}
-        self._hooks.assigned(partitions)
+def producer_config(settings: WorkerSettings) -> dict[str, Any]:
+    config: dict[str, Any] = dict(
+        bootstrap_servers=list(settings.bootstrap_servers),
+        client_id=_client_id(settings),
+        acks="all",
+        enable_idempotence=True,  # keeps per-partition order with several requests in flight and retries
+        max_in_flight_requests_per_connection=5,
+        linger_ms=5,
+        batch_size=256 * 1024,
+        max_request_size=settings.max_dead_letter_bytes + 65536,  # room for key, headers, batch overhead
+        # send() waits this long for a missing topic's metadata, on the loop thread: well below /healthz's limit.
+        max_block_ms=settings.send_block_ms,
+        bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
+        **settings.security.client_config(),
+    )
+    if settings.exactly_once:
+        config.update(transactional_id=settings.transactional_id,
+                      transaction_timeout_ms=settings.transaction_timeout_ms)
+    return config
 
 
 def _connect_error(settings: WorkerSettings, exc: Exception) -> StartupError:
@@ -108,32 +91,57 @@ def _connect_error(settings: WorkerSettings, exc: Exception) -> StartupError:
     )
 
 
-class KafkaSource:
-    """A subscribed consumer with manual commits."""
+class RebalanceListener(AsyncConsumerRebalanceListener):
+    """Runs the pipeline's hooks around a rebalance, on the consumer's I/O thread, while the loop is in ``poll``.
 
-    def __init__(self, settings: WorkerSettings, bootstrap_timeout_ms: int = 10_000,
-                 isolation_level: str = "read_uncommitted"):
+    Nothing here waits for sends: the commit on revocation covers what is already
+    answered and is awaited with ``commit_async``, so heartbeats go on. Lost
+    partitions (evicted from the group) are released without a commit: their
+    offsets may already belong to another member. kafka-python keeps the fetch
+    position of a partition that is revoked and assigned again in the same
+    rebalance, but its unanswered records were dropped on release, so such a
+    partition is rewound to its first unanswered offset.
+    """
+
+    def __init__(self, consumer: KafkaConsumer, hooks: RebalanceHooks):
+        self._consumer, self._hooks = consumer, hooks
+        self._rewind: dict[TopicPartition, int] = {}
+
+    async def on_partitions_revoked(self, revoked):  # noqa: ANN001 - kafka-python API
+        partitions = sorted(revoked)
+        if not partitions:
+            return
+        offsets = self._hooks.offsets_to_commit(partitions)
+        self._rewind = self._hooks.resume_offsets(partitions)
+        committed, error = None, None
+        if offsets:
+            try:
+                await self._consumer.commit_async({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+                committed = offsets
+            except KafkaError as exc:
+                error = exc
+        self._hooks.release(partitions, lost=False, committed=committed, error=error)
+
+    async def on_partitions_lost(self, lost):  # noqa: ANN001
+        partitions = sorted(lost)
+        self._rewind = self._hooks.resume_offsets(partitions)
+        self._hooks.release(partitions, lost=True, committed=None, error=None)
+
+    async def on_partitions_assigned(self, assigned):  # noqa: ANN001
+        partitions = sorted(assigned)
+        for tp in partitions:
+            if tp in self._rewind:
+                self._consumer.seek(tp, self._rewind[tp])  # local state only: allowed on the I/O thread
+        self._rewind = {}
+        self._hooks.assigned(partitions)
+
+
+class KafkaSource:
+    """A subscribed consumer whose offsets the pipeline commits (or hands to a transaction)."""
+
+    def __init__(self, settings: WorkerSettings):
         try:
-            self.consumer = KafkaConsumer(
-                bootstrap_servers=list(settings.bootstrap_servers),
-                group_id=settings.group_id,
-                client_id=f"lstm-worker-{settings.group_id}",
-                enable_auto_commit=False,  # commits follow broker acks of our outputs, see offsets.py
-                auto_offset_reset="earliest",
-                session_timeout_ms=settings.session_timeout_ms,
-                heartbeat_interval_ms=max(500, settings.session_timeout_ms // 3),
-                max_poll_records=max(settings.batch_size * 4, 500),
-                # Also the rebalance timeout: bounds how long a group waits for a stuck member. Our poll loop
-                # never waits on inference, so a minute is ample.
-                max_poll_interval_ms=60_000,
-                fetch_max_bytes=16 * 1024 * 1024,  # bounds fetched-but-unpolled memory (RSS budget)
-                max_partition_fetch_bytes=max(1 << 20, settings.max_message_bytes + 1024),
-                fetch_min_bytes=1,
-                fetch_max_wait_ms=25,  # bounds the latency an idle fetch adds (some brokers hold a fetch for all of it)
-                bootstrap_timeout_ms=bootstrap_timeout_ms,
-                isolation_level=isolation_level,
-                **settings.security.client_config(),
-            )
+            self.consumer = KafkaConsumer(**consumer_config(settings))
         except (KafkaError, OSError) as exc:
             raise _connect_error(settings, exc) from None
         self.topic = settings.topic
@@ -141,13 +149,13 @@ class KafkaSource:
     def check_topic(self) -> int:
         partitions = self.consumer.partitions_for_topic(self.topic)
         if not partitions:
-            self.consumer.close(autocommit=False)
+            self.consumer.close(autocommit=False, timeout_ms=1000)
             raise StartupError(f"input topic {self.topic!r} does not exist: create it "
                                f"(kafka-topics.sh --create --topic {self.topic}) or fix --topic")
         return len(partitions)
 
     def subscribe(self, hooks: RebalanceHooks) -> None:
-        self.consumer.subscribe([self.topic], listener=_Listener(self.consumer, hooks))
+        self.consumer.subscribe([self.topic], listener=RebalanceListener(self.consumer, hooks))
 
     def poll(self, timeout_ms: int, max_records: int) -> list[InputRecord]:
         batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
@@ -170,6 +178,10 @@ class KafkaSource:
     def assignment(self) -> set[TopicPartition]:
         return set(self.consumer.assignment())
 
+    def group_metadata(self) -> Any:
+        """Generation and member id: lets the broker fence a zombie member's transactional offsets (KIP-447)."""
+        return self.consumer.group_metadata()
+
     def lag(self) -> dict[TopicPartition, int]:
         """High watermark minus position, from the last fetch (no extra round trip)."""
         result = {}
@@ -185,32 +197,23 @@ class KafkaSource:
                 result[tp] = max(0, high - position)
         return result
 
-    def close(self) -> None:
-        self.consumer.close(autocommit=False)  # commits are ours; close() leaves the group
+    def close(self, timeout_s: float) -> None:
+        """Leave the group within ``timeout_s`` (the drain deadline); commits are the pipeline's, never close()'s."""
+        self.consumer.close(autocommit=False, timeout_ms=max(100, int(timeout_s * 1000)))
 
 
 class KafkaSink:
-    """An asynchronous producer: ``send`` returns a future, acks drive the offset tracker."""
+    """The producer: asynchronous sends returning futures, and transactions with ``--exactly-once``.
 
-    def __init__(self, settings: WorkerSettings, bootstrap_timeout_ms: int = 10_000):
+    kafka-python waits for a transaction's outcome without a limit; here every wait
+    is bounded, and a wait that runs out raises ``KafkaTimeoutError`` (the
+    producer is then replaced, see :mod:`worker.pipeline.exactly_once`).
+    """
+
+    def __init__(self, settings: WorkerSettings):
+        self.transactional_id = settings.transactional_id
         try:
-            self.producer = KafkaProducer(
-                bootstrap_servers=list(settings.bootstrap_servers),
-                client_id=f"lstm-worker-{settings.group_id}",
-                acks="all",
-                # Idempotence keeps per-partition order with several requests in flight and retries.
-                enable_idempotence=True,
-                max_in_flight_requests_per_connection=5,
-                linger_ms=5,
-                batch_size=256 * 1024,
-                compression_type=None,
-                max_request_size=settings.max_dead_letter_bytes + 65536,  # room for key, headers, batch overhead
-                # send() waits this long for a missing topic's metadata on the calling thread (the consumer
-                # thread for dead letters): well below the 30 s liveness threshold of /healthz.
-                max_block_ms=10_000,
-                bootstrap_timeout_ms=bootstrap_timeout_ms,
-                **settings.security.client_config(),
-            )
+            self.producer = KafkaProducer(**producer_config(settings))
         except (KafkaError, OSError) as exc:
             raise _connect_error(settings, exc) from None
 
@@ -224,11 +227,53 @@ class KafkaSink:
             raise StartupError(f"output topic {topic!r} does not exist and the broker did not create it: "
                                f"create it or set {option}")
 
-    def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> SendFuture:
+    def init_transactions(self) -> None:
+        """Register the transactional id; the broker aborts a predecessor's open transaction and fences it."""
+        try:
+            self.producer.init_transactions()
+        except UnsupportedVersionError:
+            raise StartupError("the broker does not support transactions: run without --exactly-once") from None
+        except KafkaError as exc:
+            raise StartupError(f"cannot start transactions for --transactional-id {self.transactional_id!r} "
+                               f"({type(exc).__name__}: {exc})") from None
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> Any:
         return self.producer.send(topic, key=key, value=value, headers=headers)
 
     def flush(self, timeout_s: float) -> None:
         self.producer.flush(timeout=timeout_s)
 
+    def begin(self) -> None:
+        self.producer.begin_transaction()
+
+    def send_offsets(self, offsets: dict[TopicPartition, int], group_metadata: Any, timeout_s: float) -> None:
+        manager = self.producer._transaction_manager  # noqa: SLF001 - the public call waits without a limit
+        result = manager.send_offsets_to_transaction(
+            {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}, group_metadata)
+        self._await(result, timeout_s, "adding the offsets to the transaction")
+
+    def commit(self, timeout_s: float) -> None:
+        self._await(self.producer._transaction_manager.begin_commit(), timeout_s, "committing the transaction")  # noqa: SLF001
+
+    def abort(self, timeout_s: float) -> None:
+        self._await(self.producer._transaction_manager.begin_abort(), timeout_s, "aborting the transaction")  # noqa: SLF001
+
+    def _await(self, result: Any, timeout_s: float, what: str) -> None:
+        self.producer._sender.wakeup()  # noqa: SLF001 - as the public calls do
+        if not result.wait(timeout_ms=max(1, int(timeout_s * 1000))):
+            raise KafkaTimeoutError(f"no answer from the broker within {timeout_s:.1f} s while {what}")
+
+    def fenced_by(self, exc: BaseException) -> BaseException | None:
+        """The fencing error behind ``exc``, if this producer was fenced; else ``None``.
+
+        After a fatal error kafka-python raises a generic KafkaError from every
+        transactional call; the cause is kept on its transaction manager.
+        """
+        if isinstance(exc, FENCING_ERRORS):
+            return exc
+        manager = getattr(self.producer, "_transaction_manager", None)
+        cause = manager.last_error if manager is not None and manager.has_fatal_error() else None
+        return cause if isinstance(cause, FENCING_ERRORS) else None
+
     def close(self, timeout_s: float) -> None:
-        self.producer.close(timeout=timeout_s)
+        self.producer.close(timeout=max(0.0, timeout_s))

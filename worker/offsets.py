@@ -1,15 +1,12 @@
-"""Per-partition offset bookkeeping for at-least-once delivery.
+"""Per-partition offset bookkeeping: which polled records are answered, and which partitions are ours.
 
 Every polled record is *registered* (in offset order) before it is processed
-and *acknowledged* when the broker confirmed its output or dead letter. The
-committable offset of a partition is the lowest offset not yet acknowledged
-(or one past the highest registered, when all are), so a commit never passes
-a record whose result is not safely stored, whatever order the acks arrive in.
-
-A send that fails is retried (worker/pipeline/delivery.py) and its record stays
-unacknowledged meanwhile, so nothing at or after it is committed. ``fail``
-marks a record that will never be acknowledged: nothing at or after it is
-committed either.
+and *acknowledged* once its label or dead letter is durably stored: when the
+broker acknowledged it (at-least-once), or when its transaction committed
+(exactly-once). The committable offset of a partition is the lowest offset not
+yet acknowledged (or one past the highest registered, when all are), so a
+commit never passes a record whose result is not safely stored, whatever order
+the acks arrive in; it is also where to read again after a rewind.
 
 Partitions are tracked from assignment to revocation only. On revocation a
 partition's state is dropped and its *epoch* bumped: acks that arrive later for
@@ -36,7 +33,6 @@ class _PartitionState:
     pending: OrderedDict[int, bool] = field(default_factory=OrderedDict)  # offset -> acknowledged
     next_offset: int | None = None  # one past the highest registered offset
     committed: int | None = None
-    failed_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +50,6 @@ class OffsetTracker:
         self._states: dict[TopicPartition, _PartitionState] = {}
         self._epochs: dict[TopicPartition, int] = {}
         self._in_flight = 0
-        self.failure: str | None = None
 
     def assign(self, partitions: list[TopicPartition]) -> None:
         """Start tracking newly assigned partitions; only owned partitions accept records."""
@@ -102,25 +97,9 @@ class OffsetTracker:
                 state.pending.popitem(last=False)
             return True
 
-    def fail(self, ticket: Ticket, reason: str) -> None:
-        """A send failed for good: never commit at or past this record."""
-        with self._lock:
-            state = self._states.get(ticket.partition)
-            if state is None or state.epoch != ticket.epoch:
-                return
-            if state.failed_at is None or ticket.offset < state.failed_at:
-                state.failed_at = ticket.offset
-            self.failure = self.failure or f"{ticket.partition.topic}[{ticket.partition.partition}]@" \
-                                            f"{ticket.offset}: {reason}"
-
-    def _safe_offset(self, state: _PartitionState) -> int | None:
-        if state.pending:
-            safe = next(iter(state.pending))
-        else:
-            safe = state.next_offset
-        if state.failed_at is not None and safe is not None:
-            safe = min(safe, state.failed_at)
-        return safe
+    @staticmethod
+    def _safe_offset(state: _PartitionState) -> int | None:
+        return next(iter(state.pending)) if state.pending else state.next_offset
 
     def resume_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Where to read again after losing these partitions: the lowest unacknowledged offset.
@@ -168,7 +147,3 @@ class OffsetTracker:
     def pending_count(self) -> int:
         with self._lock:
             return self._in_flight
-
-    def partitions(self) -> list[TopicPartition]:
-        with self._lock:
-            return list(self._states)

@@ -11,13 +11,15 @@ from typing import Any
 
 import click
 
-from worker.settings import INPUT_FORMATS, LOG_FORMATS, LOG_LEVELS, PASSWORD_ENV, SECURITY_PROTOCOLS, WorkerSettings
-
-
-def option(name: str, **kwargs: Any) -> Any:
-    """A click option with its LSTM_WORKER_* env var shown in --help."""
-    envvar = "LSTM_WORKER_" + name.lstrip("-").replace("-", "_").upper()
-    return click.option(name, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
+from worker.options import CannotStart, engine_options, open_engine, option
+from worker.settings import (
+    ASSIGNMENT_STRATEGIES,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    PASSWORD_ENV,
+    SECURITY_PROTOCOLS,
+    WorkerSettings,
+)
 
 
 @click.command("run")
@@ -26,31 +28,34 @@ def option(name: str, **kwargs: Any) -> Any:
 @option("--group-id", default="lstm-worker", help="Consumer group; run more workers with the same id to scale out.")
 @option("--output-topic", default=None, help="Topic for labels. [default: <topic>.labels]")
 @option("--dlq-topic", default=None, help="Dead-letter topic for unclassifiable records. [default: <topic>.dlq]")
-@option("--model", required=True, type=click.Path(path_type=Path),
-        help="Model bundle directory written by lstm-export.")
-@option("--batch-size", default=256, type=int,
-        help="Close a batch at this many records; a batch is sorted by length and scored in sub-batches.")
-@option("--max-wait-ms", default=20, type=int, help="Close a batch this long after its first record arrived.")
-@option("--max-batch-tokens", default=65536, type=int,
+@engine_options(batch_size=256, batch_help="Close a batch at this many records; a batch is sorted by length and "
+                                           "scored in ONNX Runtime calls (--rows-per-call, --tokens-per-call).")
+@option("--max-wait-ms", default=20, type=click.IntRange(0),
+        help="Close a batch this long after its first record arrived.")
+@option("--max-batch-tokens", default=65536, type=click.IntRange(1),
         help="Close a batch at this many tokens (after truncation to the model's max length).")
-@option("--provider", default="auto", type=click.Choice(["auto", "cpu", "cuda"]),
-        help="ONNX Runtime provider; auto = CUDA when onnxruntime-gpu and a GPU are present, else CPU.")
-@option("--threads", default=0, type=int,
-        help="Parallel ONNX Runtime calls, one thread each (0 = one per usable CPU, cgroup limit included).")
-@option("--input-format", default="auto", type=click.Choice(INPUT_FORMATS),
-        help="auto: a JSON object is JSON, anything else text (see docs/worker.md); text; json.")
-@option("--text-field", default="text", help="JSON field holding the text.")
-@option("--top-k", default=3, type=int, help="How many best labels each output lists.")
-@option("--max-message-bytes", default=1_000_000, type=int,
-        help="Larger input values are dead-lettered as 'oversize'.")
-@option("--metrics-port", default=0, type=int, help="Serve /metrics, /healthz, /readyz on this port (0 = off).")
-@option("--session-timeout-ms", default=10_000, type=int,
+@option("--max-in-flight", default=0, type=click.IntRange(0),
+        help="Pause fetching above this many records polled but not yet answered (0 = 4 x --batch-size, "
+             "at least 1024).")
+@option("--commit-interval-ms", default=1000, type=click.IntRange(1),
+        help="How often offsets of answered records are committed (at-least-once).")
+@option("--metrics-port", default=0, type=click.IntRange(0, 65535),
+        help="Serve /metrics, /healthz, /readyz on this port (0 = off).")
+@option("--metrics-host", default="0.0.0.0", help="Address the metrics server listens on.")
+@option("--liveness-timeout-s", default=30.0, type=float,
+        help="/healthz fails when the loop has not come round for this long.")
+@option("--session-timeout-ms", default=10_000, type=click.IntRange(1),
         help="Consumer group session timeout; a dead worker's partitions move after this long.")
+@option("--max-poll-interval-ms", default=60_000, type=click.IntRange(1),
+        help="The group gives up on a worker that does not poll for this long (also the rebalance timeout).")
+@option("--assignment-strategy", default="cooperative-sticky", type=click.Choice(ASSIGNMENT_STRATEGIES),
+        help="How the group shares partitions; cooperative-sticky moves only the partitions that change owner. "
+             "Every member of a group must use the same protocol (see docs/worker.md before switching).")
 @option("--shutdown-timeout-s", default=20.0, type=float,
-        help="Drain budget on SIGTERM: finish in-flight work, flush, commit within this many seconds.")
+        help="Drain budget on SIGTERM: finish in-flight work, store results, commit and leave within this long.")
 @option("--send-retry-backoff-max-s", default=30.0, type=float,
-        help="A send the broker refuses (missing topic, no ACL, timeout) is retried after 0.5 s, doubling up "
-             "to this many seconds; later outputs wait and no offset is committed past it.")
+        help="A send (or transaction) the broker refuses is retried after 0.5 s, doubling up to this many seconds; "
+             "later outputs wait and no offset is committed past it.")
 @option("--security-protocol", default="PLAINTEXT", type=click.Choice(SECURITY_PROTOCOLS, case_sensitive=False),
         help="Kafka security protocol.")
 @option("--sasl-mechanism", default=None, help="SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
@@ -64,13 +69,17 @@ def option(name: str, **kwargs: Any) -> Any:
         help="Exactly-once: outputs, dead letters and consumed offsets commit in one Kafka transaction per batch "
              "(downstream readers need isolation.level=read_committed; see docs/worker.md).")
 @option("--transactional-id", default=None,
-        help="Transactional id of this replica, with --exactly-once; a restart with the same id fences the old "
-             "one. [default: <group-id>-<hostname>]")
+        help="Transactional id of this worker, with --exactly-once: unique among live workers; a restart with the "
+             "same id aborts the predecessor's open transaction. [default: <group-id>-<hostname>-<slot>, slot = "
+             "lowest free on this host]")
+@option("--transaction-timeout-ms", default=30_000, type=click.IntRange(1),
+        help="With --exactly-once: the broker aborts a transaction open this long; each step of one waits at most "
+             "a third of it. Must be below --max-poll-interval-ms.")
 @option("--log-format", default="auto", type=click.Choice(LOG_FORMATS),
         help="auto = console on a terminal, JSON lines otherwise.")
 @option("--log-level", default="info", type=click.Choice(LOG_LEVELS, case_sensitive=False), help="Log level.")
 def run(sasl_password_file: Path | None, **options: Any) -> None:
-    """Classify records of a Kafka topic and publish labels, at least once.
+    """Classify records of a Kafka topic and publish labels, at least once or exactly once.
 
     Reads --topic as consumer group --group-id, batches records through the
     model bundle with ONNX Runtime and writes one JSON label per record to
@@ -79,11 +88,17 @@ def run(sasl_password_file: Path | None, **options: Any) -> None:
     the broker acknowledged every result before them; with --exactly-once,
     results and offsets commit together in one transaction per batch.
     SIGTERM/SIGINT drain and exit 0; a second signal exits at once.
+
+    Exit status: 0 after a clean drain; 1 failed while running (fenced, or a
+    bug); 2 could not start (a bad option, bundle, provider, broker or topic).
     """
+    from worker.host_slot import claim_host_slot
     from worker.settings import build_settings, read_password
 
     options["log_level"] = options["log_level"].lower()
-    settings = build_settings(sasl_password=read_password(sasl_password_file), **options)
+    slot = claim_host_slot(options["group_id"]) if options["exactly_once"] and not options["transactional_id"] \
+        else None
+    settings = build_settings(sasl_password=read_password(sasl_password_file), host_slot=slot, **options)
     sys.exit(run_worker(settings))
 
 
@@ -91,71 +106,64 @@ def run_worker(settings: WorkerSettings) -> int:
     """Start-up checks, then the loop; returns the exit code. User errors become one-line ClickExceptions."""
     import structlog
 
-    from core.bundle import load_bundle
-    from core.exceptions import BundleError
-    from worker.engine import InferenceEngine
-    from worker.exceptions import EngineError, StartupError
+    from worker.exceptions import StartupError
     from worker.health import HealthServer, HealthState
     from worker.kafka_io import KafkaSink, KafkaSource
     from worker.logging_setup import configure_logging
     from worker.metrics import WorkerMetrics
+    from worker.offsets import OffsetTracker
+    from worker.pipeline.loop import Pipeline
 
     configure_logging(settings.log_format, settings.log_level)
     log = structlog.get_logger("lstm-worker")
-    try:
-        bundle = load_bundle(settings.model)
-    except BundleError as exc:
-        raise click.ClickException(f"--model: {exc}") from None
-    try:
-        engine = InferenceEngine(bundle, provider=settings.provider, threads=settings.threads,
-                                 max_batch_tokens=min(settings.sub_batch_tokens, settings.max_batch_tokens),
-                                 max_sub_batch=settings.max_sub_batch)
-    except EngineError as exc:  # names --provider or the model file itself
-        raise click.ClickException(str(exc)) from None
+    engine = open_engine(settings.model, provider=settings.provider, threads=settings.threads,
+                         rows_per_call=settings.rows_per_call, tokens_per_call=settings.tokens_per_call)
+    bundle = engine.bundle
     log.info("model_loaded", model=bundle.model_id, provider=engine.provider, requested_provider=settings.provider,
              labels=len(bundle.labels), max_len=engine.max_len)
-    health = HealthState()
+    health = HealthState(settings.liveness_timeout_s)
     health.model_loaded = True
     metrics = WorkerMetrics()
     metrics.model_info.info({"model": bundle.model_id, "name": bundle.name, "version": bundle.version,
                              "provider": engine.provider})
     source = sink = server = None
     try:
-        if settings.exactly_once:
-            from worker.kafka_transactional import TransactionalSink, TransactionalSource
-
-            source = TransactionalSource(settings)
-            partitions = source.check_topic()
-            sink = TransactionalSink(settings)
-        else:
-            source = KafkaSource(settings)
-            partitions = source.check_topic()
-            sink = KafkaSink(settings)
+        source = KafkaSource(settings)
+        partitions = source.check_topic()
+        sink = KafkaSink(settings)
         sink.check_topic(settings.output_topic, "--output-topic")
         sink.check_topic(settings.dlq_topic, "--dlq-topic")
         if settings.exactly_once:
-            sink.init_transactions()  # fences a predecessor with the same --transactional-id
+            sink.init_transactions()  # aborts a predecessor's open transaction with the same --transactional-id
         if settings.metrics_port:
             server = HealthServer(settings.metrics_host, settings.metrics_port, health, metrics.registry).start()
     except StartupError as exc:
         _close_quietly(source, sink)
-        raise click.ClickException(str(exc)) from None
+        engine.close()
+        raise CannotStart(str(exc)) from None
     except OSError as exc:  # the metrics port is taken
         _close_quietly(source, sink)
-        raise click.ClickException(f"--metrics-port {settings.metrics_port}: {exc.strerror}") from None
+        engine.close()
+        raise CannotStart(f"--metrics-port {settings.metrics_port}: {exc.strerror}") from None
+    tracker = OffsetTracker()
+    common = (settings, sink, source, tracker, metrics, log, bundle.model_id)
     if settings.exactly_once:
-        from worker.pipeline.transactional import TransactionalLoop as Loop
+        from worker.pipeline.exactly_once import ExactlyOnce
+
+        guarantee = ExactlyOnce(*common, new_producer=lambda: _transactional_producer(settings))
     else:
-        from worker.pipeline.loop import WorkerLoop as Loop
-    loop = Loop(settings, engine, source, sink, model_id=bundle.model_id, metrics=metrics, health=health, log=log)
-    _install_signal_handlers(loop, log)
+        from worker.pipeline.at_least_once import AtLeastOnce
+
+        guarantee = AtLeastOnce(*common)
+    pipeline = Pipeline(settings, engine, source, guarantee, tracker, metrics, health, log, bundle.model_id)
+    _install_signal_handlers(pipeline)
     log.info("worker_started", topic=settings.topic, partitions=partitions, group=settings.group_id,
              output_topic=settings.output_topic, dlq_topic=settings.dlq_topic, batch_size=settings.batch_size,
              metrics_port=server.port if server else None,
              delivery="exactly-once" if settings.exactly_once else "at-least-once",
-             transactional_id=settings.transactional_id or None)
+             assignment_strategy=settings.assignment_strategy, transactional_id=settings.transactional_id or None)
     try:
-        code = loop.run()
+        code = pipeline.run()
     finally:
         engine.close()
         if server is not None:
@@ -165,14 +173,27 @@ def run_worker(settings: WorkerSettings) -> int:
     return code
 
 
-def _install_signal_handlers(loop: Any, log: Any) -> None:
+def _transactional_producer(settings: WorkerSettings) -> Any:
+    """A replacement transactional producer (same id): its start aborts whatever the old one left open."""
+    from worker.kafka_io import KafkaSink
+
+    sink = KafkaSink(settings)
+    try:
+        sink.init_transactions()
+    except Exception:
+        sink.close(1.0)
+        raise
+    return sink
+
+
+def _install_signal_handlers(pipeline: Any) -> None:
     received: list[int] = []
 
     def handle(signum: int, _frame: object) -> None:
         if received:  # second signal: the operator wants out now; uncommitted work is re-read on restart
             os._exit(128 + signum)
         received.append(signum)
-        loop.request_stop()  # only a flag; the loop drains on its own thread
+        pipeline.request_stop()  # only a flag; the loop drains on its own thread
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
@@ -182,9 +203,8 @@ def _install_signal_handlers(loop: Any, log: Any) -> None:
 
 def _close_quietly(*clients: Any) -> None:
     for client in clients:
-        if client is None:
-            continue
         try:
-            client.close(1.0) if hasattr(client, "producer") else client.close()
+            if client is not None:
+                client.close(1.0)
         except Exception:  # noqa: BLE001 - already failing start-up; the original error matters
             pass

@@ -18,6 +18,7 @@ import click
 INPUT_FORMATS = ("auto", "text", "json")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+ASSIGNMENT_STRATEGIES = ("cooperative-sticky", "range", "roundrobin")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 PASSWORD_ENV = "LSTM_WORKER_SASL_PASSWORD"
@@ -31,13 +32,15 @@ def default_dlq_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
 
-def default_transactional_id(group_id: str, hostname: str) -> str:
-    """Stable per replica: under a StatefulSet or Deployment the hostname is the pod name.
+def default_transactional_id(group_id: str, hostname: str, slot: int | None) -> str:
+    """Unique among live workers and, where possible, stable across restarts: host plus per-host slot.
 
-    A restarted replica that keeps its name fences its predecessor at once; see
-    docs/worker.md (Exactly-once mode) for when names change.
+    Under Kubernetes the hostname is the pod name (stable under a StatefulSet) and
+    the slot is 0; two workers on one machine get slots 0 and 1. Without a slot
+    (no writable temporary directory) the process id keeps it unique, not stable.
+    See docs/worker.md (Exactly-once mode).
     """
-    return f"{group_id}-{hostname}"
+    return f"{group_id}-{hostname}-{slot if slot is not None else f'pid{os.getpid()}'}"
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,9 @@ class WorkerSettings:
     batch_size: int = 256
     max_wait_ms: int = 20
     max_batch_tokens: int = 65536
-    # Padded-token budget of one ONNX Runtime call inside a batch (the engine's sub-batching).
-    sub_batch_tokens: int = 16384
-    max_sub_batch: int = 64
+    # One ONNX Runtime call inside a batch: at most this many rows (0 = the engine's choice) and padded tokens.
+    rows_per_call: int = 0
+    tokens_per_call: int = 16384
     provider: str = "auto"
     threads: int = 0
     input_format: str = "auto"
@@ -83,7 +86,10 @@ class WorkerSettings:
     max_message_bytes: int = 1_000_000
     metrics_port: int = 0
     metrics_host: str = "0.0.0.0"
+    liveness_timeout_s: float = 30.0
     session_timeout_ms: int = 10_000
+    max_poll_interval_ms: int = 60_000
+    assignment_strategy: str = "cooperative-sticky"
     shutdown_timeout_s: float = 20.0
     log_format: str = "auto"
     log_level: str = "info"
@@ -91,11 +97,11 @@ class WorkerSettings:
     # Bound on records between poll() and an acknowledged send; above it fetching pauses.
     max_in_flight: int = 0
     commit_interval_ms: int = 1000
-    # Outputs, dead letters and offsets in one Kafka transaction per batch (worker/pipeline/transactional.py).
+    # Outputs, dead letters and offsets in one Kafka transaction per batch (worker/pipeline/exactly_once.py).
     exactly_once: bool = False
     transactional_id: str = ""
-    # A failed send is retried after send_retry_backoff_s, doubling up to send_retry_backoff_max_s.
-    send_retry_backoff_s: float = 0.5
+    transaction_timeout_ms: int = 30_000
+    # A failed send (or transaction) is retried after 0.5 s, doubling up to this.
     send_retry_backoff_max_s: float = 30.0
 
     @property
@@ -106,6 +112,16 @@ class WorkerSettings:
     @property
     def in_flight_limit(self) -> int:
         return self.max_in_flight or max(4 * self.batch_size, 1024)
+
+    @property
+    def flush_timeout_s(self) -> float:
+        """Longest wait for each step of a transaction (flush, offsets, commit): together under its timeout."""
+        return self.transaction_timeout_ms / 3000
+
+    @property
+    def send_block_ms(self) -> int:
+        """How long ``send`` may wait for a topic's metadata; inside a transaction, no longer than its flush."""
+        return min(10_000, int(self.flush_timeout_s * 1000)) if self.exactly_once else 10_000
 
 
 def _require(condition: bool, option: str, message: str) -> None:
@@ -125,7 +141,22 @@ def read_password(password_file: Path | None, environ: dict[str, str] | None = N
     return environ.get(PASSWORD_ENV) or None
 
 
-def _check_exactly_once(rest: dict[str, Any]) -> None:
+def _check_timing(rest: dict[str, Any]) -> None:
+    """Every wait of the loop ends before the group would give up on it (see docs/worker.md)."""
+    poll_interval = rest.get("max_poll_interval_ms", WorkerSettings.max_poll_interval_ms)
+    session = rest.get("session_timeout_ms", WorkerSettings.session_timeout_ms)
+    _require(poll_interval >= session, "--max-poll-interval-ms",
+             f"must be at least --session-timeout-ms ({session}), got {poll_interval}")
+    if not rest.get("exactly_once"):
+        return
+    transaction = rest.get("transaction_timeout_ms", WorkerSettings.transaction_timeout_ms)
+    _require(transaction >= 3000, "--transaction-timeout-ms", f"must be at least 3000, got {transaction}")
+    _require(transaction < poll_interval, "--transaction-timeout-ms",
+             f"must be below --max-poll-interval-ms ({poll_interval}): the loop does not poll while a transaction "
+             f"is open, got {transaction}")
+
+
+def _check_exactly_once(rest: dict[str, Any], host_slot: int | None) -> None:
     """Fill in the default transactional id, or refuse one that would be ignored."""
     transactional_id = rest.get("transactional_id")
     if not rest.get("exactly_once"):
@@ -133,7 +164,8 @@ def _check_exactly_once(rest: dict[str, Any]) -> None:
         rest.pop("transactional_id", None)
         return
     if not transactional_id:
-        rest["transactional_id"] = default_transactional_id(rest.get("group_id", "lstm-worker"), socket.gethostname())
+        rest["transactional_id"] = default_transactional_id(rest.get("group_id", "lstm-worker"),
+                                                            socket.gethostname(), host_slot)
     else:
         _require(bool(transactional_id.strip()), "--transactional-id", "must not be blank")
 
@@ -152,6 +184,7 @@ def build_settings(
     ssl_cafile: str | None = None,
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
+    host_slot: int | None = None,
     **rest: Any,
 ) -> WorkerSettings:
     """Validate raw option values and freeze them; raise ``click.BadParameter`` on the first bad one."""
@@ -165,13 +198,17 @@ def build_settings(
     _require(dlq_topic != topic, "--dlq-topic", "the dead-letter topic must differ from the input topic")
     _require(dlq_topic != output_topic, "--dlq-topic", "the dead-letter topic must differ from the output topic")
     positive = {"batch_size": "--batch-size", "max_batch_tokens": "--max-batch-tokens", "top_k": "--top-k",
-                "max_message_bytes": "--max-message-bytes", "session_timeout_ms": "--session-timeout-ms"}
+                "max_message_bytes": "--max-message-bytes", "session_timeout_ms": "--session-timeout-ms",
+                "tokens_per_call": "--tokens-per-call", "commit_interval_ms": "--commit-interval-ms"}
     for key, option in positive.items():
         if key in rest:
             _require(rest[key] >= 1, option, f"must be at least 1, got {rest[key]}")
-    for key, option in {"max_wait_ms": "--max-wait-ms", "threads": "--threads"}.items():
+    for key, option in {"max_wait_ms": "--max-wait-ms", "threads": "--threads", "rows_per_call": "--rows-per-call",
+                        "max_in_flight": "--max-in-flight"}.items():
         if key in rest:
             _require(rest[key] >= 0, option, f"must not be negative, got {rest[key]}")
+    if "liveness_timeout_s" in rest:
+        _require(rest["liveness_timeout_s"] > 0, "--liveness-timeout-s", "must be positive")
     if "metrics_port" in rest:
         _require(0 <= rest["metrics_port"] <= 65535, "--metrics-port", "must be 0 (off) or a TCP port")
     if "shutdown_timeout_s" in rest:
@@ -180,7 +217,8 @@ def build_settings(
         _require(rest["send_retry_backoff_max_s"] > 0, "--send-retry-backoff-max-s", "must be positive")
     if "text_field" in rest:
         _require(bool(rest["text_field"]), "--text-field", "must not be empty")
-    _check_exactly_once(rest)
+    _check_timing(rest)
+    _check_exactly_once(rest, host_slot)
     protocol = security_protocol.upper()
     _require(protocol in SECURITY_PROTOCOLS, "--security-protocol", f"choose one of {', '.join(SECURITY_PROTOCOLS)}")
     if protocol.startswith("SASL"):

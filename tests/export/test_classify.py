@@ -18,8 +18,9 @@ from click.testing import CliRunner
 
 from core.bundle import load_bundle
 from core.vocab import pad_batch
-from worker.classify_command import CHUNK_LINES, classify
+from worker.classify_command import classify
 from worker.engine import InferenceEngine
+from worker.options import EXIT_CANNOT_START, EXIT_SOME_REJECTED
 
 BIN = Path(sys.executable).parent
 
@@ -79,7 +80,7 @@ def test_bad_lines_become_error_records_in_place(tiny_bundle_dir: Path, tmp_path
     source.write_bytes(b"\n".join(lines) + b"\n")
     output = tmp_path / "out.jsonl"
     result, _ = invoke(tiny_bundle_dir, "--input", str(source), "--output", str(output), "--input-format", "json")
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_SOME_REJECTED
     records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in records] == ["ok-1", 2, "e", 4, 5, 6, 7]
     errors = {r["id"]: r["error"]["type"] for r in records if "error" in r}
@@ -97,10 +98,10 @@ def test_auto_format_reads_json_objects_and_text_lines(tiny_bundle_dir: Path) ->
     assert [r["id"] for r in records] == [7, 2] and all("label" in r for r in records)
 
 
-def test_streams_across_chunks_in_order(tiny_bundle_dir: Path) -> None:
-    count = CHUNK_LINES + 77
+def test_streams_across_batches_in_order(tiny_bundle_dir: Path) -> None:
+    count = 3 * 50 + 17
     stdin = "".join(json.dumps({"id": i, "text": f"message {i} about cars"}) + "\n" for i in range(count))
-    result, records = invoke(tiny_bundle_dir, "--batch-size", "50", stdin=stdin)
+    result, records = invoke(tiny_bundle_dir, "--batch-size", "50", "--rows-per-call", "7", stdin=stdin)
     assert result.exit_code == 0
     assert [r["id"] for r in records] == list(range(count))
 
@@ -120,7 +121,7 @@ def test_short_document_alone_equals_among_63_long(tiny_bundle_dir: Path, engine
     # Through the CLI: alone, then among the 63 long documents in one batch.
     _, [single] = invoke(tiny_bundle_dir, short)
     stdin = "".join(json.dumps({"text": t}) + "\n" for t in longest[:31] + [short] + longest[31:])
-    _, records = invoke(tiny_bundle_dir, "--batch-size", "64", "--max-batch-tokens", "100000", stdin=stdin)
+    _, records = invoke(tiny_bundle_dir, "--rows-per-call", "64", "--tokens-per-call", "100000", stdin=stdin)
     assert len(records) == 64
     together = records[31]
     assert together["label"] == single["label"]
@@ -135,19 +136,19 @@ def test_tampered_bundle_is_refused_with_a_checksum_message(tiny_bundle_dir: Pat
     (bundle / "model.onnx").write_bytes(bytes(model))
     result = subprocess.run([str(BIN / "lstm-worker"), "classify", "--model", str(bundle), "some text"],
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and result.stdout == ""
+    assert result.returncode == EXIT_CANNOT_START and result.stdout == ""
     assert "model.onnx" in result.stderr and "sha256" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_missing_bundle_and_absent_cuda_are_one_line_errors(tiny_bundle_dir: Path, tmp_path: Path) -> None:
     result, _ = invoke(tmp_path / "nowhere", "text")
-    assert result.exit_code == 2 and "not a directory" in result.output
+    assert result.exit_code == EXIT_CANNOT_START and "not a directory" in result.output
     import onnxruntime
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         result, _ = invoke(tiny_bundle_dir, "--provider", "cuda", "text")
-        assert result.exit_code == 2 and "CUDAExecutionProvider" in result.output
+        assert result.exit_code == EXIT_CANNOT_START and "CUDAExecutionProvider" in result.output
         assert len(result.output.strip().splitlines()) == 1
 
 
@@ -164,3 +165,15 @@ def test_lstm_worker_classify_never_imports_torch(tiny_bundle_dir: Path) -> None
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["id"] == 1
+
+
+def test_every_output_line_is_strict_json_whatever_the_input_id(tiny_bundle_dir: Path) -> None:
+    stdin = (b'{"id": "\\ud800", "text": "hockey"}\n{"id": NaN, "text": "space"}\n{"id": 1e999, "text": "cars"}\n'
+             b'{"id": "\\udc00", "text": "  "}\n\xef\xbb\xbf{"id": "bom", "text": "god"}\n')
+    result, _ = invoke(tiny_bundle_dir, stdin=stdin)
+    assert result.exit_code == EXIT_SOME_REJECTED  # the whitespace-only line
+    lines = result.stdout.splitlines()
+    records = [json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}")) for line in lines]
+    assert all(line.encode("utf-8") for line in lines)  # no lone surrogate written
+    assert [r["id"] for r in records] == [1, 2, 3, 4, "bom"]  # ids strict JSON cannot echo: the line number
+    assert records[3]["error"]["type"] == "empty_text"

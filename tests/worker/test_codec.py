@@ -8,6 +8,7 @@ import pytest
 
 from worker import codec
 from worker.codec import Decoded, Rejection, SourceRef
+from worker.engine import Prediction
 
 SRC = SourceRef("incoming", 3, 42)
 
@@ -79,13 +80,62 @@ def test_text_mode_takes_the_raw_value_even_if_it_is_json():
     assert decode(b"null", input_format="text").text == "null"
 
 
+def _strict(text: str):
+    def refuse(constant: str):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    text.encode("utf-8")  # no lone surrogate anywhere
+    return json.loads(text, parse_constant=refuse)
+
+
 def test_output_json_shape():
-    body = json.loads(codec.encode_output(record_id="a", label="sci.space", score=0.9,
-                                          top_k=[("sci.space", 0.9), ("sci.med", 0.05)], model_id="m@1",
-                                          source=SRC))
+    prediction = Prediction("sci.space", 0.9, (("sci.space", 0.9), ("sci.med", 0.05)))
+    body = _strict(codec.to_json(codec.output_body(record_id="a", prediction=prediction, model_id="m@1", source=SRC)))
     assert body == {"id": "a", "label": "sci.space", "score": 0.9,
                     "top_k": [{"label": "sci.space", "score": 0.9}, {"label": "sci.med", "score": 0.05}],
                     "model": "m@1", "source": {"topic": "incoming", "partition": 3, "offset": 42}}
+    assert "source" not in codec.output_body(record_id="a", prediction=prediction, model_id="m@1", source=None)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected_id"),
+    [
+        (b'{"id": "\\ud800", "text": "t"}', "key-1"),  # valid JSON, but the id is a lone surrogate
+        (b'{"id": "ok \\ud83d\\ude00", "text": "t"}', "ok \U0001F600"),  # a proper surrogate pair is fine
+        (b'{"id": NaN, "text": "t"}', "key-1"),
+        (b'{"id": Infinity, "text": "t"}', "key-1"),
+        (b'{"id": -Infinity, "text": "t"}', "key-1"),
+        (b'{"id": 1e999, "text": "t"}', "key-1"),
+        (b'{"id": 2.5, "text": "t"}', 2.5),
+        (b'{"id": true, "text": "t"}', "key-1"),
+        (b'{"id": {"nested": 1}, "text": "t"}', "key-1"),
+    ],
+)
+def test_ids_that_strict_json_cannot_echo_fall_back_to_the_key(value, expected_id):
+    decoded = codec.decode_value(value, b"key-1", SRC)
+    assert isinstance(decoded, Decoded) and decoded.id == expected_id
+    prediction = Prediction("x", 1.0, (("x", 1.0),))
+    body = _strict(codec.to_json(codec.output_body(record_id=decoded.id, prediction=prediction, model_id="m",
+                                                   source=SRC)))
+    assert body["id"] == expected_id
+
+
+def test_a_byte_order_mark_before_json_is_ignored():
+    decoded = codec.decode_value(b'\xef\xbb\xbf{"id": "b", "text": "hello"}', None, SRC)
+    assert decoded == Decoded("hello", "b")
+
+
+def test_hostile_json_is_text_or_a_rejection_never_an_exception():
+    deep = b'{"text": "t", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    huge_int = b'{"text": "t", "id": ' + b"9" * 5000 + b"}"  # over Python's 4300-digit limit: a ValueError
+    for value in (deep, huge_int):
+        assert isinstance(codec.decode_value(value, b"k", SRC), Decoded)
+        assert isinstance(codec.decode_value(value, b"k", SRC, input_format="json"), Rejection)
+
+
+def test_to_json_refuses_non_finite_numbers():
+    with pytest.raises(ValueError):
+        codec.to_json({"score": float("nan")})
 
 
 def test_output_headers_carry_trace_context_and_replace_content_type():

@@ -43,17 +43,6 @@ def test_partitions_are_independent_and_commits_are_reported_once():
     assert tracker.committable([P1]) == {}
 
 
-def test_a_failed_send_blocks_its_partition_for_good():
-    tracker = tracker_for(P0)
-    tickets = [tracker.register(P0, offset) for offset in range(5)]
-    tracker.fail(tickets[1], "timed out")
-    for ticket in tickets:
-        if ticket is not tickets[1]:
-            tracker.ack(ticket)
-    assert tracker.committable() == {P0: 1}
-    assert tracker.failure and "in[0]@1" in tracker.failure
-
-
 def test_revocation_drops_state_and_ignores_late_acks():
     tracker = tracker_for(P0, P1)
     old = [tracker.register(P0, offset) for offset in range(3)]
@@ -74,8 +63,7 @@ def test_revocation_drops_state_and_ignores_late_acks():
     assert tracker.is_current(fresh) and not tracker.is_current(old[0])
     tracker.ack(fresh)
     assert tracker.committable() == {P0: 2, P1: 0}
-    tracker.fail(old[2], "late failure of a revoked record")
-    assert tracker.failure is None and tracker.is_current(other)
+    assert tracker.is_current(other)
 
 
 def test_unassigned_partitions_are_not_tracked():

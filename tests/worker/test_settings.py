@@ -9,6 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from worker.classify_command import classify
 from worker.run_command import run
 from worker.settings import PASSWORD_ENV, build_settings, read_password
 
@@ -42,6 +43,11 @@ def test_bootstrap_servers_are_split():
         ({"sasl_username": "u"}, "--security-protocol"),
         ({"security_protocol": "SSL", "ssl_cafile": "/nonexistent/ca.pem"}, "--ssl-cafile"),
         ({"shutdown_timeout_s": 0}, "--shutdown-timeout-s"),
+        ({"liveness_timeout_s": 0}, "--liveness-timeout-s"),
+        ({"session_timeout_ms": 20_000, "max_poll_interval_ms": 10_000}, "--max-poll-interval-ms"),
+        ({"exactly_once": True, "transaction_timeout_ms": 60_000}, "--transaction-timeout-ms"),
+        ({"exactly_once": True, "transaction_timeout_ms": 1000}, "--transaction-timeout-ms"),
+        ({"transactional_id": "x"}, "--transactional-id"),
     ],
 )
 def test_bad_values_name_the_option(kwargs, option):
@@ -75,11 +81,37 @@ def test_cli_reports_a_bad_option_in_one_line_without_traceback():
     assert "--batch-size" in result.output and "Traceback" not in result.output
 
 
-def test_every_option_has_help_and_an_env_var():
-    for param in run.params:
-        if isinstance(param, click.Option):
+@pytest.mark.parametrize("command", [run, classify], ids=["run", "classify"])
+def test_every_option_has_help_and_an_env_var(command):
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name != "help":
             assert param.help, param.name
             assert param.envvar and param.envvar.startswith("LSTM_WORKER_") and param.show_envvar, param.name
+
+
+def test_one_name_per_concept_across_commands():
+    """An option both commands have means the same there: same env var, same type, same help."""
+    run_options = {p.name: p for p in run.params if isinstance(p, click.Option)}
+    for param in classify.params:
+        twin = run_options.get(param.name)
+        if isinstance(param, click.Option) and twin is not None and param.name != "help":
+            assert (param.opts, param.envvar, type(param.type)) == (twin.opts, twin.envvar, type(twin.type))
+            if param.name != "batch_size":  # records per batch in both; the defaults differ (stream vs file)
+                assert (param.help, param.default) == (twin.help, twin.default), param.name
+
+
+def test_exactly_once_timing_is_derived_from_the_transaction_timeout():
+    settings = build_settings(topic="t", model=Path("b"), exactly_once=True, transactional_id="w-0",
+                              transaction_timeout_ms=30_000, max_poll_interval_ms=60_000)
+    assert 3 * settings.flush_timeout_s <= settings.transaction_timeout_ms / 1000 < settings.max_poll_interval_ms / 1000
+    assert settings.send_block_ms <= settings.flush_timeout_s * 1000
+
+
+def test_default_transactional_id_is_host_and_slot():
+    settings = build_settings(topic="t", model=Path("b"), group_id="g", exactly_once=True, host_slot=1)
+    assert settings.transactional_id.startswith("g-") and settings.transactional_id.endswith("-1")
+    other = build_settings(topic="t", model=Path("b"), group_id="g", exactly_once=True, host_slot=0)
+    assert other.transactional_id != settings.transactional_id
 
 
 def test_env_vars_configure_the_command(monkeypatch):

@@ -1,255 +1,256 @@
-"""The streaming loop: two threads joined by a queue, acks driving commits.
+"""The worker's one processing loop: poll → decode → batch → infer → render → deliver → commit.
 
-- The *consumer thread* (the caller of :meth:`WorkerLoop.run`) owns the Kafka
-  consumer: it polls, registers every record with the offset tracker, decodes
-  and tokenises, sends dead letters, commits what is safe, and pauses fetching
-  when too many records are in flight (backpressure). Because it never runs
-  inference, poll() is called often and max.poll.interval is never at risk.
-- The *inference thread* batches work items (count / time / token budget),
-  runs ONNX Runtime (which releases the GIL, so tokenising the next records
-  overlaps with it) and sends the labels asynchronously, in input order.
-- Producer acks (on kafka-python's I/O thread) acknowledge records in the
-  tracker; the consumer thread commits the lowest unacknowledged offsets.
-- Sends go through :mod:`worker.pipeline.publish` and
-  :mod:`worker.pipeline.delivery`: a send the broker refuses is retried with
-  backoff (a *send-retry* thread), holding later sends behind it, while this
-  loop pauses fetching and reports not-ready; it never stops the worker.
+One thread, the caller of :meth:`Pipeline.run`, owns the Kafka consumer and is
+the only one that sends. Each turn it handles what the producer reported
+(:meth:`Guarantee.service`), pauses or resumes fetching (backpressure), polls,
+decodes and tokenises new records into the open batch, and moves the batches on:
+a closed batch is scored on the *inference* thread (ONNX Runtime releases the
+GIL, so polling and tokenising the next batch overlap with it), and a scored
+batch is rendered and handed to the delivery guarantee, which commits. Only one
+batch is scored at a time, so results leave in input order.
 
-A record that cannot be decoded is dead-lettered without touching its
-batch-mates; if inference fails on a batch, it is bisected until the failing
-record is alone, and only that one is dead-lettered.
+The loop never waits on inference for long, so ``poll`` comes round well within
+``max.poll.interval`` in both modes. Rebalance hooks run while the loop is inside
+``poll``; they release revoked partitions (their unanswered records are read
+again by the next owner), and a batch scored for a partition revoked meanwhile
+is not published. Signal handlers only call :meth:`Pipeline.request_stop`.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
-from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from typing import Any
 
-import numpy as np
-from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from worker import codec
-from worker.batcher import Batcher
-from worker.exceptions import InferenceError
 from worker.health import HealthState
-from worker.kafka_io import InputRecord
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
-from worker.pipeline.common import LagReporter, NullLog
-from worker.pipeline.ports import Engine, Sink, Source, WorkItem
-from worker.pipeline.publish import Publisher
-from worker.pipeline.rebalance import RebalanceHandling
+from worker.pipeline.batch import OpenBatch
+from worker.pipeline.guarantee import Guarantee
+from worker.pipeline.messages import Entry, Message, render
+from worker.pipeline.ports import Consumer, Engine, InputRecord
+from worker.pipeline.scoring import score
 from worker.settings import WorkerSettings
 
+LAG_REFRESH_S = 5.0
+IDLE_POLL_MS = 100
+SCORING_POLL_MS = 5  # while a batch is scored: come back soon to publish it
 
-class WorkerLoop(RebalanceHandling):
-    def __init__(self, settings: WorkerSettings, engine: Engine, source: Source, sink: Sink, *, model_id: str,
-                 metrics: WorkerMetrics | None = None, health: HealthState | None = None, log: Any = None,
-                 clock: Callable[[], float] = time.monotonic):
-        self.settings, self.engine, self.source, self.sink = settings, engine, source, sink
-        self.model_id = model_id
-        self.metrics = metrics or WorkerMetrics()
-        self.health = health or HealthState()
-        self.log = log if log is not None else NullLog()
-        self.clock = clock
-        self.tracker = OffsetTracker()
-        self.publisher = Publisher(settings, sink, self.tracker, self.metrics, model_id=model_id, log=self.log,
-                                   clock=clock)
-        self.delivery = self.publisher.delivery
-        self.work: queue.Queue[WorkItem] = queue.Queue()  # bounded by settings.in_flight_limit via pause()
+
+class Pipeline:
+    def __init__(self, settings: WorkerSettings, engine: Engine, consumer: Consumer, guarantee: Guarantee,
+                 tracker: OffsetTracker, metrics: WorkerMetrics, health: HealthState, log: Any, model_id: str):
+        self.settings, self.engine, self.consumer, self.guarantee = settings, engine, consumer, guarantee
+        self.tracker, self.metrics, self.health, self.log, self.model_id = tracker, metrics, health, log, model_id
+        self._open = OpenBatch()
+        self._scoring: tuple[list[Entry], Future] | None = None
+        self._inference = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._stop = threading.Event()
-        self._input_closed = threading.Event()
-        self._drain_deadline = float("inf")
-        self._fatal: str | None = None
+        self._owned: set[TopicPartition] = set()
         self._paused = False
         self._resume_all = False
-        self._rebalancing = False  # between a revocation and the next assignment
-        self._stopped_at: float | None = None
-        self._last_commit = 0.0
-        self.lag = LagReporter(source, self.metrics, clock)
+        self._last_lag = 0.0
 
-    # -- control ---------------------------------------------------------------------------------------
     def request_stop(self) -> None:
         """Only sets a flag: safe from a signal handler."""
         self._stop.set()
 
     def run(self) -> int:
         """Consume until stopped; returns the process exit code (0 after a clean drain)."""
-        self.source.subscribe(self)
-        self.delivery.start()
-        inference = threading.Thread(target=self._inference_main, name="inference", daemon=True)
-        inference.start()
+        self.consumer.subscribe(self)
+        failure = None
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and self.guarantee.fatal is None:
                 self.health.beat()
-                if self.delivery.fatal or self._fatal or not inference.is_alive():
-                    self._fatal = self._fatal or self.delivery.fatal or "inference thread stopped"
-                    break
-                self._poll_once()
-                self._maybe_commit()
-                self.lag.maybe_update()
-            self._stopped_at = self.clock()
-            self._finish_rebalance_before_leaving()
+                self.guarantee.service(time.monotonic())
+                self._apply_backpressure()
+                self._poll()
+                self._advance(time.monotonic())
+                self.guarantee.maybe_commit(time.monotonic())
+                self._report_lag()
         except Exception as exc:  # a bug or an unexpected broker error: drain what we can, exit non-zero
-            self._fatal = self._fatal or f"{type(exc).__name__}: {exc}"
+            failure = f"{type(exc).__name__}: {exc}"
             self.log.exception("loop_failed")
-        return self._shutdown(inference)
+        return self._shutdown(failure)
 
-    def _finish_rebalance_before_leaving(self) -> None:
-        """If stopped in the middle of a rebalance, let it complete (bounded) before leaving the group.
-
-        Leaving while the group waits for our JoinGroup stalls the other members
-        on some brokers (Tansu) until the rebalance timeout; finishing the join
-        first costs at most a few seconds and is harmless on any broker.
-        """
-        if not self._rebalancing or self._fatal:
+    # -- poll, decode, tokenise ------------------------------------------------------------------------
+    def _poll(self) -> None:
+        s = self.settings
+        if self._scoring is not None and len(self._open) >= s.batch_size:
+            wait_for([self._scoring[1]], timeout=IDLE_POLL_MS / 1000)  # the next batch is full: let this one finish
             return
-        deadline = self.clock() + min(self.settings.session_timeout_ms / 1000, self.settings.shutdown_timeout_s / 2)
-        self.log.info("shutdown_waits_for_rebalance")
-        while self._rebalancing and self.clock() < deadline and not self.delivery.fatal:
-            self.health.beat()
-            self._poll_once()
+        if self._scoring is not None:
+            timeout_ms = SCORING_POLL_MS
+        else:
+            timeout_ms = min(IDLE_POLL_MS, int(self._open.wait_s(time.monotonic(), s.max_wait_ms / 1000) * 1000))
+        room = min(s.batch_size - len(self._open), s.in_flight_limit - self.tracker.pending_count())
+        now = time.monotonic()
+        for record in self.consumer.poll(timeout_ms=timeout_ms, max_records=max(1, room)):
+            self._accept(record, now)
 
-    def _shutdown(self, inference: threading.Thread) -> int:
-        self.health.stopping = True
-        self._fatal = self._fatal or self.delivery.fatal
-        budget = self.settings.shutdown_timeout_s
-        deadline = (self._stopped_at or self.clock()) + budget  # one budget for the whole stop, waits included
-        self.log.info("shutdown_started", in_flight=self.tracker.pending_count(), budget_s=budget)
-        self._drain_deadline = deadline
-        self._input_closed.set()
-        inference.join(max(0.0, deadline - self.clock()))
-        try:
-            self.sink.flush(max(0.1, deadline - self.clock()))
-        except KafkaError as exc:
-            self.log.warning("flush_failed", error=str(exc))
-        # Sends still held behind a failed one stay unacknowledged: the commit stops before them.
-        self.delivery.close(max(0.1, min(1.0, deadline - self.clock())))
-        self._commit()
-        unfinished = self.tracker.pending_count()
-        try:
-            self.source.close()
-        finally:
-            self.sink.close(max(0.1, deadline - self.clock()))
-        if self._fatal:
-            self.log.error("worker_failed", error=self._fatal, uncommitted=unfinished)
-            return 1
-        self.log.info("shutdown_complete", uncommitted=unfinished)
-        return 0
-
-    # -- consumer thread -------------------------------------------------------------------------------
-    def _poll_once(self) -> None:
-        limit = self.settings.in_flight_limit
-        if self._resume_all:
-            self._resume_all = False
-            self.source.resume()
-            self._paused = False
-            self.metrics.paused.set(0)
-        in_flight = self.tracker.pending_count()
-        self.metrics.in_flight.set(in_flight)
-        # While a send is stuck, more input would only queue up behind it.
-        self.health.send_problem = stuck = self.delivery.problem()
-        if not self._paused and (in_flight >= limit or stuck):
-            self.source.pause()
-            self._paused = True
-            self.metrics.paused.set(1)
-        elif self._paused and in_flight <= limit // 2 and not stuck:
-            self.source.resume()
-            self._paused = False
-            self.metrics.paused.set(0)
-        # Polling continues while paused: it keeps the group membership and max.poll.interval alive.
-        records = self.source.poll(timeout_ms=100, max_records=max(1, limit - in_flight))
-        for record in records:
-            self._accept(record)
-
-    def _accept(self, record: InputRecord) -> None:
+    def _accept(self, record: InputRecord, now: float) -> None:
         ticket = self.tracker.register(record.tp, record.offset)
         if ticket is None:  # its partition was revoked meanwhile; the next owner reads it from the commit
             self.metrics.dropped_revoked.inc()
             return
         self.metrics.records_in.inc()
-        ref = codec.SourceRef(record.topic, record.partition, record.offset)
         s = self.settings
-        decoded = codec.decode_value(record.value, record.key, ref, input_format=s.input_format,
+        source = codec.SourceRef(record.topic, record.partition, record.offset)
+        decoded = codec.decode_value(record.value, record.key, source, input_format=s.input_format,
                                      text_field=s.text_field, max_message_bytes=s.max_message_bytes)
-        if isinstance(decoded, codec.Rejection):
-            self.publisher.dead_letter(record, ticket, ref, decoded)
-            return
-        self.work.put(WorkItem(record, ticket, ref, decoded.id, self.engine.token_ids(decoded.text),
-                               queued_at=time.monotonic()))
+        token_ids: list[int] = []
+        if isinstance(decoded, codec.Decoded):
+            try:
+                token_ids = self.engine.token_ids(decoded.text)
+            except Exception as exc:  # noqa: BLE001 - one record never stops the worker: dead-letter it
+                self.log.exception("tokenise_failed", source=source.as_id())
+                decoded = codec.Rejection(codec.INFERENCE_ERROR, f"tokenising failed: {type(exc).__name__}: {exc}")
+        self._open.add(Entry(record, ticket, source, decoded, token_ids, now))
 
-    def _maybe_commit(self) -> None:
-        now = self.clock()
-        if now - self._last_commit >= self.settings.commit_interval_ms / 1000:
-            self._last_commit = now
-            self._commit()
-
-    def _commit(self, partitions: list[TopicPartition] | None = None) -> None:
-        offsets = self.tracker.committable(partitions)
-        if not offsets:
+    # -- infer, render, deliver ------------------------------------------------------------------------
+    def _advance(self, now: float, *, stopping: bool = False) -> None:
+        """Publish the scored batch, if it is done, and start scoring the next one when it is closed."""
+        if self._scoring is not None and not self._scoring[1].done():
             return
-        try:
-            self.source.commit(offsets)
-        except KafkaError as exc:  # CommitFailed / RebalanceInProgress: the next owner re-reads, never skips
-            self.metrics.commits.labels("failed").inc()
-            self.log.warning("commit_failed", error=f"{type(exc).__name__}: {exc}")
-            return
-        self.tracker.mark_committed(offsets)
-        self.metrics.commits.labels("ok").inc()
-
-    # -- inference thread ------------------------------------------------------------------------------
-    def _inference_main(self) -> None:
+        finished, self._scoring = self._scoring, None
         s = self.settings
-        batcher: Batcher[WorkItem] = Batcher(self.work, lambda item: len(item.token_ids), s.batch_size,
-                                             s.max_wait_ms / 1000, s.max_batch_tokens,
-                                             arrived_at=lambda item: item.queued_at)
-        try:
-            while True:
-                if self._input_closed.is_set() and self.clock() > self._drain_deadline:
-                    return
-                batch = batcher.next_batch(idle_timeout_s=0.05)
-                if batch is None:
-                    if self._input_closed.is_set():
-                        return  # stopped and drained
-                    continue
-                self.process_batch(batch.items, batch.tokens)
-        except Exception as exc:
-            self._fatal = f"inference thread failed: {type(exc).__name__}: {exc}"
-            self.log.exception("inference_failed")
-            self._stop.set()
+        if self._open.closed_by(now, s.batch_size, s.max_wait_ms / 1000, s.max_batch_tokens) or (
+                stopping and len(self._open)):
+            batch, self._open = self._open, OpenBatch()
+            self.metrics.batch_size.observe(len(batch))
+            self.metrics.batch_tokens.observe(batch.tokens)
+            self._scoring = batch.entries, self._inference.submit(
+                score, self.engine, batch.entries, s.top_k, self.metrics, self.log)
+        if finished is not None:  # published after the next batch started, so inference keeps running
+            entries, future = finished
+            self._publish(entries, future.result(), now)
 
-    def process_batch(self, items: list[WorkItem], tokens: int) -> None:
-        live = [item for item in items if self.tracker.is_current(item.ticket)]
-        if len(live) < len(items):
-            self.metrics.dropped_revoked.inc(len(items) - len(live))
-        if not live:
+    def _publish(self, entries: list[Entry], outcomes: list[Any], now: float) -> None:
+        messages: list[Message] = []
+        for entry, outcome in zip(entries, outcomes, strict=True):
+            if not self.tracker.is_current(entry.ticket):  # revoked while it was scored
+                self.metrics.dropped_revoked.inc()
+                continue
+            try:
+                messages.append(render(entry, outcome, self.settings, self.model_id))
+            except (ValueError, UnicodeError) as exc:  # e.g. a model that answers NaN: dead-letter, never stop
+                rejection = codec.Rejection(codec.INFERENCE_ERROR, f"the label cannot be rendered: {exc}")
+                messages.append(render(entry, rejection, self.settings, self.model_id))
+        self.guarantee.publish(messages, now)
+
+    # -- backpressure, lag -----------------------------------------------------------------------------
+    def _apply_backpressure(self) -> None:
+        if self._resume_all:
+            self._resume_all = False
+            self.consumer.resume()
+            self._set_paused(False)
+        in_flight = self.tracker.pending_count()
+        self.metrics.in_flight.set(in_flight)
+        # While results cannot get out, more input would only queue up behind them.
+        self.health.send_problem = problem = self.guarantee.problem()
+        limit = self.settings.in_flight_limit
+        if not self._paused and (in_flight >= limit or problem):
+            self.consumer.pause()
+            self._set_paused(True)
+        elif self._paused and in_flight <= limit // 2 and not problem:
+            self.consumer.resume()
+            self._set_paused(False)
+
+    def _set_paused(self, paused: bool) -> None:
+        self._paused = paused
+        self.metrics.paused.set(1 if paused else 0)
+
+    def _report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < LAG_REFRESH_S:
             return
-        self.metrics.batch_size.observe(len(live))
-        self.metrics.batch_tokens.observe(tokens)
-        results = self._infer(live)
-        good = [(item, probs) for item, probs in results if not isinstance(probs, codec.Rejection)]
-        predictions = iter(self.engine.to_predictions(np.stack([p for _, p in good]), self.settings.top_k)
-                           if good else [])
-        for item, outcome in results:  # input order: per partition, labels are sent in offset order
-            if isinstance(outcome, codec.Rejection):
-                self.publisher.dead_letter(item.record, item.ticket, item.source, outcome)
-            else:
-                self.publisher.label(item.record, item.ticket, item.source, item.record_id, next(predictions))
+        self._last_lag = now
+        for tp, lag in self.consumer.lag().items():
+            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
-    def _infer(self, items: list[WorkItem]) -> list[tuple[WorkItem, np.ndarray | codec.Rejection]]:
-        """Score ``items``; on failure bisect so that only the record that breaks inference is rejected."""
-        start = time.perf_counter()
-        try:
-            probs = self.engine.predict_proba([item.token_ids for item in items])
-        except InferenceError as exc:
-            if len(items) == 1:
-                self.log.warning("inference_rejected_record", source=items[0].source.as_id(), error=str(exc))
-                return [(items[0], codec.Rejection(codec.INFERENCE_ERROR, str(exc)))]
-            middle = len(items) // 2
-            return self._infer(items[:middle]) + self._infer(items[middle:])
-        self.metrics.inference_seconds.observe(time.perf_counter() - start)
-        return list(zip(items, probs, strict=True))
+    # -- rebalance hooks (worker.kafka_io.RebalanceListener, while the loop is inside poll) ----------------
+    def offsets_to_commit(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return self.guarantee.offsets_to_commit(partitions)
+
+    def resume_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return self.tracker.resume_offsets(partitions)
+
+    def release(self, partitions: list[TopicPartition], *, lost: bool, committed: dict[TopicPartition, int] | None,
+                error: Exception | None) -> None:
+        """Forget the partitions: their unanswered records are dropped everywhere and read again by the next owner."""
+        if committed:
+            self.tracker.mark_committed(committed)
+            self.metrics.commits.labels("ok").inc()
+        if error is not None:
+            self.metrics.commits.labels("failed").inc()
+            self.log.warning("commit_on_revoke_failed", error=f"{type(error).__name__}: {error}")
+        self.tracker.revoke(partitions)
+        dropped = self._open.drop(set(partitions))
+        self.metrics.dropped_revoked.inc(dropped)
+        self._owned -= set(partitions)
+        for tp in partitions:
+            try:
+                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass  # no lag was reported for it yet
+        self._report_assigned()
+        report = self.log.warning if lost else self.log.info
+        report("partitions_lost" if lost else "partitions_revoked", partitions=_names(partitions), dropped=dropped,
+               committed={f"{tp.topic}[{tp.partition}]": offset for tp, offset in (committed or {}).items()})
+
+    def assigned(self, partitions: list[TopicPartition]) -> None:
+        self.tracker.assign(partitions)
+        self._owned |= set(partitions)
+        # kafka-python keeps the paused flag of retained partitions: the loop resumes them all on its next turn,
+        # then backpressure is decided afresh.
+        self._resume_all = True
+        self._report_assigned()
+        self.log.info("partitions_assigned", partitions=_names(partitions))
+
+    def _report_assigned(self) -> None:
+        self.health.assigned = len(self._owned)
+        self.metrics.assigned_partitions.set(len(self._owned))
+
+    # -- shutdown --------------------------------------------------------------------------------------
+    def _shutdown(self, failure: str | None) -> int:
+        """Finish the batches in hand, store their results, commit and leave, all within --shutdown-timeout-s."""
+        self.health.stopping = True
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        self.log.info("shutdown_started", in_flight=self.tracker.pending_count(),
+                      budget_s=self.settings.shutdown_timeout_s)
+        failure = failure or self.guarantee.fatal
+        if failure is None:
+            try:
+                while (self._scoring is not None or len(self._open)) and time.monotonic() < deadline:
+                    self.health.beat()
+                    self.guarantee.service(time.monotonic())
+                    self._advance(time.monotonic(), stopping=True)
+                    if self._scoring is not None:
+                        wait_for([self._scoring[1]], timeout=max(0.0, min(0.05, deadline - time.monotonic())))
+                self.guarantee.drain(deadline)
+            except Exception as exc:  # noqa: BLE001 - still leave the group and exit non-zero
+                failure = f"{type(exc).__name__}: {exc}"
+                self.log.exception("drain_failed")
+        failure = failure or self.guarantee.fatal
+        unanswered = self.tracker.pending_count()
+        self._inference.shutdown(wait=False, cancel_futures=True)
+        for client in (self.consumer, self.guarantee.producer):
+            try:
+                if client is not None:
+                    client.close(max(0.1, deadline - time.monotonic()))
+            except Exception as exc:  # noqa: BLE001 - leaving anyway; what is uncommitted is read again
+                self.log.warning("close_failed", client=type(client).__name__, error=f"{type(exc).__name__}: {exc}")
+        if failure:
+            self.log.error("worker_failed", error=failure, unanswered=unanswered)
+            return 1
+        self.log.info("shutdown_complete", unanswered=unanswered)
+        return 0
+
+
+def _names(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}[{tp.partition}]" for tp in partitions]

@@ -1,37 +1,79 @@
-"""What the streaming loop talks to: a source of records, a sink for outputs, an inference engine.
+"""What the pipeline talks to: a consumer, a producer, an inference engine, and the record they pass.
 
-Protocols, so that the loop runs against kafka_io and the real engine in
-production and against in-memory fakes in the unit tests.
+:mod:`worker.kafka_io` implements the consumer and producer with kafka-python and
+:mod:`worker.engine` the engine with ONNX Runtime; the pipeline sees only these.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 from kafka.structs import TopicPartition
 
-from worker import codec
-from worker.kafka_io import InputRecord, RebalanceHooks, SendFuture
-from worker.offsets import Ticket
+Headers = list[tuple[str, bytes]]
 
 
-class Source(Protocol):
+@dataclass(frozen=True)
+class InputRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp_ms: int
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+class RebalanceHooks(Protocol):
+    """What the pipeline does around a rebalance; :class:`worker.kafka_io.RebalanceListener` calls these in order.
+
+    Revoke: ``offsets_to_commit`` (what is safe to commit now, never waiting for sends), the commit,
+    ``resume_offsets`` (where to read again if the partition comes straight back), then ``release``.
+    """
+
+    def offsets_to_commit(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+    def resume_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+    def release(self, partitions: list[TopicPartition], *, lost: bool, committed: dict[TopicPartition, int] | None,
+                error: Exception | None) -> None: ...
+    def assigned(self, partitions: list[TopicPartition]) -> None: ...
+
+
+class SendFuture(Protocol):
+    def add_callback(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+    def add_errback(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+    def succeeded(self) -> bool: ...
+    def failed(self) -> bool: ...
+
+    @property
+    def exception(self) -> BaseException | None: ...
+
+
+class Consumer(Protocol):
     def subscribe(self, hooks: RebalanceHooks) -> None: ...
     def poll(self, timeout_ms: int, max_records: int) -> list[InputRecord]: ...
     def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
     def pause(self) -> None: ...
     def resume(self) -> None: ...
-    def assignment(self) -> set[TopicPartition]: ...
+    def group_metadata(self) -> Any: ...
     def lag(self) -> dict[TopicPartition, int]: ...
-    def close(self) -> None: ...
+    def close(self, timeout_s: float) -> None: ...
 
 
-class Sink(Protocol):
-    def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> SendFuture: ...
+class Producer(Protocol):
+    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> SendFuture: ...
     def flush(self, timeout_s: float) -> None: ...
+    def begin(self) -> None: ...
+    def send_offsets(self, offsets: dict[TopicPartition, int], group_metadata: Any, timeout_s: float) -> None: ...
+    def commit(self, timeout_s: float) -> None: ...
+    def abort(self, timeout_s: float) -> None: ...
+    def fenced_by(self, exc: BaseException) -> BaseException | None: ...
     def close(self, timeout_s: float) -> None: ...
 
 
@@ -39,13 +81,3 @@ class Engine(Protocol):
     def token_ids(self, text: str) -> list[int]: ...
     def predict_proba(self, id_lists: Sequence[Sequence[int]]) -> np.ndarray: ...
     def to_predictions(self, probabilities: np.ndarray, top_k: int = 1) -> list: ...
-
-
-@dataclass(frozen=True)
-class WorkItem:
-    record: InputRecord
-    ticket: Ticket
-    source: codec.SourceRef
-    record_id: Any
-    token_ids: list[int]
-    queued_at: float = 0.0  # monotonic time it entered the work queue: the batcher's deadline counts from it

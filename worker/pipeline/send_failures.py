@@ -1,4 +1,4 @@
-"""What a failed send means and what an operator can do about it (see :mod:`worker.pipeline.delivery`).
+"""What a failed send means, what an operator can do about it, and when to try again.
 
 kafka-python retries transient errors inside the producer; an error that reaches
 the worker is sorted into *too large* (the same bytes never fit), *fatal* (the
@@ -19,6 +19,7 @@ class FailureKind(enum.Enum):
     FATAL = "fatal"
 
 
+BACKOFF_INITIAL_S = 0.5  # the first retry; each later one waits twice as long, up to --send-retry-backoff-max-s
 _TOO_LARGE = (kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordListTooLargeError)
 _FATAL = (kafka_errors.IllegalStateError, kafka_errors.ProducerFencedError)
 
@@ -46,6 +47,6 @@ def advice(topic: str, exc: BaseException) -> str:
     return f"check the broker logs and the health of topic {topic!r}"
 
 
-def backoff_s(attempt: int, initial_s: float, maximum_s: float) -> float:
-    """Delay before retry number ``attempt`` (1-based): doubles from ``initial_s``, capped at ``maximum_s``."""
-    return min(maximum_s, initial_s * 2 ** min(attempt - 1, 62))
+def backoff_s(attempt: int, maximum_s: float) -> float:
+    """Delay before retry number ``attempt`` (1-based): doubles from 0.5 s, capped at ``maximum_s``."""
+    return min(maximum_s, BACKOFF_INITIAL_S * 2 ** min(attempt - 1, 62))

@@ -1,0 +1,164 @@
+"""At least once: send asynchronously, commit offsets that every earlier result was acknowledged for.
+
+All sends happen on the loop thread, in input order. The producer's callbacks
+(on kafka-python's I/O thread) only queue the outcome; :meth:`AtLeastOnce.service`
+handles it on the loop thread:
+
+- acknowledged: the record is answered, and its offset can be committed once
+  every earlier record of its partition is;
+- *too large*: the record's message moves one rung down the ladder and is sent
+  again (a label becomes an ``output_too_large`` dead letter);
+- *fatal* (the producer is closed or fenced, or a bug): the worker stops, and a
+  restart re-reads from the last commit;
+- anything else (a missing topic, no ACL, a schema refusing records, a timeout):
+  the message is *held*, and so is every later one, in input order per
+  partition. The oldest held message is retried after the backoff; once the
+  broker takes it, the held ones go out in order. Meanwhile no offset passes
+  the held records, the loop pauses fetching and ``/readyz`` says why.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+
+from kafka.errors import KafkaError
+from kafka.structs import TopicPartition
+
+from worker.pipeline.guarantee import Guarantee
+from worker.pipeline.messages import FIRST_DEAD_LETTER, Message, smaller
+from worker.pipeline.send_failures import FailureKind, classify
+
+
+class AtLeastOnce(Guarantee):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # (message, error or None, wall-clock time of the ack), queued by the producer's I/O thread.
+        self._outcomes: queue.SimpleQueue[tuple[Message, BaseException | None, float]] = queue.SimpleQueue()
+        self._held: list[Message] = []  # waiting behind a failed send; per partition in offset order
+        self._probe: Message | None = None  # the retried send whose outcome ends or extends the stall
+        self._last_commit = 0.0
+
+    def publish(self, messages: list[Message], now: float) -> None:
+        for message in messages:
+            if self._held or self.stall is not None or self._probe is not None:
+                self._hold(message)
+            else:
+                self._send(message, now)
+
+    def service(self, now: float) -> None:
+        self._take_outcomes(now)
+        if self.stall is not None and self._probe is None and self.retry_due(now):
+            probe = self._pop_live()
+            if probe is None:  # everything held belonged to revoked partitions
+                self.recovered(now, held=0)
+            else:
+                self._probe = probe
+                self.metrics.send_retries.labels(probe.topic).inc()
+                self._send(probe, now)
+        while self.stall is None and self._probe is None and self._held:
+            message = self._pop_live()
+            if message is not None:
+                self._send(message, now)
+
+    def maybe_commit(self, now: float) -> None:
+        if now - self._last_commit >= self.settings.commit_interval_ms / 1000:
+            self._last_commit = now
+            self.commit_offsets(self.tracker.committable())
+
+    def offsets_to_commit(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return self.tracker.committable(partitions)
+
+    def drain(self, deadline: float) -> None:
+        """Flush, handle the outcomes (a too-large message is sent again smaller), commit. Held sends stay held."""
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                self.producer.flush(max(0.1, remaining))
+            except KafkaError as exc:  # KafkaTimeoutError and the like: commit what is answered
+                self.log.warning("flush_failed", error=f"{type(exc).__name__}: {exc}")
+            if not self._take_outcomes(time.monotonic()) or time.monotonic() >= deadline:
+                break
+        self.commit_offsets(self.tracker.committable())
+
+    # -- sending ---------------------------------------------------------------------------------------
+    def _send(self, message: Message, now: float) -> None:
+        while True:
+            try:
+                future = self.producer.send(message.topic, message.key, message.value, message.headers)
+            except Exception as exc:  # noqa: BLE001 - classified below: too large, retried, or fatal
+                if classify(exc) is FailureKind.TOO_LARGE and not message.smallest:
+                    self._log_too_large(message, exc)
+                    message = smaller(message, self.settings, self.model_id)
+                    continue
+                self._failed(message, exc, now)
+                return
+            future.add_callback(self._on_ack, message)
+            future.add_errback(self._on_error, message)
+            return
+
+    def _on_ack(self, message: Message, _metadata: object) -> None:  # producer I/O thread: only queue it
+        self._outcomes.put((message, None, time.time()))
+
+    def _on_error(self, message: Message, exc: BaseException) -> None:  # producer I/O thread: only queue it
+        self._outcomes.put((message, exc, 0.0))
+
+    def _take_outcomes(self, now: float) -> int:
+        handled = 0
+        while True:
+            try:
+                message, error, acked_at = self._outcomes.get_nowait()
+            except queue.Empty:
+                return handled
+            handled += 1
+            if error is None:
+                if message is self._probe:
+                    self._probe = None
+                    self.recovered(now, held=len(self._held))
+                self.answered(message, acked_at)
+            else:
+                self._failed(message, error, now)
+
+    def _failed(self, message: Message, exc: BaseException, now: float) -> None:
+        self.metrics.send_errors.inc()
+        was_probe = message is self._probe
+        if was_probe:
+            self._probe = None
+        if not self.tracker.is_current(message.entry.ticket):
+            return  # its partition is gone; the next owner answers the record again
+        kind = classify(exc)
+        if kind is FailureKind.FATAL:
+            self.fatal = self.fatal or f"send to {message.topic!r} failed: {type(exc).__name__}: {exc}"
+            return
+        if kind is FailureKind.TOO_LARGE and not message.smallest:
+            if was_probe:  # the destination answered: it works, only this message does not fit
+                self.recovered(now, held=len(self._held))
+            self._log_too_large(message, exc)
+            self.publish([smaller(message, self.settings, self.model_id)], now)
+            return
+        self._hold(message)
+        if self.stall is not None and not was_probe:
+            return  # one more send that was already in flight; the probe decides when to try again
+        ticket = message.entry.ticket
+        self.schedule_retry(message.topic, exc, now, partition=ticket.partition.partition, offset=ticket.offset,
+                            held=len(self._held))
+
+    def _log_too_large(self, message: Message, exc: BaseException) -> None:
+        event = "output_too_large" if message.rung < FIRST_DEAD_LETTER else "dead_letter_too_large"
+        self.log.warning(event, source=message.entry.source.as_id(), rung=message.rung, error=str(exc))
+
+    def _hold(self, message: Message) -> None:
+        """Insert before the first held message of the same partition with a higher offset (keeps input order)."""
+        ticket = message.entry.ticket
+        index = next((i for i, held in enumerate(self._held)
+                      if held.entry.ticket.partition == ticket.partition and held.entry.ticket.offset > ticket.offset),
+                     len(self._held))
+        self._held.insert(index, message)
+
+    def _pop_live(self) -> Message | None:
+        """The oldest held message whose partition is still ours; others are dropped (the next owner re-reads)."""
+        while self._held:
+            message = self._held.pop(0)
+            if self.tracker.is_current(message.entry.ticket):
+                return message
+        return None

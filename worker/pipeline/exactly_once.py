@@ -1,0 +1,153 @@
+"""Exactly once: each batch's labels, dead letters and the offsets after it commit in one Kafka transaction.
+
+A batch is sent as: ``begin`` → send every message → flush → check every send →
+``send_offsets`` (with the consumer's group metadata, so a broker can refuse a
+zombie member's offsets, KIP-447) → ``commit``. Every wait is bounded by the
+flush timeout, a third of ``--transaction-timeout-ms``, so a transaction ends
+(committed or aborted) before the broker would time it out, and the loop thread
+is back in ``poll`` well within ``--max-poll-interval-ms``.
+
+A failed transaction is aborted and the same batch is sent again after the
+backoff (messages refused as too large one rung smaller); later batches wait
+behind it, fetching pauses and ``/readyz`` says why, as for a failed send in
+at-least-once mode. Records are answered only when their transaction commits.
+
+A producer that cannot go on is replaced: when an abort gets no answer, or the
+broker aborted our transaction for running past its timeout (it bumps the epoch,
+which looks like fencing), a new producer with the same transactional id takes
+over. Only a real fence, another live process that registered our id, stops the
+worker: the work belongs to that process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.structs import TopicPartition
+
+from worker.exceptions import StartupError
+from worker.pipeline.guarantee import Guarantee
+from worker.pipeline.messages import Message, smaller
+from worker.pipeline.ports import Producer
+from worker.pipeline.send_failures import FailureKind, classify
+
+
+class ExactlyOnce(Guarantee):
+    def __init__(self, *args: Any, new_producer: Callable[[], Producer], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._new_producer = new_producer  # a started producer with our transactional id (init_transactions done)
+        self._pending: deque[list[Message]] = deque()  # batches not yet committed, oldest first
+        self._timeout_s = self.settings.flush_timeout_s
+
+    def publish(self, messages: list[Message], now: float) -> None:
+        if messages:
+            self._pending.append(messages)
+        self.service(now)
+
+    def service(self, now: float, deadline: float | None = None) -> None:
+        while self._pending and self.fatal is None and self.retry_due(now):
+            batch = [m for m in self._pending[0] if self.tracker.is_current(m.entry.ticket)]
+            if batch and not self._transact(batch, now, deadline):
+                return
+            self._pending.popleft()
+            now = time.monotonic()
+            if self.stall is not None:
+                self.recovered(now, batches_waiting=len(self._pending))
+
+    def drain(self, deadline: float) -> None:
+        """Commit what waits, while time is left; what is not committed is read again after the restart."""
+        if self.stall is not None:
+            self.stall.retry_at = time.monotonic()  # one last try, now
+        self.service(time.monotonic(), deadline)
+
+    # -- one batch, one transaction -----------------------------------------------------------------------
+    def _transact(self, batch: list[Message], now: float, deadline: float | None) -> bool:
+        """True when the batch is committed; else it is aborted, updated in place for the retry, and False."""
+        timeout = self._timeout_s if deadline is None else max(0.1, min(self._timeout_s, deadline - now))
+        started = time.monotonic()
+        try:
+            if self.producer is None:
+                self.producer = self._new_producer()
+            self.producer.begin()
+            sent = [self._send(message) for message in batch]
+            self.producer.flush(timeout)
+            failures = []
+            for i, (message, future) in enumerate(sent):
+                if future.succeeded():
+                    continue
+                error = future.exception or KafkaTimeoutError(f"send not acknowledged within {timeout:.1f} s")
+                if classify(error) is FailureKind.TOO_LARGE and not message.smallest:
+                    sent[i] = (smaller(message, self.settings, self.model_id), future)  # the retry sends it smaller
+                failures.append(error)
+            if failures:
+                self._pending[0] = [message for message, _ in sent]
+                error = failures[0]
+                raise error if isinstance(error, KafkaError) else KafkaError(f"send failed: {error!r}")
+            self.producer.send_offsets(_offsets_after(batch), self.consumer.group_metadata(), timeout)
+            self.producer.commit(timeout)
+        except Exception as exc:  # noqa: BLE001 - Kafka and start-up errors are retried; anything else is a bug
+            self._abort(batch, exc, started)
+            return False
+        stored_at = time.time()
+        for message, _ in sent:
+            self.answered(message, stored_at)
+        self.metrics.commits.labels("ok").inc()
+        return True
+
+    def _send(self, message: Message) -> tuple[Message, Any]:
+        """Send in the largest form the producer takes: one it refuses before queueing joins smaller at once."""
+        while True:
+            try:
+                return message, self.producer.send(message.topic, message.key, message.value, message.headers)
+            except Exception as exc:
+                if classify(exc) is not FailureKind.TOO_LARGE or message.smallest:
+                    raise
+                self.log.warning("output_too_large" if message.reason is None else "dead_letter_too_large",
+                                 source=message.entry.source.as_id(), rung=message.rung, error=str(exc))
+                message = smaller(message, self.settings, self.model_id)
+
+    def _abort(self, batch: list[Message], exc: BaseException, started: float) -> None:
+        self.metrics.commits.labels("aborted").inc()
+        if not isinstance(exc, KafkaError | StartupError):
+            self.fatal = f"transaction failed: {type(exc).__name__}: {exc}"
+            return
+        fence = self.producer.fenced_by(exc) if self.producer is not None else None
+        timed_out = time.monotonic() - started >= self.settings.transaction_timeout_ms / 1000
+        if fence is not None and not timed_out:
+            self.fatal = f"producer fenced ({type(fence).__name__}: {fence}): another worker started with " \
+                         f"transactional id {self.settings.transactional_id!r} and took over"
+            return
+        if fence is None and self.producer is not None:
+            try:
+                self.producer.abort(self._timeout_s)
+            except KafkaError as abort_error:
+                fence = abort_error
+        if fence is not None:  # no answer to the abort, or the broker timed the transaction out: start afresh
+            self._replace_producer(fence)
+        first = batch[0].entry.ticket
+        self.log.warning("transaction_aborted", error=f"{type(exc).__name__}: {exc}", records=len(batch),
+                         partition=first.partition.partition, first_offset=first.offset)
+        self.schedule_retry(batch[0].topic, exc, time.monotonic(), partition=first.partition.partition,
+                            offset=first.offset, batches_waiting=len(self._pending))
+
+    def _replace_producer(self, cause: BaseException) -> None:
+        self.log.warning("producer_replaced", reason=f"{type(cause).__name__}: {cause}",
+                         transactional_id=self.settings.transactional_id)
+        producer, self.producer = self.producer, None  # the next try starts a new one (aborting what is open)
+        try:
+            producer.close(1.0)
+        except Exception as exc:  # noqa: BLE001 - it is being discarded; its state no longer matters
+            self.log.warning("producer_close_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _offsets_after(batch: list[Message]) -> dict[TopicPartition, int]:
+    """Per partition, one past the batch's last record: what the transaction commits for the group."""
+    offsets: dict[TopicPartition, int] = {}
+    for message in batch:
+        ticket = message.entry.ticket
+        offsets[ticket.partition] = max(offsets.get(ticket.partition, 0), ticket.offset + 1)
+    return offsets
