@@ -118,6 +118,10 @@ class ExactlyOnce(Guarantee):
         fence = self.producer.fenced_by(exc) if self.producer is not None else None
         timed_out = time.monotonic() - started >= self.settings.transaction_timeout_ms / 1000
         if fence is not None and not timed_out:
+            self.log.error("producer_fenced", transactional_id=self.settings.transactional_id,
+                           error=f"{type(fence).__name__}: {fence}",
+                           hint="another live worker registered this transactional id and took over; give each "
+                                "worker its own --transactional-id (the default is unique per host and slot)")
             self.fatal = f"producer fenced ({type(fence).__name__}: {fence}): another worker started with " \
                          f"transactional id {self.settings.transactional_id!r} and took over"
             return
