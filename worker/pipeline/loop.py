@@ -81,7 +81,7 @@ class Pipeline:
     # -- poll, decode, tokenise ------------------------------------------------------------------------
     def _poll(self) -> None:
         s = self.settings
-        if self._scoring is not None and len(self._open) >= s.batch_size:
+        if self._scoring is not None and (len(self._open) >= s.batch_size or self._open.tokens >= s.max_batch_tokens):
             wait_for([self._scoring[1]], timeout=IDLE_POLL_MS / 1000)  # the next batch is full: let this one finish
             return
         if self._scoring is not None:
