@@ -54,6 +54,8 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 # Seconds a rolled pod stays Ready before the next is touched (bench/rolling_restart.py measured 10).
 MIN_READY_SECONDS = 10
 ASSIGNMENT_STRATEGY = "cooperative-sticky"
+# 6 s: the lowest a stock broker accepts (group.min.session.timeout.ms); measured to halve the rollout pause.
+SESSION_TIMEOUT_MS = (6000, 6000)
 TRUE = {"1", "true", "yes", "on"}
 IMAGE_TAG = re.compile(r"^\d+\.\d+\.\d+(-[\w.]+)?-([a-z0-9][\w.-]*-m[\w.]+|nomodel)$")
 QUANTITY = re.compile(r"^(?P<number>[0-9.]+)(?P<unit>Ki|Mi|Gi|Ti|k|M|G|T|m)?$")
@@ -93,7 +95,8 @@ def quantity(value: Any) -> float:
 
 def worker_workload(objs: Iterable[Obj]) -> Obj | None:
     """The worker's Deployment or StatefulSet (named lstm-worker), if the render has one."""
-    found = [o for o in objs if o.get("kind") in WORKLOAD_KINDS and (o.get("metadata") or {}).get("name") == WORKER_NAME]
+    found = [o for o in objs
+             if o.get("kind") in WORKLOAD_KINDS and (o.get("metadata") or {}).get("name") == WORKER_NAME]
     return found[0] if len(found) == 1 else None
 
 
@@ -145,10 +148,12 @@ def check_scaled_object(obj: Obj, objs: list[Obj]) -> list[str]:
         threshold, replicas = fallback.get("failureThreshold"), fallback.get("replicas")
         if not isinstance(threshold, int) or threshold < 1:
             problems.append(f"{where}: fallback.failureThreshold must be a positive integer, got {threshold!r}")
-        if not isinstance(replicas, int) or not (isinstance(low, int) and isinstance(high, int) and low <= replicas <= high):
+        bounds = isinstance(low, int) and isinstance(high, int)
+        if not isinstance(replicas, int) or not (bounds and low <= replicas <= high):
             problems.append(f"{where}: fallback.replicas {replicas!r} must lie in [minReplicaCount, maxReplicaCount]")
         if fallback.get("behavior", "static") not in FALLBACK_BEHAVIORS:
-            problems.append(f"{where}: fallback.behavior {fallback.get('behavior')!r} is not one of {sorted(FALLBACK_BEHAVIORS)}")
+            problems.append(f"{where}: fallback.behavior {fallback.get('behavior')!r} is not one of "
+                            f"{sorted(FALLBACK_BEHAVIORS)}")
     triggers = spec.get("triggers") or []
     if not triggers:
         problems.append(f"{where}: spec.triggers is empty")
@@ -284,7 +289,8 @@ def check_worker_policy(objs: list[Obj]) -> list[str]:
     container = next((c for c in pod_spec["containers"] if c.get("name") == "worker"), pod_spec["containers"][0])
     settings = worker_settings(workload, objs)
 
-    budgets = [o for o in objs if o.get("kind") == "PodDisruptionBudget" and selects(o["spec"].get("selector"), pod_labels)]
+    budgets = [o for o in objs
+               if o.get("kind") == "PodDisruptionBudget" and selects(o["spec"].get("selector"), pod_labels)]
     if not budgets:
         problems.append(f"{where}: no PodDisruptionBudget selects the worker pods")
     for budget in budgets:
@@ -295,13 +301,20 @@ def check_worker_policy(objs: list[Obj]) -> list[str]:
     if int(spec.get("minReadySeconds", 0)) < MIN_READY_SECONDS:
         problems.append(f"{where}: minReadySeconds {spec.get('minReadySeconds', 0)} < {MIN_READY_SECONDS}: rolled pods "
                         "would trigger rebalances back to back")
+    session = settings.get("LSTM_WORKER_SESSION_TIMEOUT_MS", "10000")
+    if not session.isdigit() or not SESSION_TIMEOUT_MS[0] <= int(session) <= SESSION_TIMEOUT_MS[1]:
+        problems.append(f"{where}: LSTM_WORKER_SESSION_TIMEOUT_MS {session} outside {SESSION_TIMEOUT_MS}: the "
+                        "heartbeat (a third of it) is how fast members notice a rebalance: each rolled pod's pause")
     strategy = settings.get("LSTM_WORKER_ASSIGNMENT_STRATEGY")
     if strategy != ASSIGNMENT_STRATEGY:
         problems.append(f"{where}: LSTM_WORKER_ASSIGNMENT_STRATEGY is {strategy!r}, want {ASSIGNMENT_STRATEGY!r} "
                         "(incremental rebalancing)")
 
-    metrics_ports = {p.get("name") for p in container.get("ports", [])} | {p.get("containerPort") for p in container.get("ports", [])}
-    for policy in (o for o in objs if o.get("kind") == "NetworkPolicy" and selects(o["spec"].get("podSelector"), pod_labels)):
+    ports = container.get("ports", [])
+    metrics_ports = {p.get("name") for p in ports} | {p.get("containerPort") for p in ports}
+    policies = [o for o in objs
+                if o.get("kind") == "NetworkPolicy" and selects(o["spec"].get("podSelector"), pod_labels)]
+    for policy in policies:
         for index, rule in enumerate(policy["spec"].get("ingress") or []):
             ports = {port.get("port") for port in rule.get("ports") or []}
             peers = rule.get("from") or []
@@ -313,7 +326,8 @@ def check_worker_policy(objs: list[Obj]) -> list[str]:
                 problems.append(f"{key(policy)}: ingress[{index}] to the metrics port must name its peers "
                                 "(the monitoring namespace), not admit everyone")
 
-    annotated = str(((pod.get("metadata") or {}).get("annotations") or {}).get("prometheus.io/scrape", "")).lower() == "true"
+    pod_annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    annotated = str(pod_annotations.get("prometheus.io/scrape", "")).lower() == "true"
     monitors = [o for o in objs if o.get("kind") == "ServiceMonitor"]
     if annotated and monitors:
         problems.append(f"{where}: scraped twice (prometheus.io/scrape pod annotation and ServiceMonitor "
@@ -352,7 +366,8 @@ def check_worker_policy(objs: list[Obj]) -> list[str]:
             problems.append(f"{where}: podManagementPolicy must be Parallel (scale-out must not wait pod by pod)")
         service = find(objs, "Service", spec.get("serviceName"), workload["metadata"].get("namespace"))
         if service is None or service["spec"].get("clusterIP") != "None":
-            problems.append(f"{where}: serviceName {spec.get('serviceName')!r} must name a headless Service in the render")
+            problems.append(f"{where}: serviceName {spec.get('serviceName')!r} must name a headless Service "
+                            "in the render")
 
     image = str(container.get("image", ""))
     if "/" in image.split("@")[0]:  # a registry image (release overlays; base and dev use local names)
@@ -360,7 +375,8 @@ def check_worker_policy(objs: list[Obj]) -> list[str]:
         if "@sha256:" not in image and not IMAGE_TAG.match(tag):
             problems.append(f"{where}: image tag {tag!r} does not name the model it carries "
                             "(<version>-<model name>-m<model version> or <version>-nomodel, deploy/image-tag.sh)")
-        if tag.endswith("-nomodel") and settings.get("LSTM_WORKER_MODEL", "/models/current").startswith("/models/current"):
+        model = settings.get("LSTM_WORKER_MODEL", "/models/current")
+        if tag.endswith("-nomodel") and model.startswith("/models/current"):
             problems.append(f"{where}: image {tag!r} carries no model, yet LSTM_WORKER_MODEL is the baked-in path")
 
     limits = (container.get("resources") or {}).get("limits") or {}

@@ -220,13 +220,14 @@ def test_lock_check_refuses(tmp_path: Path, case: str, message: str) -> None:
     assert check_locks(root).returncode == 0
     if case == "pyproject-changed":
         path = root / "pyproject.toml"
-        path.write_text(path.read_text().replace('"prometheus-client>=0.20",', '"prometheus-client>=0.20",\n    "rich",'))
+        text = path.read_text()
+        path.write_text(text.replace('"prometheus-client>=0.20",', '"prometheus-client>=0.20",\n    "rich",'))
     elif case == "hash-removed":
         path = root / "deploy" / "requirements" / "worker.txt"
         path.write_text(re.sub(r"(click==\S+) \\\n(\s+--hash=\S+ \\?\n)+", r"\1\n", path.read_text()))
     else:
         path = root / "deploy" / "docker" / "worker.Dockerfile"
-        path.write_text(path.read_text().replace("RUN pip install --no-deps --no-build-isolation --no-index .",
-                                                 "RUN pip install requests && pip install --no-deps --no-build-isolation --no-index ."))
+        project = "pip install --no-deps --no-build-isolation --no-index ."
+        path.write_text(path.read_text().replace(f"RUN {project}", f"RUN pip install requests && {project}"))
     result = check_locks(root)
     assert result.returncode == 1 and message in result.stdout, result.stdout

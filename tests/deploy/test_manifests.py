@@ -375,6 +375,9 @@ def test_rollouts_wait_between_pods_and_rebalance_incrementally(rendered: dict[s
     assert env["LSTM_WORKER_ASSIGNMENT_STRATEGY"] in choices
     grace = workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > float(worker_settings(objs)["LSTM_WORKER_SHUTDOWN_TIMEOUT_S"])
+    # Members notice a rebalance at their next heartbeat (a third of the session timeout): 6 s, the
+    # lowest a stock broker accepts, measured to cut the rollout pause (docs/deploy.md).
+    assert worker_settings(objs)["LSTM_WORKER_SESSION_TIMEOUT_MS"] == "6000"
 
 
 def test_namespace_is_its_own_kustomization(rendered: dict[str, list[Obj]]) -> None:
@@ -423,7 +426,7 @@ def test_kafka_secret_is_required_and_mounted_key_by_key(rendered: dict[str, lis
     container = worker_container(objs)
     (volume,) = [v for v in spec["volumes"] if "secret" in v]
     assert volume["secret"]["secretName"] == "lstm-worker-kafka"
-    assert not volume["secret"].get("optional", False), "a missing Secret must stop the pod, not start it unauthenticated"
+    assert not volume["secret"].get("optional", False), "a missing Secret stops the pod, never runs it unauthenticated"
     assert volume["secret"]["items"] == [{"key": "password", "path": "password"}], "only the key the worker reads"
     (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
     assert f"{mount['mountPath']}/password" == settings["LSTM_WORKER_SASL_PASSWORD_FILE"]
@@ -548,10 +551,12 @@ MUTATIONS = {
     "pdb-default-policy": (lambda o: of_kind(o, "PodDisruptionBudget")[0]["spec"].pop("unhealthyPodEvictionPolicy"),
                            "unhealthyPodEvictionPolicy must be AlwaysAllow"),
     "no-min-ready": (lambda o: _workload(o)["spec"].pop("minReadySeconds"), "minReadySeconds 0"),
+    "slow-heartbeat": (lambda o: _env(o).append({"name": "LSTM_WORKER_SESSION_TIMEOUT_MS", "value": "10000"}),
+                       "LSTM_WORKER_SESSION_TIMEOUT_MS 10000 outside"),
     "eager-assignor": (lambda o: next(e for e in _env(o) if e["name"] == "LSTM_WORKER_ASSIGNMENT_STRATEGY")
                        .update(value="range"), "LSTM_WORKER_ASSIGNMENT_STRATEGY is 'range'"),
-    "namespace-in-render": (lambda o: o.append({"apiVersion": "v1", "kind": "Namespace",
-                                                "metadata": {"name": "lstm-worker"}}), "Namespace must be rendered alone"),
+    "namespace-in-render": (lambda o: o.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}),
+                            "Namespace must be rendered alone"),
     "metrics-open": (lambda o: of_kind(o, "NetworkPolicy")[0]["spec"]["ingress"][0].pop("from"), "must name its peers"),
     "double-scrape": (lambda o: _workload(o)["spec"]["template"]["metadata"].setdefault("annotations", {})
                       .update({"prometheus.io/scrape": "true"}), "scraped twice"),
