@@ -24,6 +24,8 @@ duplicates (at-least-once re-deliveries after revocations). Writes
     python -m bench.rolling_restart --bundle ... --data ... --assignment-strategy cooperative-sticky --min-ready-s 10
 
 ``--assignment-strategy`` is passed to the workers only when given (workers without that option refuse it).
+``--worker-src DIR`` runs the workers from another checkout (PYTHONPATH=DIR for them only), e.g. the
+worker rewrite in a sibling worktree; the result records that checkout's commit.
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ class Stream:
             return {key for key, _ in self.outputs}
 
 
-def start_worker(name: str, bootstrap: str, topic: str, bundle: Path, workdir: Path, extra: list[str]) -> Worker:
+def start_worker(name: str, bootstrap: str, topic: str, bundle: Path, workdir: Path, extra: list[str],
+                 worker_src: Path | None = None) -> Worker:
     port = free_port()
     log = workdir / f"{name}.log"
     command = [
@@ -126,8 +129,20 @@ def start_worker(name: str, bootstrap: str, topic: str, bundle: Path, workdir: P
         "--shutdown-timeout-s", "25", "--log-format", "json", *extra,
     ]
     handle = log.open("w")
-    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+    env = dict(os.environ)
+    if worker_src is not None:
+        env["PYTHONPATH"] = str(worker_src)
+    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
     return Worker(name, process, port, log)
+
+
+def worker_revision(worker_src: Path | None) -> dict:
+    source = (worker_src or ROOT).resolve()
+    commit = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--", "worker"], capture_output=True,
+                           text=True)
+    return {"source": str(source), "commit": commit.stdout.strip() or None,
+            "worker_dir_modified": bool(dirty.stdout.strip())}
 
 
 def ready(worker: Worker) -> bool:
@@ -195,8 +210,10 @@ def window_stats(stream: Stream, start: float, end: float) -> dict:
         else:
             per_partition[partition] = end - start
     latencies = np.array([t - sent[k][1] for k, t in outputs if k in sent]) * 1000
+    long_gaps = [(round(float(edges[i]) - start, 2), round(float(g), 2)) for i, g in enumerate(gaps) if g > 1.0]
     result = {
         "seconds": round(end - start, 2),
+        "gaps_over_1s": [{"at_s": at, "length_s": length} for at, length in long_gaps],
         "outputs": len(outputs),
         "max_gap_s": round(float(gaps.max()), 3),
         "max_gap_per_partition_s": {str(p): round(g, 3) for p, g in per_partition.items()},
@@ -225,11 +242,13 @@ def window_stats(stream: Stream, start: float, end: float) -> dict:
 @click.option("--settle-s", default=10.0, show_default=True,
               help="Rollout window extends this long after the last step.")
 @click.option("--worker-arg", "worker_args", multiple=True, help="Extra `lstm-worker run` argument (repeatable).")
+@click.option("--worker-src", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="Run the workers from this checkout (PYTHONPATH) instead of the installed one.")
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Result file. [default: bench/results/rolling-restart-<stamp>.json]")
 def main(bundle: Path, data: str, assignment_strategy: str | None, min_ready_s: float, probe_period_s: float,
          order: str, rate: float, steady_s: float, settle_s: float, worker_args: tuple[str, ...],
-         output: Path | None) -> None:
+         worker_src: Path | None, output: Path | None) -> None:
     """Measure the output pause of a rolling restart of three workers on the local broker."""
     from training.data import load_dataset
 
@@ -248,7 +267,8 @@ def main(bundle: Path, data: str, assignment_strategy: str | None, min_ready_s: 
         stream = Stream(broker.bootstrap_servers, topic, texts, rate)
         try:
             for n in range(WORKERS):
-                workers.append(start_worker(f"w{n}", broker.bootstrap_servers, topic, bundle, workdir, extra))
+                workers.append(start_worker(f"w{n}", broker.bootstrap_servers, topic, bundle, workdir, extra,
+                                            worker_src))
             for worker in workers:
                 wait_ready(worker, probe_period_s=0.5)
             stream.start()
@@ -262,12 +282,12 @@ def main(bundle: Path, data: str, assignment_strategy: str | None, min_ready_s: 
                 name = f"w{n}-new"
                 if order == "replace-first":
                     stop(old, events)
-                    new = start_worker(name, broker.bootstrap_servers, topic, bundle, workdir, extra)
+                    new = start_worker(name, broker.bootstrap_servers, topic, bundle, workdir, extra, worker_src)
                     events.append({"t": new.started, "event": f"start {name}"})
                     events.append({"t": wait_ready(new, probe_period_s), "event": f"ready {name}"})
                     exit_codes[old.name] = wait_exit(old, events)
                 else:
-                    new = start_worker(name, broker.bootstrap_servers, topic, bundle, workdir, extra)
+                    new = start_worker(name, broker.bootstrap_servers, topic, bundle, workdir, extra, worker_src)
                     events.append({"t": new.started, "event": f"start {name}"})
                     events.append({"t": wait_ready(new, probe_period_s), "event": f"ready {name}"})
                     stop(old, events)
@@ -305,6 +325,7 @@ def main(bundle: Path, data: str, assignment_strategy: str | None, min_ready_s: 
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
         "broker": "Tansu (local, in memory)",
         "bundle": str(bundle),
+        "worker": worker_revision(worker_src),
         "settings": {"partitions": PARTITIONS, "workers": WORKERS, "rate_docs_per_s": rate, "order": order,
                      "assignment_strategy": assignment_strategy or "(worker default)", "min_ready_s": min_ready_s,
                      "probe_period_s": probe_period_s, "worker_args": extra, "steady_s": steady_s,
