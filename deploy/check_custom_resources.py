@@ -7,6 +7,12 @@ kubernetes-validate knows only built-in kinds, so this script:
   agreement with the objects it points at (the Deployment, the worker's LSTM_WORKER_*
   settings, the Service, the Secret reference),
 - rejects any other custom resource (an unknown kind is a kind nobody checked),
+- checks the worker's operational policy on the built-in kinds (``check_worker_policy``): the
+  disruption budget lets NotReady pods be evicted, rolled pods wait minReadySeconds, the
+  cooperative-sticky assignor, no Namespace next to the workload, metrics ingress restricted
+  to named peers, one scrape path, the Kafka Secret required and mounted key by key where SASL
+  or TLS is used, exactly-once only on a StatefulSet (Parallel, headless service), GPU pods
+  Guaranteed with room for the CUDA kernel cache in /tmp,
 - requires every checkov suppression annotation to name one check and give its reason,
 - with ``--to-json``, prints the rendered objects as a JSON list (for tests that have
   no YAML parser) and checks nothing.
@@ -41,6 +47,20 @@ BUILTIN_GROUPS = {
     "discovery.k8s.io",
 }
 PARTITIONS_ANNOTATION = "lstm-worker.io/topic-partitions"
+LAG_BASIS_ANNOTATION = "lstm-worker.io/lag-threshold-basis"
+FALLBACK_BEHAVIORS = {"static", "currentReplicas", "currentReplicasIfHigher", "currentReplicasIfLower"}
+WORKER_NAME = "lstm-worker"
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+# Seconds a rolled pod stays Ready before the next is touched (bench/rolling_restart.py measured 10).
+MIN_READY_SECONDS = 10
+ASSIGNMENT_STRATEGY = "cooperative-sticky"
+# 6 s: the lowest a stock broker accepts (group.min.session.timeout.ms); measured to halve the rollout pause.
+SESSION_TIMEOUT_MS = (6000, 6000)
+TRUE = {"1", "true", "yes", "on"}
+IMAGE_TAG = re.compile(r"^\d+\.\d+\.\d+(-[\w.]+)?-([a-z0-9][\w.-]*-m[\w.]+|nomodel)$")
+QUANTITY = re.compile(r"^(?P<number>[0-9.]+)(?P<unit>Ki|Mi|Gi|Ti|k|M|G|T|m)?$")
+UNITS = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9,
+         "T": 10**12, "m": 10**-3}
 KAFKA_TRIGGER_REQUIRED = ("bootstrapServers", "consumerGroup", "topic", "lagThreshold")
 KEDA_SASL_MODES = {"none", "plaintext", "scram_sha256", "scram_sha512", "gssapi", "oauthbearer"}
 
@@ -63,6 +83,21 @@ def find(objs: Iterable[Obj], kind: str, name: str, namespace: str | None) -> Ob
         if obj.get("kind") == kind and meta.get("name") == name and meta.get("namespace") == namespace:
             return obj
     return None
+
+
+def quantity(value: Any) -> float:
+    """A Kubernetes quantity (``2560Mi``, ``2``, ``500m``) as a number of bytes or cores."""
+    match = QUANTITY.match(str(value))
+    if not match:
+        raise ValueError(f"unsupported quantity {value!r}")
+    return float(match.group("number")) * UNITS[match.group("unit")]
+
+
+def worker_workload(objs: Iterable[Obj]) -> Obj | None:
+    """The worker's Deployment or StatefulSet (named lstm-worker), if the render has one."""
+    found = [o for o in objs
+             if o.get("kind") in WORKLOAD_KINDS and (o.get("metadata") or {}).get("name") == WORKER_NAME]
+    return found[0] if len(found) == 1 else None
 
 
 def worker_settings(deployment: Obj, objs: list[Obj]) -> dict[str, str]:
@@ -90,9 +125,10 @@ def check_scaled_object(obj: Obj, objs: list[Obj]) -> list[str]:
     target_name = (spec.get("scaleTargetRef") or {}).get("name")
     if not target_name:
         return [f"{where}: spec.scaleTargetRef.name is required"]
-    deployment = find(objs, "Deployment", target_name, meta.get("namespace"))
+    target_kind = (spec.get("scaleTargetRef") or {}).get("kind", "Deployment")
+    deployment = find(objs, target_kind, target_name, meta.get("namespace"))
     if deployment is None:
-        problems.append(f"{where}: scaleTargetRef names Deployment {target_name!r}, which is not in the render")
+        problems.append(f"{where}: scaleTargetRef names {target_kind} {target_name!r}, which is not in the render")
     low, high = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount")
     if not isinstance(high, int) or not isinstance(low, int) or not 0 <= low <= high:
         problems.append(f"{where}: need integers 0 <= minReplicaCount ({low}) <= maxReplicaCount ({high})")
@@ -101,6 +137,23 @@ def check_scaled_object(obj: Obj, objs: list[Obj]) -> list[str]:
         problems.append(f"{where}: annotation {PARTITIONS_ANNOTATION} (the topic's partition count) is required")
     elif isinstance(high, int) and high > int(partitions):
         problems.append(f"{where}: maxReplicaCount {high} exceeds the topic's {partitions} partitions")
+    basis = str((meta.get("annotations") or {}).get(LAG_BASIS_ANNOTATION, ""))
+    if not re.match(r"^(measured|estimate): .{20,}", basis):
+        problems.append(f"{where}: annotation {LAG_BASIS_ANNOTATION} must say 'measured: ...' or 'estimate: ...' "
+                        f"(where lagThreshold comes from), got {basis!r}")
+    fallback = spec.get("fallback")
+    if not fallback:
+        problems.append(f"{where}: spec.fallback is required (replicas to run while the scaler cannot read the lag)")
+    else:
+        threshold, replicas = fallback.get("failureThreshold"), fallback.get("replicas")
+        if not isinstance(threshold, int) or threshold < 1:
+            problems.append(f"{where}: fallback.failureThreshold must be a positive integer, got {threshold!r}")
+        bounds = isinstance(low, int) and isinstance(high, int)
+        if not isinstance(replicas, int) or not (bounds and low <= replicas <= high):
+            problems.append(f"{where}: fallback.replicas {replicas!r} must lie in [minReplicaCount, maxReplicaCount]")
+        if fallback.get("behavior", "static") not in FALLBACK_BEHAVIORS:
+            problems.append(f"{where}: fallback.behavior {fallback.get('behavior')!r} is not one of "
+                            f"{sorted(FALLBACK_BEHAVIORS)}")
     triggers = spec.get("triggers") or []
     if not triggers:
         problems.append(f"{where}: spec.triggers is empty")
@@ -116,6 +169,17 @@ def check_scaled_object(obj: Obj, objs: list[Obj]) -> list[str]:
         for field in ("lagThreshold", "activationLagThreshold"):
             if field in metadata and not (isinstance(metadata[field], str) and metadata[field].isdigit()):
                 problems.append(f"{at}: metadata.{field} must be a quoted whole number, got {metadata[field]!r}")
+        if trigger.get("metricType", "AverageValue") != "AverageValue" and fallback:
+            problems.append(f"{at}: KEDA's fallback works only for metricType AverageValue")
+        if metadata.get("limitToPartitionsWithLag") != "true":
+            problems.append(f"{at}: metadata.limitToPartitionsWithLag must be \"true\" (no replicas for partitions "
+                            "without lag)")
+        elif metadata.get("allowIdleConsumers") == "true" or not metadata.get("topic"):
+            problems.append(f"{at}: limitToPartitionsWithLag needs a topic and allowIdleConsumers other than true")
+        activation = metadata.get("activationLagThreshold", "0")
+        if str(partitions).isdigit() and str(activation).isdigit() and int(activation) < int(partitions):
+            problems.append(f"{at}: activationLagThreshold {activation} < {partitions} partitions: one transaction "
+                            "marker per partition would keep the scaler active on an idle topic")
         if "sasl" in metadata and metadata["sasl"] not in KEDA_SASL_MODES:
             problems.append(f"{at}: metadata.sasl {metadata['sasl']!r} is not one of {sorted(KEDA_SASL_MODES)}")
         # KEDA must watch the very group and topic the worker consumes, on the same cluster.
@@ -201,6 +265,143 @@ CHECKERS = {
 }
 
 
+def selects(selector: Obj | None, labels: dict[str, str]) -> bool:
+    match = (selector or {}).get("matchLabels") or {}
+    return bool(match) and match.items() <= labels.items()
+
+
+def check_worker_policy(objs: list[Obj]) -> list[str]:
+    """Operational policy of the worker, on the built-in kinds of one render (issue 20's bar)."""
+    workload = worker_workload(objs)
+    namespaces = [o for o in objs if o.get("kind") == "Namespace"]
+    problems = []
+    if namespaces and len(namespaces) != len(objs):
+        # `kubectl delete -k` on such a render deletes the namespace and everything in it.
+        problems.append(f"{key(namespaces[0])}: a Namespace must be rendered alone (deploy/k8s/namespace), "
+                        "never next to other objects")
+    if workload is None:
+        return problems
+    where = key(workload)
+    spec = workload["spec"]
+    pod = spec["template"]
+    pod_labels = (pod.get("metadata") or {}).get("labels") or {}
+    pod_spec = pod["spec"]
+    container = next((c for c in pod_spec["containers"] if c.get("name") == "worker"), pod_spec["containers"][0])
+    settings = worker_settings(workload, objs)
+
+    budgets = [o for o in objs
+               if o.get("kind") == "PodDisruptionBudget" and selects(o["spec"].get("selector"), pod_labels)]
+    if not budgets:
+        problems.append(f"{where}: no PodDisruptionBudget selects the worker pods")
+    for budget in budgets:
+        if budget["spec"].get("unhealthyPodEvictionPolicy") != "AlwaysAllow":
+            problems.append(f"{key(budget)}: unhealthyPodEvictionPolicy must be AlwaysAllow: when Kafka fails every "
+                            "worker is NotReady and the default policy blocks node drains")
+
+    if int(spec.get("minReadySeconds", 0)) < MIN_READY_SECONDS:
+        problems.append(f"{where}: minReadySeconds {spec.get('minReadySeconds', 0)} < {MIN_READY_SECONDS}: rolled pods "
+                        "would trigger rebalances back to back")
+    session = settings.get("LSTM_WORKER_SESSION_TIMEOUT_MS", "10000")
+    if not session.isdigit() or not SESSION_TIMEOUT_MS[0] <= int(session) <= SESSION_TIMEOUT_MS[1]:
+        problems.append(f"{where}: LSTM_WORKER_SESSION_TIMEOUT_MS {session} outside {SESSION_TIMEOUT_MS}: the "
+                        "heartbeat (a third of it) is how fast members notice a rebalance: each rolled pod's pause")
+    strategy = settings.get("LSTM_WORKER_ASSIGNMENT_STRATEGY")
+    if strategy != ASSIGNMENT_STRATEGY:
+        problems.append(f"{where}: LSTM_WORKER_ASSIGNMENT_STRATEGY is {strategy!r}, want {ASSIGNMENT_STRATEGY!r} "
+                        "(incremental rebalancing)")
+
+    ports = container.get("ports", [])
+    metrics_ports = {p.get("name") for p in ports} | {p.get("containerPort") for p in ports}
+    policies = [o for o in objs
+                if o.get("kind") == "NetworkPolicy" and selects(o["spec"].get("podSelector"), pod_labels)]
+    for policy in policies:
+        for index, rule in enumerate(policy["spec"].get("ingress") or []):
+            ports = {port.get("port") for port in rule.get("ports") or []}
+            peers = rule.get("from") or []
+            if not ports or not ports <= metrics_ports:
+                problems.append(f"{key(policy)}: ingress[{index}] admits ports {sorted(map(str, ports)) or 'all'}, "
+                                "only the metrics port is served")
+            if not peers or any("ipBlock" in peer or not (peer.get("namespaceSelector") or peer.get("podSelector"))
+                                for peer in peers):
+                problems.append(f"{key(policy)}: ingress[{index}] to the metrics port must name its peers "
+                                "(the monitoring namespace), not admit everyone")
+
+    pod_annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    annotated = str(pod_annotations.get("prometheus.io/scrape", "")).lower() == "true"
+    monitors = [o for o in objs if o.get("kind") == "ServiceMonitor"]
+    if annotated and monitors:
+        problems.append(f"{where}: scraped twice (prometheus.io/scrape pod annotation and ServiceMonitor "
+                        f"{monitors[0]['metadata'].get('name')}): every sum() would double; keep one")
+    if not annotated and not monitors and any(o.get("kind") == "ScaledObject" for o in objs):
+        problems.append(f"{where}: production-shaped render without any scrape path (ServiceMonitor or annotations)")
+
+    secure = settings.get("LSTM_WORKER_SECURITY_PROTOCOL", "PLAINTEXT").upper() != "PLAINTEXT"
+    secret_volumes = [v for v in pod_spec.get("volumes") or [] if "secret" in v]
+    secret_env = [e for e in container.get("env") or [] if "secretKeyRef" in (e.get("valueFrom") or {})]
+    if secure:
+        for volume in secret_volumes:
+            if volume["secret"].get("optional"):
+                problems.append(f"{where}: volume {volume['name']}: the Kafka Secret is optional, yet "
+                                f"{settings.get('LSTM_WORKER_SECURITY_PROTOCOL')} needs it")
+            if not volume["secret"].get("items"):
+                problems.append(f"{where}: volume {volume['name']} mounts every key of the Secret; list the keys used")
+        for var in secret_env:
+            if var["valueFrom"]["secretKeyRef"].get("optional"):
+                problems.append(f"{where}: env {var['name']} reads an optional Secret key, yet the protocol needs it")
+        password_file = settings.get("LSTM_WORKER_SASL_PASSWORD_FILE")
+        if password_file:
+            mounted = [f"{m['mountPath'].rstrip('/')}/{item['path']}" for m in container.get("volumeMounts") or []
+                       for v in secret_volumes if v["name"] == m["name"] for item in v["secret"].get("items") or []]
+            if password_file not in mounted:
+                problems.append(f"{where}: LSTM_WORKER_SASL_PASSWORD_FILE {password_file} is not a mounted Secret key")
+    elif secret_volumes or secret_env:
+        problems.append(f"{where}: PLAINTEXT, yet the pod still references a Secret (remove it: none is needed)")
+
+    exactly_once = settings.get("LSTM_WORKER_EXACTLY_ONCE", "").lower() in TRUE
+    if exactly_once and workload["kind"] != "StatefulSet":
+        problems.append(f"{where}: exactly-once under a Deployment: each new pod gets a new transactional id and a "
+                        "crashed pod's open transaction blocks read_committed readers until it times out")
+    if workload["kind"] == "StatefulSet":
+        if spec.get("podManagementPolicy") != "Parallel":
+            problems.append(f"{where}: podManagementPolicy must be Parallel (scale-out must not wait pod by pod)")
+        service = find(objs, "Service", spec.get("serviceName"), workload["metadata"].get("namespace"))
+        if service is None or service["spec"].get("clusterIP") != "None":
+            problems.append(f"{where}: serviceName {spec.get('serviceName')!r} must name a headless Service "
+                            "in the render")
+
+    image = str(container.get("image", ""))
+    if "/" in image.split("@")[0]:  # a registry image (release overlays; base and dev use local names)
+        tag = image.split("@")[0].rsplit(":", 1)[1] if ":" in image.split("@")[0].rsplit("/", 1)[-1] else ""
+        if "@sha256:" not in image and not IMAGE_TAG.match(tag):
+            problems.append(f"{where}: image tag {tag!r} does not name the model it carries "
+                            "(<version>-<model name>-m<model version> or <version>-nomodel, deploy/image-tag.sh)")
+        model = settings.get("LSTM_WORKER_MODEL", "/models/current")
+        if tag.endswith("-nomodel") and model.startswith("/models/current"):
+            problems.append(f"{where}: image {tag!r} carries no model, yet LSTM_WORKER_MODEL is the baked-in path")
+
+    limits = (container.get("resources") or {}).get("limits") or {}
+    requests = (container.get("resources") or {}).get("requests") or {}
+    if "nvidia.com/gpu" in limits:
+        for resource in ("cpu", "memory"):
+            if resource not in limits or quantity(requests.get(resource, "0")) != quantity(limits[resource]):
+                problems.append(f"{where}: GPU pod {resource} requests {requests.get(resource)} != limits "
+                                f"{limits.get(resource)}: not Guaranteed QoS as documented")
+        env = {e["name"]: e.get("value") for e in container.get("env") or []}
+        cache = env.get("CUDA_CACHE_MAXSIZE")
+        tmp = next((v.get("emptyDir") or {} for v in pod_spec.get("volumes") or [] if v.get("name") == "tmp"), {})
+        if not cache or env.get("CUDA_CACHE_PATH", "/tmp/").split("/")[1] != "tmp":
+            problems.append(f"{where}: GPU pod without a bounded CUDA kernel cache under /tmp "
+                            "(CUDA_CACHE_PATH, CUDA_CACHE_MAXSIZE)")
+        elif quantity(tmp.get("sizeLimit", "0")) < int(cache) + 64 * 2**20:
+            problems.append(f"{where}: /tmp sizeLimit {tmp.get('sizeLimit')} leaves no 64Mi beside the "
+                            f"{int(cache) >> 20} MiB CUDA cache")
+        if tmp.get("medium") == "Memory" and "memory" in limits and \
+                quantity(limits["memory"]) < quantity(tmp.get("sizeLimit", "0")) + 2 * 2**30:
+            problems.append(f"{where}: memory limit {limits['memory']} must hold 2 GiB for the process plus the "
+                            f"in-memory /tmp ({tmp.get('sizeLimit')})")
+    return problems
+
+
 SKIP_ANNOTATION = re.compile(r"^checkov\.io/skip\d*$")
 SKIP_VALUE = re.compile(r"^CKV2?_[A-Z0-9]+_\d+=(?P<reason>.+)$")
 
@@ -232,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(objs, sys.stdout)
         return 0
     builtin = [obj for obj in objs if api_group(obj) in BUILTIN_GROUPS]
-    problems: list[str] = []
+    problems: list[str] = check_worker_policy(objs)
     for obj in objs:
         problems += check_checkov_skips(obj)
         if api_group(obj) in BUILTIN_GROUPS:

@@ -5,7 +5,12 @@
 #      (kubernetes-validate --strict),
 #   3. check the custom resources (KEDA, Prometheus Operator) for their required fields
 #      and for consistency with the worker settings (check_custom_resources.py),
-#   4. lint the Dockerfiles (hadolint) and scan deploy/ with checkov (0 failed allowed).
+#   4. lint the Dockerfiles (hadolint) and scan deploy/ with checkov (0 failed allowed),
+#   5. check the images' lock files: hashed, compiled from the current pyproject.toml, and
+#      installed with --require-hashes by every Dockerfile (lockfiles.py; offline).
+# Step 3 also enforces the worker's operational policy on each render (PDB eviction policy,
+# minReadySeconds, cooperative-sticky assignor, no Namespace beside the workload, metrics
+# ingress restricted, one scrape path, exactly-once only as a StatefulSet, ...).
 # Tools live in their own venv (default .venv-deploy at the repo root), created and
 # pinned by deploy/requirements-tools.txt; re-runs reuse it. Exits non-zero on any failure.
 #
@@ -114,6 +119,13 @@ if "$VENV/bin/checkov" --directory deploy --quiet --compact --skip-download \
     fi
 else
     record "checkov deploy/" "FAILED"; grep -E 'Check:|FAILED|File:|Error' "$OUT/checkov.log" | sed 's/^/    /' | head -60
+fi
+
+# --- 5. lock files (offline: no resolution, only consistency) ---------------------------
+if "$VENV/bin/python" deploy/lockfiles.py check > "$OUT/locks.log" 2>&1; then
+    record "lock files deploy/requirements" "ok ($(tail -1 "$OUT/locks.log" | cut -d: -f2- | sed 's/^ //'))"
+else
+    record "lock files deploy/requirements" "FAILED"; sed 's/^/    /' "$OUT/locks.log"
 fi
 
 echo

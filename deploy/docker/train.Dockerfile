@@ -7,7 +7,9 @@
 # the HEALTHCHECK only proves the toolchain imports.
 
 # torch==2.13.0 is pinned in pyproject.toml. PyPI's Linux wheel of that version bundles
-# CUDA (gigabytes); the CPU build of the same version comes from PyTorch's CPU index.
+# CUDA (gigabytes); the CPU build of the same version (2.13.0+cpu) comes from PyTorch's CPU
+# index. Everything is installed from the hashed lock deploy/requirements/train.txt
+# (deploy/lock.sh) with --require-hashes, torch's hash included.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 FROM python:3.11-slim-bookworm AS build
@@ -18,19 +20,17 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+COPY deploy/requirements/ deploy/requirements/
+# PyPI for everything, PyTorch's CPU index for torch==2.13.0+cpu; the hashes decide what is
+# accepted, whichever index served it.
+RUN pip install --require-hashes --no-deps --extra-index-url "${TORCH_INDEX_URL}" -r deploy/requirements/train.txt
 COPY pyproject.toml README.md ./
 COPY core/ core/
 COPY training/ training/
 COPY export/ export/
 COPY worker/ worker/
-# Same extras and pins as `make install`. torch is installed first, alone, from the CPU
-# index at the version pyproject.toml pins (read from it, so the two cannot drift); the
-# `train` extra then finds its torch pin already satisfied and takes the rest from PyPI.
-# Versions are pinned in pyproject.toml, not here, so the image and `make install` cannot drift.
-# hadolint ignore=DL3013
-RUN TORCH_PIN="$(python -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print(next(r for r in d["project"]["optional-dependencies"]["train"] if r.replace(" ", "").startswith("torch==")))')" \
-    && pip install --index-url "${TORCH_INDEX_URL}" "${TORCH_PIN}" \
-    && pip install ".[train]" \
+RUN pip install --no-deps --no-build-isolation --no-index . \
+    && pip check \
     && python -c "import torch, training.model; v = torch.__version__; assert v.endswith('+cpu'), v; print('torch', v)"
 
 FROM python:3.11-slim-bookworm AS runtime

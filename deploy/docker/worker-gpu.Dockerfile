@@ -1,9 +1,14 @@
 # syntax=docker/dockerfile:1
 # lstm-worker streaming worker, GPU (ONNX Runtime CUDA execution provider, no torch).
 #
-#   docker build -f deploy/docker/worker-gpu.Dockerfile -t lstm-worker-gpu:0.1.0 .
 #   docker build -f deploy/docker/worker-gpu.Dockerfile \
-#       --build-arg MODEL_BUNDLE=artifacts/bundle -t lstm-worker-gpu:0.1.0-news20 .
+#       --build-arg MODEL_BUNDLE=artifacts/bundle --build-arg MODEL_ID="$(deploy/image-tag.sh --model-id artifacts/bundle)" \
+#       -t lstm-worker-gpu:"$(deploy/image-tag.sh artifacts/bundle)" .      # e.g. lstm-worker-gpu:0.1.0-news20-m1
+#
+# Dependencies come from the hashed lock deploy/requirements/worker-gpu.txt (deploy/lock.sh):
+# the worker extra with onnxruntime-gpu in place of onnxruntime, installed with
+# --require-hashes. onnxruntime-gpu's version is the newest published for Linux x86_64
+# CPython 3.11 at the lock date, which may trail the CPU lock's onnxruntime.
 #
 # Needs a node with an NVIDIA driver for CUDA 12 and the NVIDIA device plugin
 # (nvidia.com/gpu). onnxruntime-gpu wheels on PyPI are built for CUDA 12 + cuDNN 9,
@@ -25,28 +30,31 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python3.11 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+COPY deploy/requirements/ deploy/requirements/
+# The lock holds onnxruntime-gpu and never the CPU onnxruntime (both ship the `onnxruntime`
+# module, so they must never be installed side by side).
+RUN pip install --require-hashes --no-deps -r deploy/requirements/worker-gpu.txt
 COPY pyproject.toml README.md ./
 COPY core/ core/
 COPY training/ training/
 COPY export/ export/
 COPY worker/ worker/
-# Same extras and pins as `make install`, then the CPU onnxruntime is swapped for
-# onnxruntime-gpu of the very same version (both ship the `onnxruntime` module, so they
-# must never be installed side by side).
-# Versions are pinned in pyproject.toml, not here, so the image and `make install` cannot drift.
-# hadolint ignore=DL3013
-RUN pip install ".[worker]" \
-    && ORT_VERSION="$(python -c 'import importlib.metadata as m; print(m.version("onnxruntime"))')" \
-    && pip uninstall -y onnxruntime \
-    && pip install "onnxruntime-gpu==${ORT_VERSION}" \
+# The project itself, from the context only (--no-index: nothing fetched). `pip check`
+# proves the lock satisfies the project's requirements; the worker extra's onnxruntime is
+# provided by onnxruntime-gpu (same module), which the import test below checks.
+RUN pip install --no-deps --no-build-isolation --no-index . \
+    && pip check \
+    && python -c "import importlib.metadata as m; assert not any(d.metadata['Name'] == 'onnxruntime' for d in m.distributions()), 'CPU onnxruntime installed'" \
     && python -c "import worker.cli, onnxruntime as ort; import importlib.util as u; assert u.find_spec('torch') is None; assert 'CUDAExecutionProvider' in ort.get_available_providers(), ort.get_available_providers()"
 
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04 AS runtime
 ARG DEBIAN_FRONTEND=noninteractive
 ARG MODEL_BUNDLE=deploy/docker/no-bundle
+ARG MODEL_ID=none
 LABEL org.opencontainers.image.title="lstm-worker-gpu" \
       org.opencontainers.image.description="Streaming text classification on Kafka with an ONNX LSTM bundle (CUDA)" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      io.lstm-worker.model="${MODEL_ID}"
 # The venv's interpreter is a symlink to /usr/bin/python3.11, so the runtime needs it too.
 # hadolint ignore=DL3008
 RUN apt-get update \

@@ -1,18 +1,24 @@
 # syntax=docker/dockerfile:1
 # lstm-worker streaming worker, CPU (ONNX Runtime CPU provider, no torch).
 #
-#   docker build -f deploy/docker/worker.Dockerfile -t lstm-worker:0.1.0 .
 #   docker build -f deploy/docker/worker.Dockerfile \
-#       --build-arg MODEL_BUNDLE=artifacts/bundle -t lstm-worker:0.1.0-news20 .
+#       --build-arg MODEL_BUNDLE=artifacts/bundle --build-arg MODEL_ID="$(deploy/image-tag.sh --model-id artifacts/bundle)" \
+#       -t lstm-worker:"$(deploy/image-tag.sh artifacts/bundle)" .          # e.g. lstm-worker:0.1.0-news20-m1
+#   docker build -f deploy/docker/worker.Dockerfile -t lstm-worker:"$(deploy/image-tag.sh)" .   # 0.1.0-nomodel
 #
 # The build context is the repository root. MODEL_BUNDLE is a bundle directory inside
 # it (manifest.json, model.onnx, vocab.json, labels.json) baked in at /models/current;
 # without it the image holds a placeholder and expects a volume at /models/current.
+# The tag names what the image carries: <version>-<model name>-m<model version>, or
+# <version>-nomodel (deploy/image-tag.sh; docs/deploy.md, "Image tags").
 # EXTRAS=worker,broker adds the Tansu development broker (used by overlays/dev only).
+# Dependencies come from the hashed lock deploy/requirements/<EXTRAS with - for ,>.txt
+# (deploy/lock.sh), installed with --require-hashes: nothing unpinned or unverified.
 
 
 FROM python:3.11-slim-bookworm AS build
 ARG EXTRAS=worker
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -21,23 +27,30 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+COPY deploy/requirements/ deploy/requirements/
+# The dependencies first, from the lock alone (every file checked against its sha256), so
+# this layer is cached until the lock changes; `worker` never pulls torch.
+RUN LOCK="deploy/requirements/$(echo "${EXTRAS}" | tr ',' '-').txt" \
+    && pip install --require-hashes --no-deps -r "${LOCK}"
 COPY pyproject.toml README.md ./
 COPY core/ core/
 COPY training/ training/
 COPY export/ export/
 COPY worker/ worker/
-# Same extras and pins as `make install` (pyproject.toml is the single source of truth);
-# `worker` never pulls torch. Non-editable, so /src is not needed at run time.
-# Versions are pinned in pyproject.toml, not here, so the image and `make install` cannot drift.
-# hadolint ignore=DL3013
-RUN pip install ".[${EXTRAS}]" \
+# Then the project itself, from the context only (--no-index: nothing fetched; setuptools
+# came from the lock). Non-editable, so /src is not needed at run time. pip check proves
+# the lock satisfies pyproject.toml's requirements.
+RUN pip install --no-deps --no-build-isolation --no-index . \
+    && pip check \
     && python -c "import worker.cli, onnxruntime, kafka; import importlib.util as u; assert u.find_spec('torch') is None, 'torch must not be in the worker image'"
 
 FROM python:3.11-slim-bookworm AS runtime
 ARG MODEL_BUNDLE=deploy/docker/no-bundle
+ARG MODEL_ID=none
 LABEL org.opencontainers.image.title="lstm-worker" \
       org.opencontainers.image.description="Streaming text classification on Kafka with an ONNX LSTM bundle (CPU)" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      io.lstm-worker.model="${MODEL_ID}"
 # A fixed numeric UID/GID so Kubernetes can enforce runAsNonRoot without a name lookup.
 RUN groupadd --system --gid 10001 lstm \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin lstm

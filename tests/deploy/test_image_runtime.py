@@ -49,6 +49,13 @@ def dockerfile_copied_sources() -> list[str]:
     return [s.rstrip("/") for s in sources]
 
 
+def dockerfile_build_commands() -> list[str]:
+    """The build stage's RUN commands after the venv exists (continuation lines joined)."""
+    build_stage = DOCKERFILE.read_text(encoding="utf-8").split(" AS runtime")[0].replace("\\\n", " ")
+    runs = [line[4:].strip() for line in build_stage.splitlines() if line.startswith("RUN ")]
+    return [r for r in runs if "pip install" in r]
+
+
 def http_status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -72,12 +79,18 @@ def test_worker_image_install_step_is_torch_free_and_runs(tmp_path: Path) -> Non
             shutil.copytree(path, context / source, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(path, context / source)
-    assert 'pip install ".[${EXTRAS}]"' in DOCKERFILE.read_text() and "ARG EXTRAS=worker\n" in DOCKERFILE.read_text()
+    # The Dockerfile's own install steps, as written (EXTRAS=worker): the hashed lock, then the project.
+    commands = dockerfile_build_commands()
+    assert len(commands) == 2 and "--require-hashes" in commands[0] and "--no-index" in commands[1], commands
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    install = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", ".[worker]"], cwd=context,
-                             capture_output=True, text=True, timeout=900)
-    assert install.returncode == 0, install.stderr[-3000:]
+    env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ.get('PATH', '')}", "EXTRAS": "worker",
+           "VIRTUAL_ENV": str(venv), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    for command in commands:
+        # python -c one-liners stay as written; only the heavy import check needs the venv's python.
+        install = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=context, env=env,
+                                 capture_output=True, text=True, timeout=900)
+        assert install.returncode == 0, f"{command}\n{install.stdout[-2000:]}\n{install.stderr[-3000:]}"
     probe = subprocess.run(
         [str(venv / "bin" / "python"), "-c",
          "import importlib.util as u, worker.cli, onnxruntime, kafka, prometheus_client;"
@@ -155,17 +168,66 @@ def test_rendered_settings_run_a_worker_that_passes_the_image_healthcheck(tiny_b
 
 
 def test_training_image_installs_the_torch_version_pyproject_pins() -> None:
-    """Run the train.Dockerfile's pin-extraction one-liner against the real pyproject.toml."""
-    text = (ROOT / "deploy" / "docker" / "train.Dockerfile").read_text(encoding="utf-8")
-    match = re.search(r"TORCH_PIN=\"\$\(python -c '(.+?)'\)\"", text)
-    assert match, "train.Dockerfile reads the torch pin from pyproject.toml"
-    pin = subprocess.run([sys.executable, "-c", match.group(1)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60)
-    assert pin.returncode == 0, pin.stderr
+    """The train lock pins the CPU build of pyproject's torch, hashed; the Dockerfile installs that lock."""
     import tomllib
 
     train_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"]
-    assert pin.stdout.strip() in train_extra and pin.stdout.strip().startswith("torch==")
-    # The CPU build of that version comes from the CPU index; the rest of the extra from PyPI.
-    assert 'pip install --index-url "${TORCH_INDEX_URL}" "${TORCH_PIN}"' in text
-    assert 'pip install ".[train]"' in text
+    pin = next(r for r in train_extra if r.startswith("torch=="))
+    lock = (ROOT / "deploy" / "requirements" / "train.txt").read_text(encoding="utf-8")
+    match = re.search(r"^torch==(\S+) \\\n\s+--hash=sha256:([0-9a-f]{64})", lock, flags=re.MULTILINE)
+    assert match, "train.txt pins torch with a hash"
+    assert match.group(1) == pin.split("==", 1)[1] + "+cpu"
+    text = (ROOT / "deploy" / "docker" / "train.Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r'pip install --require-hashes --no-deps --extra-index-url "\$\{TORCH_INDEX_URL\}" '
+                     r"-r deploy/requirements/train.txt", text)
+    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
+
+
+LOCKFILES = ROOT / "deploy" / "lockfiles.py"
+
+
+def lock_tree(tmp_path: Path) -> Path:
+    """A copy of what deploy/lockfiles.py reads: pyproject.toml, the locks and the Dockerfiles."""
+    root = tmp_path / "repo"
+    shutil.copytree(ROOT / "deploy", root / "deploy", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "pyproject.toml", root / "pyproject.toml")
+    return root
+
+
+def check_locks(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(root / "deploy" / "lockfiles.py"), "check"], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_lock_files_are_current_hashed_and_used() -> None:
+    result = subprocess.run([sys.executable, str(LOCKFILES), "check"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
+    for name in ("worker", "worker-broker", "worker-gpu", "train"):
+        text = (ROOT / "deploy" / "requirements" / f"{name}.txt").read_text(encoding="utf-8")
+        assert "python 3.11, x86_64-manylinux_2_28" in text
+    gpu = (ROOT / "deploy" / "requirements" / "worker-gpu.txt").read_text(encoding="utf-8")
+    assert re.search(r"^onnxruntime-gpu==", gpu, flags=re.MULTILINE)
+    assert not re.search(r"^onnxruntime==", gpu, flags=re.MULTILINE), "never both onnxruntime builds"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("pyproject-changed", "is not what pyproject.toml gives now"),
+    ("hash-removed", "is not pinned with sha256 hashes"),
+    ("unlocked-install", "installs without --require-hashes"),
+])
+def test_lock_check_refuses(tmp_path: Path, case: str, message: str) -> None:
+    root = lock_tree(tmp_path)
+    assert check_locks(root).returncode == 0
+    if case == "pyproject-changed":
+        path = root / "pyproject.toml"
+        text = path.read_text()
+        path.write_text(text.replace('"prometheus-client>=0.20",', '"prometheus-client>=0.20",\n    "rich",'))
+    elif case == "hash-removed":
+        path = root / "deploy" / "requirements" / "worker.txt"
+        path.write_text(re.sub(r"(click==\S+) \\\n(\s+--hash=\S+ \\?\n)+", r"\1\n", path.read_text()))
+    else:
+        path = root / "deploy" / "docker" / "worker.Dockerfile"
+        project = "pip install --no-deps --no-build-isolation --no-index ."
+        path.write_text(path.read_text().replace(f"RUN {project}", f"RUN pip install requests && {project}"))
+    result = check_locks(root)
+    assert result.returncode == 1 and message in result.stdout, result.stdout

@@ -35,15 +35,24 @@ WORKER_SETTINGS = {
     "LSTM_WORKER_SASL_PASSWORD", "LSTM_WORKER_SASL_PASSWORD_FILE", "LSTM_WORKER_SSL_CAFILE",
     "LSTM_WORKER_SSL_CERTFILE", "LSTM_WORKER_SSL_KEYFILE", "LSTM_WORKER_SESSION_TIMEOUT_MS",
     "LSTM_WORKER_SHUTDOWN_TIMEOUT_S", "LSTM_WORKER_LOG_FORMAT", "LSTM_WORKER_LOG_LEVEL",
+    "LSTM_WORKER_EXACTLY_ONCE", "LSTM_WORKER_TRANSACTIONAL_ID", "LSTM_WORKER_ASSIGNMENT_STRATEGY",
 }
-WORKER_OVERLAYS = ["base", "overlays/cpu", "overlays/gpu", "overlays/dev"]
-AUTOSCALED = ["base", "overlays/cpu", "overlays/gpu"]
+# Options agreed with the worker and set by the manifests before every checkout's CLI has them:
+# accepted here only while `lstm-worker run` lacks them (an older worker ignores the variable);
+# once the CLI has the option, its own choices decide.
+AGREED_OPTIONS = {"LSTM_WORKER_ASSIGNMENT_STRATEGY": {"range", "roundrobin", "cooperative-sticky"}}
+# Environment variables that are not worker settings but belong to the container.
+CONTAINER_ENV = {"HOME", "TMPDIR", "CUDA_CACHE_PATH", "CUDA_CACHE_MAXSIZE"}
+WORKER_OVERLAYS = ["base", "overlays/cpu", "overlays/gpu", "overlays/dev", "overlays/exactly-once"]
+AUTOSCALED = ["base", "overlays/cpu", "overlays/gpu", "overlays/exactly-once"]
+SECURED = AUTOSCALED  # SASL_SSL: the Kafka Secret is required there
 KUSTOMIZATION_FILES = sorted(K8S.rglob("kustomization.yaml"))
 # A kustomize Component renders nothing alone; the tests compose it onto an overlay instead.
 COMPONENTS = [str(p.parent.relative_to(K8S)) for p in KUSTOMIZATION_FILES if "\nkind: Component" in p.read_text()]
 ALL_KUSTOMIZATIONS = [str(p.parent.relative_to(K8S)) for p in KUSTOMIZATION_FILES
                       if str(p.parent.relative_to(K8S)) not in COMPONENTS]
 POD_OWNERS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+WORKLOADS = {"Deployment", "StatefulSet"}
 
 Obj = dict[str, Any]
 
@@ -74,8 +83,9 @@ def of_kind(objs: list[Obj], kind: str) -> list[Obj]:
 
 
 def worker_deployment(objs: list[Obj]) -> Obj:
-    matches = [d for d in of_kind(objs, "Deployment") if d["metadata"]["name"] == "lstm-worker"]
-    assert len(matches) == 1, "exactly one Deployment named lstm-worker"
+    """The worker's workload: the Deployment, or the StatefulSet of overlays/exactly-once."""
+    matches = [d for d in objs if d["kind"] in WORKLOADS and d["metadata"]["name"] == "lstm-worker"]
+    assert len(matches) == 1, "exactly one Deployment or StatefulSet named lstm-worker"
     return matches[0]
 
 
@@ -167,8 +177,9 @@ def test_config_keys_are_real_worker_settings(rendered: dict[str, list[Obj]], ku
     worker_keys = {k for k in settings if k.startswith("LSTM_WORKER_")}
     assert worker_keys, "the worker gets no LSTM_WORKER_* settings"
     assert worker_keys <= WORKER_SETTINGS, f"unknown settings: {worker_keys - WORKER_SETTINGS}"
-    assert worker_keys <= cli_envvars, f"not read by `lstm-worker run`: {worker_keys - cli_envvars}"
-    assert set(settings) - worker_keys <= {"HOME", "TMPDIR"}, f"stray variables: {set(settings) - worker_keys}"
+    pending = set(AGREED_OPTIONS) - cli_envvars
+    assert worker_keys <= cli_envvars | pending, f"not read by `lstm-worker run`: {worker_keys - cli_envvars}"
+    assert set(settings) - worker_keys <= CONTAINER_ENV, f"stray variables: {set(settings) - worker_keys}"
     # No password in a ConfigMap, ever: it comes from the Secret (file or secretKeyRef).
     assert "LSTM_WORKER_SASL_PASSWORD" not in settings
 
@@ -285,6 +296,9 @@ def test_network_policy_admits_metrics_only_and_allows_dns(rendered: dict[str, l
         assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
         for rule in policy["spec"].get("ingress", []):
             assert rule.get("ports") and all(p["port"] in metrics_ports for p in rule["ports"]), rule
+            # Only Prometheus's namespace reaches the metrics port, not every pod of the cluster.
+            assert rule.get("from") and all(peer.get("namespaceSelector", {}).get("matchLabels") == {
+                "kubernetes.io/metadata.name": "monitoring"} for peer in rule["from"]), rule
         egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
         assert 53 in egress_ports, "DNS"
         assert all(rule.get("ports") for rule in policy["spec"]["egress"]), "every egress rule names its ports"
@@ -324,3 +338,271 @@ def test_components_compose_onto_the_cpu_overlay(component: str, tmp_path: Path)
         assert claim["readOnly"] is True
         training_claims = {c["metadata"]["name"] for c in render("training") if c["kind"] == "PersistentVolumeClaim"}
         assert claim["claimName"] in training_claims
+
+
+# --- issue 20: drains, rollouts, exactly-once, KEDA, secrets, scraping, GPU ----------------------------------------
+
+def worker_pod_labels(objs: list[Obj]) -> dict[str, str]:
+    return worker_deployment(objs)["spec"]["template"]["metadata"]["labels"]
+
+
+@pytest.mark.parametrize("kustomization", WORKER_OVERLAYS)
+def test_disruption_budget_lets_not_ready_workers_be_evicted(rendered: dict[str, list[Obj]],
+                                                            kustomization: str) -> None:
+    """A Kafka outage makes every worker NotReady; drains must still be able to evict them."""
+    objs = rendered[kustomization]
+    labels = worker_pod_labels(objs)
+    budgets = [b for b in of_kind(objs, "PodDisruptionBudget")
+               if b["spec"]["selector"]["matchLabels"].items() <= labels.items()]
+    assert len(budgets) == 1
+    assert budgets[0]["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert budgets[0]["spec"]["maxUnavailable"] == 1, "healthy workers still go one at a time"
+
+
+@pytest.mark.parametrize("kustomization", WORKER_OVERLAYS)
+def test_rollouts_wait_between_pods_and_rebalance_incrementally(rendered: dict[str, list[Obj]],
+                                                                kustomization: str) -> None:
+    from worker.run_command import run
+
+    objs = rendered[kustomization]
+    workload = worker_deployment(objs)
+    assert workload["spec"]["minReadySeconds"] >= 10, "the group settles before the next pod is rolled"
+    # Explicit in the pod's own env, next to the rollout settings (not left to the worker's default).
+    env = {e["name"]: e.get("value") for e in worker_container(objs)["env"]}
+    assert env["LSTM_WORKER_ASSIGNMENT_STRATEGY"] == "cooperative-sticky"
+    option = next((p for p in run.params if getattr(p, "envvar", None) == "LSTM_WORKER_ASSIGNMENT_STRATEGY"), None)
+    choices = set(option.type.choices) if option is not None else AGREED_OPTIONS["LSTM_WORKER_ASSIGNMENT_STRATEGY"]
+    assert env["LSTM_WORKER_ASSIGNMENT_STRATEGY"] in choices
+    grace = workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > float(worker_settings(objs)["LSTM_WORKER_SHUTDOWN_TIMEOUT_S"])
+    # Members notice a rebalance at their next heartbeat (a third of the session timeout): 6 s, the
+    # lowest a stock broker accepts, measured to cut the rollout pause (docs/deploy.md).
+    assert worker_settings(objs)["LSTM_WORKER_SESSION_TIMEOUT_MS"] == "6000"
+
+
+def test_namespace_is_its_own_kustomization(rendered: dict[str, list[Obj]]) -> None:
+    """`kubectl delete -k` of an overlay must never delete the namespace (Secrets, the training claim)."""
+    for name, objs in rendered.items():
+        if name != "namespace":
+            assert not of_kind(objs, "Namespace"), f"{name} renders a Namespace"
+    (namespace,) = rendered["namespace"]
+    assert namespace["kind"] == "Namespace" and namespace["metadata"]["name"] == "lstm-worker"
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    workloads = {worker_deployment(rendered[k])["metadata"]["namespace"] for k in WORKER_OVERLAYS}
+    assert workloads == {"lstm-worker"}
+
+
+def scrape_paths(objs: list[Obj]) -> list[str]:
+    annotations = worker_deployment(objs)["spec"]["template"]["metadata"].get("annotations", {})
+    paths = [f"ServiceMonitor/{m['metadata']['name']}" for m in of_kind(objs, "ServiceMonitor")]
+    if annotations.get("prometheus.io/scrape") == "true":
+        paths.append("prometheus.io annotations")
+    return paths
+
+
+@pytest.mark.parametrize("kustomization", AUTOSCALED)
+def test_one_scrape_path_per_worker(rendered: dict[str, list[Obj]], kustomization: str) -> None:
+    assert scrape_paths(rendered[kustomization]) == ["ServiceMonitor/lstm-worker"]
+
+
+def test_scrape_annotations_component_swaps_the_path(tmp_path: Path) -> None:
+    relative = os.path.relpath(K8S, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {relative}/overlays/cpu\ncomponents:\n  - {relative}/components/scrape-annotations\n",
+        encoding="utf-8")
+    objs = render(tmp_path)
+    assert scrape_paths(objs) == ["prometheus.io annotations"]
+    annotations = worker_deployment(objs)["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == worker_settings(objs)["LSTM_WORKER_METRICS_PORT"]
+
+
+@pytest.mark.parametrize("kustomization", SECURED)
+def test_kafka_secret_is_required_and_mounted_key_by_key(rendered: dict[str, list[Obj]], kustomization: str) -> None:
+    objs = rendered[kustomization]
+    settings = worker_settings(objs)
+    assert settings["LSTM_WORKER_SECURITY_PROTOCOL"] == "SASL_SSL"
+    spec = worker_deployment(objs)["spec"]["template"]["spec"]
+    container = worker_container(objs)
+    (volume,) = [v for v in spec["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "lstm-worker-kafka"
+    assert not volume["secret"].get("optional", False), "a missing Secret stops the pod, never runs it unauthenticated"
+    assert volume["secret"]["items"] == [{"key": "password", "path": "password"}], "only the key the worker reads"
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert f"{mount['mountPath']}/password" == settings["LSTM_WORKER_SASL_PASSWORD_FILE"]
+    assert mount["readOnly"] is True
+    refs = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})]
+    assert refs and all(not r.get("optional", False) and r["name"] == "lstm-worker-kafka" for r in refs)
+
+
+def test_dev_overlay_references_no_secret(rendered: dict[str, list[Obj]]) -> None:
+    spec = worker_deployment(rendered["overlays/dev"])["spec"]["template"]["spec"]
+    assert not [v for v in spec["volumes"] if "secret" in v]
+    assert not [e for e in worker_container(rendered["overlays/dev"]).get("env", []) if "valueFrom" in e]
+
+
+@pytest.mark.parametrize("kustomization", AUTOSCALED)
+def test_keda_falls_back_and_ignores_transaction_markers(rendered: dict[str, list[Obj]], kustomization: str) -> None:
+    (scaled,) = of_kind(rendered[kustomization], "ScaledObject")
+    spec, annotations = scaled["spec"], scaled["metadata"]["annotations"]
+    partitions = int(annotations[PARTITIONS_ANNOTATION])
+    fallback = spec["fallback"]
+    assert fallback["failureThreshold"] >= 1
+    assert spec["minReplicaCount"] <= fallback["replicas"] <= spec["maxReplicaCount"]
+    assert fallback["behavior"] == "currentReplicasIfHigher", "never scale in while blind"
+    (trigger,) = spec["triggers"]
+    metadata = trigger["metadata"]
+    assert metadata["limitToPartitionsWithLag"] == "true" and metadata["allowIdleConsumers"] == "false"
+    # One control record per partition after the last transaction must not count as work.
+    assert int(metadata["activationLagThreshold"]) >= partitions
+    assert annotations["lstm-worker.io/lag-threshold-basis"].split(":")[0] in {"measured", "estimate"}
+    target = spec["scaleTargetRef"]
+    assert target.get("kind", "Deployment") == worker_deployment(rendered[kustomization])["kind"]
+
+
+def test_gpu_lag_threshold_is_marked_as_an_estimate_in_manifest_and_docs(rendered: dict[str, list[Obj]]) -> None:
+    (scaled,) = of_kind(rendered["overlays/gpu"], "ScaledObject")
+    basis = scaled["metadata"]["annotations"]["lstm-worker.io/lag-threshold-basis"]
+    threshold = scaled["spec"]["triggers"][0]["metadata"]["lagThreshold"]
+    docs = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    if basis.startswith("estimate"):
+        assert f"`lagThreshold: \"{threshold}\"` is an estimate" in docs, "the docs say the GPU threshold is a guess"
+    else:
+        assert basis.startswith("measured: ") and len(basis) > 30
+
+
+def test_gpu_pods_are_guaranteed_with_room_for_the_cuda_cache(rendered: dict[str, list[Obj]]) -> None:
+    objs = rendered["overlays/gpu"]
+    container = worker_container(objs)
+    requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+    assert requests["cpu"] == limits["cpu"] and requests["memory"] == limits["memory"], "Guaranteed QoS"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CUDA_CACHE_PATH"].startswith("/tmp/")
+    (tmp,) = [v for v in worker_deployment(objs)["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp"]
+    mib = {"Mi": 1, "Gi": 1024}
+    size_mib = int(tmp["emptyDir"]["sizeLimit"][:-2]) * mib[tmp["emptyDir"]["sizeLimit"][-2:]]
+    cache_mib = int(env["CUDA_CACHE_MAXSIZE"]) // 2**20
+    assert size_mib >= cache_mib + 64, "the kernel cache and the rest of /tmp both fit"
+    memory_mib = int(limits["memory"][:-2]) * mib[limits["memory"][-2:]]
+    assert tmp["emptyDir"]["medium"] == "Memory" and memory_mib >= 2048 + size_mib, "in-memory /tmp counts"
+
+
+def test_exactly_once_overlay_is_a_statefulset_of_the_same_pods(rendered: dict[str, list[Obj]]) -> None:
+    objs = rendered["overlays/exactly-once"]
+    workload = worker_deployment(objs)
+    assert workload["kind"] == "StatefulSet"
+    spec = workload["spec"]
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert spec["updateStrategy"]["type"] == "RollingUpdate" and "strategy" not in spec
+    (headless,) = [s for s in of_kind(objs, "Service") if s["metadata"]["name"] == spec["serviceName"]]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert worker_settings(objs)["LSTM_WORKER_EXACTLY_ONCE"] == "1"
+    assert "LSTM_WORKER_TRANSACTIONAL_ID" not in worker_settings(objs), "the default id is the stable pod name"
+    # The very pod template of the CPU Deployment (ConfigMap names differ only by their content hash).
+    cpu = worker_deployment(rendered["overlays/cpu"])["spec"]["template"]
+
+    def normalized(template: Obj) -> str:
+        text = json.dumps(template, sort_keys=True)
+        for cm in ("lstm-worker-config", "lstm-worker-kafka"):
+            text = __import__("re").sub(rf'"{cm}-[a-z0-9]+"', f'"{cm}"', text)
+        return text
+
+    assert normalized(spec["template"]) == normalized(cpu)
+    for name in ALL_KUSTOMIZATIONS:
+        if name != "overlays/exactly-once" and any(o["kind"] in WORKLOADS and o["metadata"]["name"] == "lstm-worker"
+                                                   for o in rendered[name]):
+            assert worker_settings(rendered[name]).get("LSTM_WORKER_EXACTLY_ONCE", "") in {"", "0", "false"}, \
+                f"{name}: exactly-once under a Deployment"
+
+
+def test_release_images_name_their_model(rendered: dict[str, list[Obj]]) -> None:
+    import re
+
+    for name in ["overlays/cpu", "overlays/gpu", "overlays/exactly-once"]:
+        image = worker_container(rendered[name])["image"]
+        tag = image.rsplit(":", 1)[1]
+        assert re.fullmatch(r"\d+\.\d+\.\d+-[a-z0-9][\w.-]*-m[\w.]+", tag), f"{name}: {image}"
+    tagger = subprocess.run([str(ROOT / "deploy" / "image-tag.sh")], capture_output=True, text=True, timeout=30)
+    assert tagger.returncode == 0 and tagger.stdout.strip().endswith("-nomodel")
+
+
+# --- the validators themselves refuse what they are there to refuse ------------------------------------------------
+
+def check_objects(objs: list[Obj], tmp_path: Path) -> subprocess.CompletedProcess:
+    path = tmp_path / "render.yaml"
+    path.write_text("\n---\n".join(json.dumps(o) for o in objs), encoding="utf-8")  # JSON documents are YAML
+    return subprocess.run([str(TOOLS_PYTHON), str(CHECKER), str(path)], capture_output=True, text=True, timeout=60)
+
+
+def _workload(objs: list[Obj]) -> Obj:
+    return worker_deployment(objs)
+
+
+def _env(objs: list[Obj]) -> list[Obj]:
+    return worker_container(objs)["env"]
+
+
+def _so(objs: list[Obj]) -> Obj:
+    return of_kind(objs, "ScaledObject")[0]
+
+
+MUTATIONS = {
+    "pdb-default-policy": (lambda o: of_kind(o, "PodDisruptionBudget")[0]["spec"].pop("unhealthyPodEvictionPolicy"),
+                           "unhealthyPodEvictionPolicy must be AlwaysAllow"),
+    "no-min-ready": (lambda o: _workload(o)["spec"].pop("minReadySeconds"), "minReadySeconds 0"),
+    "slow-heartbeat": (lambda o: _env(o).append({"name": "LSTM_WORKER_SESSION_TIMEOUT_MS", "value": "10000"}),
+                       "LSTM_WORKER_SESSION_TIMEOUT_MS 10000 outside"),
+    "eager-assignor": (lambda o: next(e for e in _env(o) if e["name"] == "LSTM_WORKER_ASSIGNMENT_STRATEGY")
+                       .update(value="range"), "LSTM_WORKER_ASSIGNMENT_STRATEGY is 'range'"),
+    "namespace-in-render": (lambda o: o.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}),
+                            "Namespace must be rendered alone"),
+    "metrics-open": (lambda o: of_kind(o, "NetworkPolicy")[0]["spec"]["ingress"][0].pop("from"), "must name its peers"),
+    "double-scrape": (lambda o: _workload(o)["spec"]["template"]["metadata"].setdefault("annotations", {})
+                      .update({"prometheus.io/scrape": "true"}), "scraped twice"),
+    "secret-optional": (lambda o: next(v for v in _workload(o)["spec"]["template"]["spec"]["volumes"] if "secret" in v)
+                        ["secret"].update(optional=True), "the Kafka Secret is optional"),
+    "secret-all-keys": (lambda o: next(v for v in _workload(o)["spec"]["template"]["spec"]["volumes"] if "secret" in v)
+                        ["secret"].pop("items"), "mounts every key"),
+    "exactly-once-deployment": (lambda o: _env(o).append({"name": "LSTM_WORKER_EXACTLY_ONCE", "value": "1"}),
+                                "exactly-once under a Deployment"),
+    "no-fallback": (lambda o: _so(o)["spec"].pop("fallback"), "spec.fallback is required"),
+    "idle-partitions": (lambda o: _so(o)["spec"]["triggers"][0]["metadata"].pop("limitToPartitionsWithLag"),
+                        "limitToPartitionsWithLag must be"),
+    "activation-zero": (lambda o: _so(o)["spec"]["triggers"][0]["metadata"].update(activationLagThreshold="0"),
+                        "activationLagThreshold 0 < 12 partitions"),
+    "unexplained-threshold": (lambda o: _so(o)["metadata"]["annotations"].pop("lstm-worker.io/lag-threshold-basis"),
+                              "lag-threshold-basis must say"),
+    "tag-without-model": (lambda o: worker_container(o).update(image="ghcr.io/lstm-worker/lstm-worker:0.1.0"),
+                          "does not name the model"),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_custom_resource_checker_refuses(rendered: dict[str, list[Obj]], mutation: str, tmp_path: Path) -> None:
+    assert check_objects(rendered["overlays/cpu"], tmp_path).returncode == 0, "the shipped render passes"
+    objs = json.loads(json.dumps(rendered["overlays/cpu"]))
+    mutate, message = MUTATIONS[mutation]
+    mutate(objs)
+    result = check_objects(objs, tmp_path)
+    assert result.returncode == 1 and message in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"cpu": "1"}, "cpu requests 1 != limits 2"),
+    ({"memory": "2Gi"}, "memory requests 2Gi != limits 2560Mi"),
+])
+def test_checker_refuses_a_burstable_gpu_pod(rendered: dict[str, list[Obj]], change: dict, message: str,
+                                            tmp_path: Path) -> None:
+    objs = json.loads(json.dumps(rendered["overlays/gpu"]))
+    worker_container(objs)["resources"]["requests"].update(change)
+    result = check_objects(objs, tmp_path)
+    assert result.returncode == 1 and message in result.stdout, result.stdout
+
+
+def test_checker_refuses_a_statefulset_without_parallel_pods(rendered: dict[str, list[Obj]], tmp_path: Path) -> None:
+    objs = json.loads(json.dumps(rendered["overlays/exactly-once"]))
+    assert check_objects(objs, tmp_path).returncode == 0
+    worker_deployment(objs)["spec"]["podManagementPolicy"] = "OrderedReady"
+    result = check_objects(objs, tmp_path)
+    assert result.returncode == 1 and "podManagementPolicy must be Parallel" in result.stdout, result.stdout
