@@ -11,6 +11,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from tqdm import tqdm
 from core.bundle import load_bundle
 from core.exceptions import BundleError
 from training.data import load_dataset
-from worker.devbroker import DevBroker, free_port, port_accepts
+from worker.devbroker import DevBroker
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts" / "demo"
@@ -37,6 +38,18 @@ DOCS = int(os.environ.get("DEMO_DOCS", "3000"))
 QUICK_TRAIN = ["--epochs", "3", "--max-len", "128", "--embed-dim", "64", "--hidden-size", "64",
                "--vocab-size", "20000", "--no-baseline", "--seed", "0", "--members", "1"]
 MALFORMED = [b"\xff\xfe not utf-8", b"", b"   ", b'{"text": 42}', b"[1, 2, 3]", b"null"]
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago (for the worker's metrics endpoint)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def say(message: str) -> None:
@@ -119,10 +132,11 @@ def main() -> int:
     texts = [dataset.test_texts[i] for i in picks]
     truths = [dataset.label_names[dataset.test_labels[i]] for i in picks]
 
-    port = 9092 if not port_accepts("127.0.0.1", 9092) else free_port()
-    say(f"Starting the local Kafka-protocol broker (Tansu) on 127.0.0.1:{port}")
+    # The usual Kafka port when it is free, else any: DevBroker() picks a free one itself.
+    broker = DevBroker(port=None if port_taken(9092) else 9092)
+    say(f"Starting the local Kafka-protocol broker (Tansu) on 127.0.0.1:{broker.port}")
     worker: subprocess.Popen | None = None
-    with DevBroker(port=port) as broker:
+    with broker:
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
         admin.create_topics([NewTopic(t, 3, 1) for t in (TOPIC, f"{TOPIC}.labels", f"{TOPIC}.dlq")])
         admin.close()

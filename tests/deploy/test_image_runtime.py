@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 from test_manifests import TOOLS_PYTHON, render, worker_container, worker_settings
 
-from worker.devbroker import DevBroker, free_port
+from tests.support.ports import free_port
+from worker.devbroker import DevBroker
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "docker" / "worker.Dockerfile"

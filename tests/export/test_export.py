@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from core.bundle import MODEL_FILE, load_bundle
 from export import parity
 from export.cli import main as export_main
+from tests.support.model import TINY_TRAIN_ARGS, run_cli
 from worker.engine import InferenceEngine
 
 pytestmark = pytest.mark.slow
@@ -125,8 +126,6 @@ def test_a_model_without_validation_split_exports_with_parity_data(tiny_checkpoi
 
 
 def test_an_ensemble_exports_as_one_graph_that_averages_its_members(news_archive: Path, tmp_path: Path) -> None:
-    from tests.conftest import TINY_TRAIN_ARGS, run_cli
-
     args = [*TINY_TRAIN_ARGS[:TINY_TRAIN_ARGS.index("--members")], "--members", "2", "--epochs", "1"]
     trained = run_cli("lstm-train", "--data", str(news_archive), "--output", str(tmp_path / "trained"), *args)
     assert trained.returncode == 0, trained.stdout + trained.stderr
@@ -148,8 +147,6 @@ def test_an_ensemble_exports_as_one_graph_that_averages_its_members(news_archive
 
 def test_a_model_with_a_bag_of_words_branch_exports_and_passes_the_gates(news_archive: Path, tmp_path: Path) -> None:
     """--bow-weight: the LSTM and the fitted TF-IDF branch are one graph that answers as PyTorch did."""
-    from tests.conftest import TINY_TRAIN_ARGS, run_cli
-
     trained = run_cli("lstm-train", "--data", str(news_archive), "--output", str(tmp_path / "trained"),
                       *TINY_TRAIN_ARGS, "--epochs", "1", "--bow-weight", "0.3")
     assert trained.returncode == 0, trained.stdout + trained.stderr

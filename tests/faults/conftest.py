@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import WorkerProcess
 from worker.devbroker import DevBroker
 
 
@@ -32,12 +31,3 @@ def real_texts(news_archive: Path) -> list[str]:
     texts = list(dataset.test_texts)
     random.Random(0).shuffle(texts)
     return texts
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
-    """Every worker a test starts; all are killed at the end whatever happened."""
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.cleanup()

@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import random
 
-from tests.faults.harness import (
-    create_topics,
-    freeze_broker,
-    json_records,
-    kill_in_turn,
-    malformed_payloads,
-    read_all,
-)
-from tests.faults.test_faults import in_background, produce, record_report, start_workers
+from tests.support.data import json_records, malformed_payloads
+from tests.support.kafka import create_stream, produce, reconcile
+from tests.support.report import record_report
+from tests.support.workers import freeze, in_background, kill_in_turn
 
 
-def test_kills_freeze_and_poison_together(broker, tiny_bundle_dir, real_texts, workers, tmp_path) -> None:
+def test_kills_freeze_and_poison_together(broker, real_texts, workers) -> None:
     topic = "bar"
-    create_topics(broker.bootstrap_servers, topic, partitions=6)
-    group = start_workers(3, broker, topic, tiny_bundle_dir, tmp_path, workers)
+    create_stream(broker.bootstrap_servers, topic, partitions=6)
+    group = workers.start_group(broker.bootstrap_servers, topic, f"g-{topic}", 3)
     good = json_records(real_texts[:3000])
     bad = malformed_payloads(120)
     records = good + bad
@@ -32,11 +27,11 @@ def test_kills_freeze_and_poison_together(broker, tiny_bundle_dir, real_texts, w
     # broker unreachable at start-up, which is a different test.
     kill_in_turn(group, kills=3, every_s=3)
     for worker in group:
-        worker.wait_ready()
-    freeze_broker(broker.process.pid, 10)
+        worker.wait_healthy()
+    freeze(broker.process.pid, 10)
     producer.join()
     keys = [k for k, _ in records]
-    result = read_all(broker.bootstrap_servers, topic, keys, timeout=300)
+    result = reconcile(broker.bootstrap_servers, topic, keys, timeout=300)
     assert result.lost(keys) == []
     # Malformed payloads are dead letters, real documents labels; none of either is missing.
     assert all(result.dead[k] >= 1 for k, _ in bad)

@@ -8,35 +8,33 @@ run time, and Tansu 0.6.0 does not, so there the test says so and skips.
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from tests.faults.harness import (
-    WorkerProcess,
+from tests.support.data import json_records, malformed_payloads
+from tests.support.kafka import (
+    committed_offsets,
+    create_stream,
     create_topics,
     high_watermarks,
-    json_records,
-    malformed_payloads,
     produce,
     read_all,
+    reconcile,
 )
+from tests.support.report import record_report
+from tests.support.workers import EXACTLY_ONCE, in_background
 
 PARTITIONS = 3
-REPORT = Path(os.environ.get("LSTM_FAULTS_REPORT", "artifacts/faults-report.json"))
 
 
 def aborted_records_visible(bootstrap: str) -> list[bytes]:
     """Records of an aborted transaction that a read_committed reader still returns (none on a real Kafka)."""
     topic = f"eos-probe-{time.time_ns()}"
-    create_topics(bootstrap, topic, partitions=1)
+    create_topics(bootstrap, [topic], partitions=1)
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"{topic}-tx"})
     producer.init_transactions(30)
     producer.begin_transaction()
@@ -64,78 +62,38 @@ def aborted_records_visible(bootstrap: str) -> list[bytes]:
 
 def read_every_record(bootstrap: str, topic: str) -> list[tuple[str, int, int]]:
     """(key, input partition, input offset) of every label and dead letter, aborted ones included."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"all-{time.time_ns()}",
-                         "enable.auto.commit": False, "isolation.level": "read_uncommitted",
-                         "fetch.wait.max.ms": 10})
-    parts = [TopicPartition(f"{topic}.{kind}", p, OFFSET_BEGINNING) for kind in ("labels", "dlq")
-             for p in range(PARTITIONS)]
-    ends = high_watermarks(bootstrap, [(tp.topic, tp.partition) for tp in parts])
-    consumer.assign(parts)
-    results: list[tuple[str, int, int]] = []
-    done: set[tuple[str, int]] = {k for k, end in ends.items() if end == 0}
-    deadline = time.monotonic() + 60
-    try:
-        while len(done) < len(parts) and time.monotonic() < deadline:
-            for message in consumer.consume(num_messages=500, timeout=0.5):
-                if message.error() is not None:
-                    continue
-                if message.offset() + 1 >= ends[(message.topic(), message.partition())]:
-                    done.add((message.topic(), message.partition()))
-                if message.topic().endswith(".dlq"):
-                    headers = dict(message.headers() or [])
-                    source = (int(headers["source.partition"]), int(headers["source.offset"]))
-                else:
-                    body = json.loads(message.value())
-                    source = (body["source"]["partition"], body["source"]["offset"])
-                results.append((message.key().decode(), *source))
-    finally:
-        consumer.close()
-    return results
-
-
-def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        found = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
-        return {tp.partition: max(tp.offset, 0) for tp in found}
-    finally:
-        consumer.close()
+    return [((m.key or b"").decode(), *m.source()) for m in read_all(bootstrap, [f"{topic}.labels", f"{topic}.dlq"])]
 
 
 def input_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     return {p: end for (_, p), end in high_watermarks(bootstrap, [(topic, p) for p in range(PARTITIONS)]).items()}
 
 
-def stream_with_two_sigkills(broker, bundle: Path, texts: list[str], workers: list, tmp_path: Path):
+def stream_with_two_sigkills(broker, texts: list[str], workers):
     """One exactly-once worker, SIGKILLed twice while 1,260 records stream in, restarted each time."""
     topic, group = "eos-kills", "g-eos-kills"
-    create_topics(broker.bootstrap_servers, topic, partitions=PARTITIONS)
-    worker = WorkerProcess(broker.bootstrap_servers, topic, bundle, group, tmp_path,
-                           extra=("--exactly-once", "--transactional-id", "eos-replica-0")).start()
-    workers.append(worker)
-    worker.wait_ready()
+    create_stream(broker.bootstrap_servers, topic, partitions=PARTITIONS)
+    (worker,) = workers.start_group(broker.bootstrap_servers, topic, group, 1, mode=EXACTLY_ONCE)
     records = json_records(texts[:1200]) + malformed_payloads(60)
     random.Random(3).shuffle(records)
-    producer = threading.Thread(target=produce, args=(broker.bootstrap_servers, topic, records, 0.008), daemon=True)
-    producer.start()
+    producer = in_background(produce, broker.bootstrap_servers, topic, records, 0.008)
     for _ in range(2):
         time.sleep(3)
         worker.kill()  # mid-transaction or between two: the restart below fences and aborts what was open
         worker.start()
-        worker.wait_ready()
+        worker.wait_healthy()
     producer.join()
     ends = input_end_offsets(broker.bootstrap_servers, topic)
     deadline = time.monotonic() + 240
-    while committed_offsets(broker.bootstrap_servers, group, topic) != ends and time.monotonic() < deadline:
+    while committed_offsets(broker.bootstrap_servers, group, topic, PARTITIONS) != ends \
+            and time.monotonic() < deadline:
         time.sleep(1)
     return topic, group, [k for k, _ in records], ends, worker
 
 
-def test_sigkills_keep_committed_offsets_behind_results_and_lose_nothing(broker, tiny_bundle_dir, real_texts,
-                                                                         workers, tmp_path) -> None:
-    topic, group, keys, ends, worker = stream_with_two_sigkills(broker, tiny_bundle_dir, real_texts, workers,
-                                                                tmp_path)
-    committed = committed_offsets(broker.bootstrap_servers, group, topic)
+def test_sigkills_keep_committed_offsets_behind_results_and_lose_nothing(broker, real_texts, workers) -> None:
+    topic, group, keys, ends, worker = stream_with_two_sigkills(broker, real_texts, workers)
+    committed = committed_offsets(broker.bootstrap_servers, group, topic, PARTITIONS)
     assert committed == ends, "the restarted worker did not consume the whole stream"
     results = read_every_record(broker.bootstrap_servers, topic)
     answered = {(p, o) for _, p, o in results}
@@ -145,26 +103,18 @@ def test_sigkills_keep_committed_offsets_behind_results_and_lose_nothing(broker,
     counts = Counter(k for k, _, _ in results)
     assert [k for k in keys if counts[k] == 0] == []
     duplicates = sum(c - 1 for c in counts.values() if c > 1)
-    _record_report({"inputs": len(keys), "records_including_aborted": len(results),
-                    "duplicates_including_aborted": duplicates})
+    record_report("exactly_once_two_sigkills", {"inputs": len(keys), "records_including_aborted": len(results),
+                                                "duplicates_including_aborted": duplicates})
     assert worker.terminate() == 0
 
 
-def test_sigkills_read_committed_sees_each_input_exactly_once(broker, tiny_bundle_dir, real_texts, workers,
-                                                              tmp_path) -> None:
+def test_sigkills_read_committed_sees_each_input_exactly_once(broker, real_texts, workers) -> None:
     leaked = aborted_records_visible(broker.bootstrap_servers)
     if leaked:
         pytest.skip(f"broker returns aborted records to read_committed consumers (Tansu): the probe read back "
                     f"{leaked} from an aborted transaction; end-to-end exactly-once needs Apache Kafka, "
                     f"Confluent or Redpanda")
-    topic, _, keys, _, worker = stream_with_two_sigkills(broker, tiny_bundle_dir, real_texts, workers, tmp_path)
-    result = read_all(broker.bootstrap_servers, topic, keys, timeout=120)  # librdkafka reads read_committed
+    topic, _, keys, _, worker = stream_with_two_sigkills(broker, real_texts, workers)
+    result = reconcile(broker.bootstrap_servers, topic, keys, timeout=120, isolation_level="read_committed")
     assert {k: result.outputs[k] + result.dead[k] for k in keys} == {k: 1 for k in keys}
     assert worker.terminate() == 0
-
-
-def _record_report(values: dict) -> None:
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    data["exactly_once_two_sigkills"] = values
-    REPORT.write_text(json.dumps(data, indent=2))

@@ -9,14 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
-from tests.integration.conftest import WORKER, create_topics
-from worker.devbroker import DevBroker, free_port, port_accepts
-
-
-def run_worker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([WORKER, "run", "--session-timeout-ms", "6000", "--log-format", "json", *args],
-                          capture_output=True, text=True, timeout=timeout)
+from tests.support.kafka import create_topics
+from tests.support.ports import free_port, port_accepts
+from tests.support.workers import WORKER
+from tests.support.workers import run_worker_once as run_worker
+from worker.devbroker import DevBroker
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -64,11 +63,8 @@ def test_broker_command_serves_kafka_and_stops_on_sigterm(unique_name: str) -> N
             assert process.poll() is None, process.communicate()
             time.sleep(0.05)
         create_topics(f"127.0.0.1:{port}", [unique_name], partitions=2)
-        from kafka import KafkaConsumer
-
-        consumer = KafkaConsumer(bootstrap_servers=f"127.0.0.1:{port}")
-        assert consumer.partitions_for_topic(unique_name) == {0, 1}
-        consumer.close()
+        metadata = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"}).list_topics(unique_name, timeout=30)
+        assert set(metadata.topics[unique_name].partitions) == {0, 1}
 
         second = subprocess.run([WORKER, "broker", "--port", str(port)], capture_output=True, text=True,
                                 timeout=30)

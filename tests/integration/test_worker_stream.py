@@ -2,7 +2,9 @@
 
 One worker classifies a mixed stream (JSON with ids, plain text, malformed
 records); a restart in the same group then proves that nothing committed is
-read again.
+read again. Every test runs in both delivery modes (the ``mode`` fixture): they must behave the same.
+No transaction aborts in these runs, so even on Tansu (which hands aborted records to read_committed
+readers) each input has exactly one result in both modes.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ from pathlib import Path
 import pytest
 
 from core.bundle import load_bundle
-from tests.integration.conftest import WorkerLauncher, create_topics
-from tests.integration.streams import Message, produce, read_all, read_until
-from worker import codec
+from tests.support.kafka import Message, create_stream, produce, read_all, read_until
+from tests.support.workers import WorkerPool, mode_flags
 from worker.devbroker import DevBroker
 from worker.engine import InferenceEngine
 
@@ -39,24 +40,23 @@ def metric_value(metrics_text: str, name: str, labels: str = "") -> float:
 
 # (key, value, expected reason): every kind of record the contract says cannot be classified.
 MALFORMED = [
-    (b"bad-utf8", b"caf\xe9 au lait \xff\xfe", codec.INVALID_UTF8),
-    (b"bad-empty", b"", codec.EMPTY_TEXT),
-    (b"bad-whitespace", b"  \n\t  ", codec.EMPTY_TEXT),
-    (b"bad-oversize", b"word " * (MAX_MESSAGE_BYTES // 5 + 10), codec.OVERSIZE),
-    (b"bad-json-no-text", json.dumps({"id": "x1", "body": "no text field"}).encode(), codec.MISSING_TEXT),
-    (b"bad-json-number-text", json.dumps({"id": "x2", "text": 42}).encode(), codec.MISSING_TEXT),
-    (b"bad-json-array", b'["an", "array"]', codec.NOT_JSON_OBJECT),
-    (b"bad-json-null", b"null", codec.NOT_JSON_OBJECT),
-    (b"bad-tombstone", None, codec.NULL_VALUE),
+    (b"bad-utf8", b"caf\xe9 au lait \xff\xfe", "invalid_utf8"),
+    (b"bad-empty", b"", "empty_text"),
+    (b"bad-whitespace", b"  \n\t  ", "empty_text"),
+    (b"bad-oversize", b"word " * (MAX_MESSAGE_BYTES // 5 + 10), "oversize"),
+    (b"bad-json-no-text", json.dumps({"id": "x1", "body": "no text field"}).encode(), "missing_text"),
+    (b"bad-json-number-text", json.dumps({"id": "x2", "text": 42}).encode(), "missing_text"),
+    (b"bad-json-array", b'["an", "array"]', "not_json_object"),
+    (b"bad-json-null", b"null", "not_json_object"),
+    (b"bad-tombstone", None, "null_value"),
 ]
 
 
 def test_stream_is_labelled_like_offline_dead_letters_explained_and_restart_rereads_nothing(
-    broker: DevBroker, workers: WorkerLauncher, tiny_bundle_dir: Path, news_docs: list[str], unique_name: str
+    broker: DevBroker, workers: WorkerPool, tiny_bundle_dir: Path, news_docs: list[str], unique_name: str, mode: str
 ) -> None:
     bootstrap = broker.bootstrap_servers
-    topic, output, dlq = unique_name, f"{unique_name}.labels", f"{unique_name}.dlq"
-    create_topics(bootstrap, [topic, output, dlq], partitions=3)
+    topic, output, dlq = create_stream(bootstrap, unique_name, partitions=3)
     docs = [d for d in news_docs if len(d.encode()) < MAX_MESSAGE_BYTES]
     assert len(docs) >= 300
 
@@ -76,7 +76,8 @@ def test_stream_is_labelled_like_offline_dead_letters_explained_and_restart_rere
     records += [(key, value, [("traceparent", b"trace-" + key)]) for key, value, _ in MALFORMED]
     produce(bootstrap, topic, records)
 
-    worker = workers.start(topic, unique_name, "--max-message-bytes", str(MAX_MESSAGE_BYTES),
+    worker = workers.start(bootstrap, topic, unique_name, *mode_flags(mode), "--max-message-bytes",
+                           str(MAX_MESSAGE_BYTES),
                            "--top-k", str(TOP_K), "--batch-size", "32", "--max-wait-ms", "10")
     worker.wait_ready()
     messages = read_until(bootstrap, [output, dlq], expected=len(records))
@@ -136,7 +137,7 @@ def test_stream_is_labelled_like_offline_dead_letters_explained_and_restart_rere
     # Observability, and serving stayed torch-free.
     assert metrics_status == 200
     assert metric_value(metrics_text, "lstm_worker_records_in_total") == len(records)
-    assert metric_value(metrics_text, "lstm_worker_dead_letters_total", f'reason="{codec.EMPTY_TEXT}"') == 2
+    assert metric_value(metrics_text, "lstm_worker_dead_letters_total", 'reason="empty_text"') == 2
     assert "lstm_worker_inference_seconds_count" in metrics_text
     assert health[0] == 200 and ready[0] == 200
     assert "libtorch" not in maps and "/torch/" not in maps
@@ -145,7 +146,8 @@ def test_stream_is_labelled_like_offline_dead_letters_explained_and_restart_rere
     late = [(f"late-{i}".encode(), json.dumps({"id": f"late-{i}", "text": d}).encode(), [])
             for i, d in enumerate(docs[:15])]
     produce(bootstrap, topic, late)
-    again = workers.start(topic, unique_name, "--max-message-bytes", str(MAX_MESSAGE_BYTES))
+    again = workers.start(bootstrap, topic, unique_name, *mode_flags(mode), "--max-message-bytes",
+                          str(MAX_MESSAGE_BYTES))
     again.wait_ready()
     read_until(bootstrap, [output, dlq], expected=len(records) + len(late))
     _, metrics_text = again.get("/metrics")
@@ -158,41 +160,39 @@ def test_stream_is_labelled_like_offline_dead_letters_explained_and_restart_rere
 
 
 def test_dead_letter_source_headers_point_at_the_input(
-    broker: DevBroker, workers: WorkerLauncher, unique_name: str
+    broker: DevBroker, workers: WorkerPool, unique_name: str, mode: str
 ) -> None:
     """With --input-format json, plain text is a dead letter whose source headers locate the original."""
     bootstrap = broker.bootstrap_servers
-    topic, output, dlq = unique_name, f"{unique_name}.labels", f"{unique_name}.dlq"
-    create_topics(bootstrap, [topic, output, dlq], partitions=1)
-    produce(bootstrap, topic, [(b"a", b"plain text, not JSON", []), (b"b", b'{"text": "fine json"}', [])])
-    worker = workers.start(topic, unique_name, "--input-format", "json")
+    topic, output, dlq = create_stream(bootstrap, unique_name, partitions=1)
+    produce(bootstrap, topic, [(b"a", b"plain text, not JSON"), (b"b", b'{"text": "fine json"}')])
+    worker = workers.start(bootstrap, topic, unique_name, *mode_flags(mode), "--input-format", "json")
     worker.wait_ready()
     messages = read_until(bootstrap, [output, dlq], expected=2)
     assert worker.terminate() == 0, worker.log()
     letter = next(m for m in messages if m.topic == dlq)
     labelled: Message = next(m for m in messages if m.topic == output)
-    assert letter.header("error.type") == codec.INVALID_JSON.encode()
+    assert letter.header("error.type") == b"invalid_json"
     assert (letter.header("source.partition"), letter.header("source.offset")) == (b"0", b"0")
     assert json.loads(labelled.value)["id"] == "b"
 
 
 def test_sigterm_mid_stream_drains_and_restart_completes_without_loss_or_duplicates(
-    broker: DevBroker, workers: WorkerLauncher, news_docs: list[str], unique_name: str
+    broker: DevBroker, workers: WorkerPool, news_docs: list[str], unique_name: str, mode: str
 ) -> None:
     """A clean drain commits everything it polled: first run + restart = every record exactly once."""
     bootstrap = broker.bootstrap_servers
-    topic, output, dlq = unique_name, f"{unique_name}.labels", f"{unique_name}.dlq"
-    create_topics(bootstrap, [topic, output, dlq], partitions=3)
+    topic, output, dlq = create_stream(bootstrap, unique_name, partitions=3)
     records = [(f"k{i}".encode(), json.dumps({"id": f"r{i}", "text": news_docs[i % len(news_docs)]}).encode(), [])
                for i in range(1200)]
     produce(bootstrap, topic, records)
 
-    first = workers.start(topic, unique_name, "--batch-size", "4", "--max-wait-ms", "0")
+    first = workers.start(bootstrap, topic, unique_name, *mode_flags(mode), "--batch-size", "4", "--max-wait-ms", "0")
     first.wait_ready()
     read_until(bootstrap, [output], expected=1)  # SIGTERM while the stream is being worked through
     assert first.terminate() == 0, first.log()
 
-    second = workers.start(topic, unique_name)
+    second = workers.start(bootstrap, topic, unique_name, *mode_flags(mode))
     second.wait_ready()
     read_until(bootstrap, [output], expected=len(records))
     assert second.terminate() == 0, second.log()

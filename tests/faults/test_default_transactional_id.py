@@ -1,0 +1,37 @@
+"""Two --exactly-once workers of one group on one host, both with the DEFAULT transactional id.
+
+Both must keep running and share the work (issue 15). The worker before the rewrite derives the id from
+group and host name only, so the second replica's InitProducerId fences the first, which exits 1 with
+ProducerFencedError within seconds: THIS TEST IS EXPECTED TO FAIL ON THE OLD WORKER (marked
+needs_worker_rewrite, not skipped).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.support.data import json_records
+from tests.support.kafka import create_stream, produce, reconcile
+from tests.support.workers import EXACTLY_ONCE, in_background, mode_flags
+
+
+@pytest.mark.needs_worker_rewrite
+def test_two_exactly_once_replicas_with_the_default_transactional_id_both_keep_running(broker, real_texts,
+                                                                                      workers) -> None:
+    topic, group, bootstrap = "default-txid", "g-default-txid", broker.bootstrap_servers
+    create_stream(bootstrap, topic, partitions=4)
+    first, second = (workers.start(bootstrap, topic, group, *mode_flags(EXACTLY_ONCE)) for _ in range(2))
+    for worker in (first, second):
+        worker.wait_healthy()
+    records = json_records(real_texts[:800])
+    producer = in_background(produce, bootstrap, topic, records, 0.01)
+    time.sleep(5)
+    producer.join()
+    keys = [k for k, _ in records]
+    result = reconcile(bootstrap, topic, keys, timeout=180)
+    exited = {name: w.process.poll() for name, w in (("first", first), ("second", second)) if not w.alive()}
+    assert exited == {}, f"replicas exited (exit codes): {exited}\n{first.log()}\n{second.log()}"
+    assert result.lost(keys) == []
+    assert [first.terminate(), second.terminate()] == [0, 0]

@@ -1,0 +1,13 @@
+"""Shared test support: the only place tests import helpers from (never from another test module).
+
+- :mod:`tests.support.ports`: free TCP ports.
+- :mod:`tests.support.kafka`: topics, producing, reading back and committed offsets, all with
+  confluent-kafka (librdkafka), a client independent of the worker's kafka-python.
+- :mod:`tests.support.workers`: ``lstm-worker run`` as a real process, and the delivery modes.
+- :mod:`tests.support.data`: input records (real documents as JSON, malformed and hostile payloads).
+- :mod:`tests.support.model`: the tiny model's training arguments and the console scripts.
+- :mod:`tests.support.schema_broker`: Tansu with a file schema registry (makes a topic unwritable).
+- :mod:`tests.support.report`: measured numbers kept for the README (artifacts/faults-report.json).
+
+Fixtures live in the conftest.py files.
+"""
