@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import queue
 import time
+from collections import OrderedDict
 
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
@@ -28,6 +29,11 @@ from kafka.structs import TopicPartition
 from worker.pipeline.guarantee import Guarantee
 from worker.pipeline.messages import FIRST_DEAD_LETTER, Message, smaller
 from worker.pipeline.send_failures import FailureKind, classify
+
+# A reachable broker acknowledges a send within milliseconds, and the producer retries a request on its own
+# for much longer (its delivery timeout): no acknowledgement for this long means the brokers are unreachable
+# or stuck, which /readyz reports (and fetching pauses) while the producer keeps trying.
+ACK_OVERDUE_S = 10.0
 
 
 class AtLeastOnce(Guarantee):
@@ -37,6 +43,7 @@ class AtLeastOnce(Guarantee):
         self._outcomes: queue.SimpleQueue[tuple[Message, BaseException | None, float]] = queue.SimpleQueue()
         self._held: list[Message] = []  # waiting behind a failed send; per partition in offset order
         self._probe: Message | None = None  # the retried send whose outcome ends or extends the stall
+        self._unacknowledged: OrderedDict[int, tuple[str, float]] = OrderedDict()  # id(message) -> (topic, sent at)
         self._last_commit = 0.0
 
     def publish(self, messages: list[Message], now: float) -> None:
@@ -60,6 +67,17 @@ class AtLeastOnce(Guarantee):
             message = self._pop_live()
             if message is not None:
                 self._send(message, now)
+
+    def problem(self) -> str | None:
+        stalled = super().problem()
+        if stalled is not None or not self._unacknowledged:
+            return stalled
+        topic, sent_at = next(iter(self._unacknowledged.values()))
+        waited = time.monotonic() - sent_at
+        if waited < ACK_OVERDUE_S:
+            return None
+        return (f"no acknowledgement from the broker for {waited:.0f} s (sends to {topic!r} wait): check that the "
+                "brokers are reachable; the producer keeps retrying")
 
     def maybe_commit(self, now: float) -> None:
         if now - self._last_commit >= self.settings.commit_interval_ms / 1000:
@@ -93,6 +111,7 @@ class AtLeastOnce(Guarantee):
                     continue
                 self._failed(message, exc, now)
                 return
+            self._unacknowledged[id(message)] = (message.topic, time.monotonic())
             future.add_callback(self._on_ack, message)
             future.add_errback(self._on_error, message)
             return
@@ -111,6 +130,7 @@ class AtLeastOnce(Guarantee):
             except queue.Empty:
                 return handled
             handled += 1
+            self._unacknowledged.pop(id(message), None)
             if error is None:
                 if message is self._probe:
                     self._probe = None
