@@ -39,9 +39,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.bundle import MANIFEST_FILE
 from core.exceptions import StoreError
 
+# core.bundle.MANIFEST_FILE, not imported: core.bundle pulls in numpy, and a hot-swap watcher
+# polling current_version() should need nothing but the standard library.
+MANIFEST_FILE = "manifest.json"
 CURRENT_FILE, HISTORY_FILE, LOCK_FILE = "CURRENT", "HISTORY", ".lock"
 # The same rule as lstm-export's --version: it is also a directory name, so no '/', no leading '.'.
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
