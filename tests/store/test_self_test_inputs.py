@@ -121,7 +121,7 @@ def test_resolve_model_accepts_a_bundle_or_a_store(tmp_path: Path) -> None:
 
 def test_the_store_api_needs_only_the_standard_library() -> None:
     code = ("import sys; import core.model_store as m, core.bundle as b; "
-            "assert m.MANIFEST_FILE == b.MANIFEST_FILE") 
+            "assert m.MANIFEST_FILE == b.MANIFEST_FILE")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
     alone = "import sys, core.model_store; assert not {'numpy', 'torch', 'onnxruntime'} & set(sys.modules), sys.modules"
     result = subprocess.run([sys.executable, "-c", alone], capture_output=True, text=True)
