@@ -6,6 +6,11 @@ every file named by the manifest lies inside the bundle, the manifest's own
 digest, and every file's size and sha256 before any byte of the model is
 handed to ONNX Runtime. Nothing here unpickles: the bundle is JSON + ONNX.
 
+Format 2 adds a self-test (``core.selftest``): inputs and the probabilities
+the exporter expected, which every consumer re-computes with the engine it
+serves with. Format 1 bundles (exported before it) still load; they carry
+no self-test and the worker says so.
+
 The checksums detect corruption and accidental edits, not a deliberate
 attacker who rewrites the manifest too; sign the bundle (or its digest)
 outside this tool when you need authenticity.
@@ -22,11 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from core.exceptions import BundleError, VocabularyError
+from core.selftest import SELF_TEST_FILE, SelfTest, manifest_entry, read_self_test, self_test_bytes
 from core.text import TOKENIZER_NAME
 from core.vocab import Vocabulary
 
 BUNDLE_FORMAT = "lstm-worker-bundle"
-BUNDLE_FORMAT_VERSION = 1
+# 2: carries a self-test (required). 1: exported before self-tests; still served, with a warning.
+BUNDLE_FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE, VOCAB_FILE, LABELS_FILE = "model.onnx", "vocab.json", "labels.json"
 INPUT_IDS, INPUT_LENGTHS, OUTPUT_PROBABILITIES = "input_ids", "lengths", "probabilities"
@@ -53,6 +61,7 @@ class Bundle:
     vocab: Vocabulary
     labels: tuple[str, ...]
     preprocessing: Preprocessing
+    self_test: SelfTest | None = None  # None only for format 1 bundles
 
     @property
     def model_path(self) -> Path:
@@ -125,8 +134,14 @@ def write_bundle(
     metrics: dict[str, Any] | None = None,
     parity: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    self_test: SelfTest | None = None,
+    self_test_report: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a complete bundle into ``directory`` (created; must be empty or absent)."""
+    """Write a complete bundle into ``directory`` (created; must be empty or absent).
+
+    With ``self_test`` the bundle is format 2; without, format 1 (the exporter's scratch bundles,
+    which exist only to be gated, are written that way; a published bundle always has one).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if any(directory.iterdir()):
@@ -134,13 +149,14 @@ def write_bundle(
     (directory / MODEL_FILE).write_bytes(onnx_model)
     vocab.save(directory / VOCAB_FILE)
     (directory / LABELS_FILE).write_text(json.dumps(list(labels), ensure_ascii=False), encoding="utf-8")
-    files = {
-        f: {"sha256": sha256_file(directory / f), "bytes": (directory / f).stat().st_size}
-        for f in (MODEL_FILE, VOCAB_FILE, LABELS_FILE)
-    }
+    names = [MODEL_FILE, VOCAB_FILE, LABELS_FILE]
+    if self_test is not None:
+        (directory / SELF_TEST_FILE).write_bytes(self_test_bytes(self_test))
+        names.append(SELF_TEST_FILE)
+    files = {f: {"sha256": sha256_file(directory / f), "bytes": (directory / f).stat().st_size} for f in names}
     manifest = {
         "format": BUNDLE_FORMAT,
-        "format_version": BUNDLE_FORMAT_VERSION,
+        "format_version": BUNDLE_FORMAT_VERSION if self_test is not None else 1,
         "name": name,
         "version": version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -165,6 +181,8 @@ def write_bundle(
         "files": files,
         **(extra or {}),
     }
+    if self_test is not None:
+        manifest["self_test"] = manifest_entry(self_test, self_test_report)
     manifest[MANIFEST_DIGEST_KEY] = manifest_digest(manifest)
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return directory
@@ -180,6 +198,11 @@ def _inside(root: Path, name: object, manifest_path: Path) -> Path:
     return candidate
 
 
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of the bundle at ``path``, digest-checked but without hashing the files (cheap: listings)."""
+    return _read_manifest(Path(path).resolve())[1]
+
+
 def _read_manifest(root: Path) -> tuple[Path, dict[str, Any]]:
     manifest_path = root / MANIFEST_FILE
     if not manifest_path.is_file():
@@ -192,10 +215,11 @@ def _read_manifest(root: Path) -> tuple[Path, dict[str, Any]]:
         raise BundleError(f"{manifest_path}: JSON check failed: not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{manifest_path}: format check failed: not a {BUNDLE_FORMAT} manifest")
-    if manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
+    if manifest.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
         raise BundleError(
             f"{manifest_path}: format version check failed: version {manifest.get('format_version')!r} "
-            f"is not supported (this version reads {BUNDLE_FORMAT_VERSION}); re-export the model"
+            f"is not supported (this version reads {', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}); "
+            "re-export the model, or upgrade lstm-worker"
         )
     if manifest.get(MANIFEST_DIGEST_KEY) != manifest_digest(manifest):
         raise BundleError(
@@ -248,7 +272,13 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{manifest_path}: field check failed: 'files' must map file names to checksums")
     if preprocessing.max_len < 1:
         raise BundleError(f"{manifest_path}: field check failed: preprocessing.max_len must be positive")
-    for required in (model_file, vocab_file, labels_file):
+    self_test_entry = manifest.get("self_test")
+    required_files = [model_file, vocab_file, labels_file]
+    if manifest["format_version"] >= 2:  # a format 2 bundle without its self-test was stripped: refuse it
+        if not isinstance(self_test_entry, dict) or not isinstance(self_test_entry.get("file"), str):
+            raise BundleError(f"{manifest_path}: self-test check failed: a format 2 bundle must name its self-test")
+        required_files.append(self_test_entry["file"])
+    for required in required_files:
         _inside(root, required, manifest_path)
         if required not in files:
             raise BundleError(f"{manifest_path}: checksum check failed: {required!r} has no checksum; refused")
@@ -269,4 +299,8 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{root / labels_file}: JSON check failed: not valid JSON ({exc})") from None
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels) or len(labels) != num_classes:
         raise BundleError(f"{root / labels_file}: labels check failed: must be a list of {num_classes} label strings")
-    return Bundle(root, manifest, vocab, tuple(labels), preprocessing)
+    self_test = None
+    if manifest["format_version"] >= 2:
+        self_test = read_self_test(root / self_test_entry["file"], self_test_entry, max_len=preprocessing.max_len,
+                                   vocab_size=len(vocab), num_classes=num_classes)
+    return Bundle(root, manifest, vocab, tuple(labels), preprocessing, self_test)

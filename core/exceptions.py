@@ -11,3 +11,7 @@ class VocabularyError(ContractError):
 
 class BundleError(ContractError):
     """A model bundle is missing, incomplete, tampered with or of an unknown format."""
+
+
+class StoreError(ContractError):
+    """A model store is missing, has no such version, or has no (or a malformed) CURRENT."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from core.exceptions import ContractError
+from core.model_store import ModelStore
 from export import __version__
 from export.exceptions import ExportError, GateError
 from export.onnx_export import DEFAULT_OPSET, MIN_OPSET
@@ -39,8 +40,13 @@ def _version(ctx: click.Context, param: click.Parameter, value: str | None) -> s
 @click.option("--checkpoint", "checkpoint", required=True, show_envvar=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Directory written by `lstm-train --output` (checkpoint.pt, validation.jsonl, metrics.json).")
-@click.option("--output", "output", required=True, show_envvar=True, type=click.Path(path_type=Path),
-              help="Bundle directory to create; must not exist (or be empty). Written atomically.")
+@click.option("--output", "output", default=None, show_envvar=True, type=click.Path(path_type=Path),
+              help="Bundle directory to create; must not exist (or be empty). Written atomically. "
+                   "Give --output or --store.")
+@click.option("--store", "store", default=None, show_envvar=True, type=click.Path(path_type=Path),
+              help="Model store to add the bundle to, as version --version (required; refused if it exists). "
+                   "The store's first version becomes its CURRENT; later ones are served only after "
+                   "`lstm-worker promote` (docs/models.md).")
 @click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None, show_envvar=True,
               help="int8: ONNX Runtime dynamic quantization (int8 LSTMs: ~1.3x faster, 4x smaller, scores "
                    "depend on batch neighbours). int8-embedding: per-row int8 embedding table only (3x smaller, "
@@ -66,7 +72,7 @@ def _version(ctx: click.Context, param: click.Parameter, value: str | None) -> s
                    "documents in a batch (dynamic int8 LSTM); the manifest records the measured difference.")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True, show_envvar=True,
               help="ONNX Runtime threads for the gates (0 = ONNX Runtime's default).")
-def main(checkpoint: Path, output: Path, quantize: str | None, opset: int, name: str | None,
+def main(checkpoint: Path, output: Path | None, store: Path | None, quantize: str | None, opset: int, name: str | None,
          model_version: str, parity_docs: int, parity_data: Path | None, allow_batch_dependence: bool,
          threads: int) -> None:
     """Export an lstm-train checkpoint to an ONNX model bundle and prove it answers like PyTorch.
@@ -75,7 +81,9 @@ def main(checkpoint: Path, output: Path, quantize: str | None, opset: int, name:
     every file) is built next to OUTPUT, then gated: ONNX Runtime must match
     PyTorch on >= 512 real validation documents (|Δp| <= 1e-4, identical argmax)
     and a short document must score the same alone and batched with long ones.
-    A refused export leaves no bundle behind.
+    A refused export leaves no bundle behind. The bundle carries a self-test
+    (48 shuffled token-id inputs and PyTorch's probabilities) that every
+    `lstm-worker` load re-runs on its own ONNX Runtime and provider.
 
     Exit status: 0 bundle written; 1 error (checkpoint unreadable, output exists...);
     2 bad option; 3 refused by a gate (the report is printed to stderr).
@@ -83,8 +91,13 @@ def main(checkpoint: Path, output: Path, quantize: str | None, opset: int, name:
     if allow_batch_dependence and quantize is None:
         raise click.UsageError("--allow-batch-dependence only applies to --quantize int8 or int8-embedding; "
                                "fp32 bundles must be batch-invariant")
+    if (output is None) == (store is None):
+        raise click.UsageError("give exactly one of --output DIR or --store DIR")
+    if store is not None and click.get_current_context().get_parameter_source("model_version") in (
+            click.core.ParameterSource.DEFAULT, None):
+        raise click.UsageError("--store needs --version VERSION: it names the new version's directory")
     config = ExportConfig(checkpoint, output, quantize, opset, name, model_version, parity_docs, threads,
-                          parity_data=parity_data, allow_batch_dependence=allow_batch_dependence)
+                          parity_data=parity_data, allow_batch_dependence=allow_batch_dependence, store=store)
     try:
         bundle_dir = run_export(config, log=lambda line: click.echo(line, err=True))
     except GateError as exc:
@@ -95,3 +108,8 @@ def main(checkpoint: Path, output: Path, quantize: str | None, opset: int, name:
     except (ExportError, ContractError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(summary(bundle_dir))
+    if store is not None:
+        current = ModelStore(store).current_version()
+        click.echo(f"  store {store}: CURRENT is {model_version} (the store had none)" if current == model_version
+                   else f"  store {store}: CURRENT stays {current}; serve {model_version} with: "
+                        f"lstm-worker promote --store {store} {model_version}")

@@ -4,6 +4,11 @@ The scratch directory is a sibling of the output (same filesystem, so the
 final ``os.rename`` is atomic). Whatever fails, it is removed: a refused
 export leaves no bundle behind, and a half-written one never exists under
 the output name.
+
+With ``--store`` the output is ``STORE/VERSION`` (a new, immutable version) and
+the scratch directory lives in the store, hidden (a dot-name) from its listing.
+Every published bundle carries a self-test (``export/selftest_inputs.py``),
+which must pass on the written bundle through the same loader a worker uses.
 """
 
 from __future__ import annotations
@@ -16,15 +21,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnxruntime
 import torch
 
 from core.bundle import MODEL_FILE, load_bundle, write_bundle
-from export import __version__, embedding_quant, parity, quantize
+from core.model_store import ModelStore, check_version_name
+from core.selftest import SelfTest
+from core.vocab import pad_batch
+from export import __version__, embedding_quant, parity, quantize, selftest_inputs
 from export.checkpoint import Checkpoint, load_checkpoint, load_validation
-from export.exceptions import ExportError, PaddingInvarianceError
+from export.exceptions import ExportError, PaddingInvarianceError, ParityError
 from export.onnx_export import export_onnx, graph_op_types
-from worker.engine import InferenceEngine
+from worker.engine import InferenceEngine, SelfTestError, open_verified
 
 # int8: ONNX Runtime quantize_dynamic (int8 LSTMs, faster, batch-dependent);
 # int8-embedding: per-row int8 embedding table only (smaller, exact, not faster).
@@ -34,7 +43,7 @@ QUANTIZATIONS = ("int8", "int8-embedding")
 @dataclass(frozen=True)
 class ExportConfig:
     checkpoint: Path
-    output: Path
+    output: Path | None
     quantize: str | None = None
     opset: int = 17
     name: str | None = None
@@ -45,6 +54,27 @@ class ExportConfig:
     parity_data: Path | None = None
     # int8 only: publish even though scores depend on batch neighbours (recorded in the manifest).
     allow_batch_dependence: bool = False
+    # A model store: the bundle becomes STORE/<version>; CURRENT is set only if the store has none yet.
+    store: Path | None = None
+
+
+def _output(config: ExportConfig) -> Path:
+    if config.store is None:
+        assert config.output is not None
+        return config.output.absolute()
+    store = config.store.absolute()
+    if store.exists() and not store.is_dir():
+        raise ExportError(f"--store {store} is not a directory")
+    store.mkdir(exist_ok=True)  # its parent must exist, like --output's
+    output = store / check_version_name(config.version)
+    if output.exists():
+        raise ExportError(f"version {config.version!r} already exists in the store {store}; versions are "
+                          "immutable, export with a new --version")
+    return output
+
+
+def _run_batches(engine: InferenceEngine, inputs: list[list[int]], plan: list[tuple[int, int]]) -> np.ndarray:
+    return np.concatenate([engine.run_padded(*pad_batch(inputs[start:end])) for start, end in plan])
 
 
 def _check_output(output: Path) -> None:
@@ -82,7 +112,7 @@ def _padding_gate(engine: InferenceEngine, id_lists: list[list[int]], config: Ex
 
 def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None) -> Path:
     """Export, gate and publish the bundle at ``config.output``; raise :class:`ExportError` on refusal."""
-    output = config.output.absolute()
+    output = _output(config)
     _check_output(output)
     checkpoint = load_checkpoint(config.checkpoint)
     validation = load_validation(config.checkpoint, checkpoint.labels, config.parity_data)
@@ -93,6 +123,13 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
     plan = parity.batch_plan(len(docs.id_lists))
     log(f"PyTorch reference on {len(docs.id_lists)} validation documents")
     reference = parity.torch_probabilities(model, docs.id_lists, plan)
+    candidates = selftest_inputs.candidates([checkpoint.vocab.token_ids(t, max_len) for t in texts], max_len)
+    log(f"self-test: choosing inputs among {len(candidates)} shuffled validation token bags")
+    chosen = selftest_inputs.select(candidates, parity.torch_probabilities(model, candidates, parity.batch_plan(
+        len(candidates))), len(checkpoint.labels), max_len, parity.PARITY_TOLERANCE)
+    test_inputs = [candidates[i] for i in chosen]
+    test_plan = parity.batch_plan(len(test_inputs), selftest_inputs.SELF_TEST_BATCH_SIZES)
+    test_torch = parity.torch_probabilities(model, test_inputs, test_plan)
     parity.after_reference_hook(model)
     log(f"exporting ONNX (opset {config.opset})")
     fp32_bytes = export_onnx(model, config.opset)
@@ -141,16 +178,32 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
             raise ExportError(f"unknown quantization {config.quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
         log("padding-invariance gate")
         report["padding_invariance"] = _padding_gate(final_engine, docs.id_lists, config)
+        # fp32: the self-test expects PyTorch's answers. A quantized graph has no PyTorch twin, so it
+        # expects what ONNX Runtime on this CPU gave the published graph, in the same fixed batches.
+        served = _run_batches(final_engine, test_inputs, test_plan)
+        expected = test_torch if config.quantize is None else served
+        self_test = SelfTest(tuple(tuple(x) for x in test_inputs), tuple(tuple(p) for p in expected.tolist()),
+                             tuple(test_plan), parity.PARITY_TOLERANCE,
+                             "pytorch" if config.quantize is None else "onnxruntime-cpu")
         report["passed"] = True
-        final = write_bundle(scratch / "final", onnx_model=final_bytes, quantization=config.quantize,
-                             parity=report, **common)
-        load_bundle(final)  # the published bundle must verify exactly as a consumer will
+        final = write_bundle(scratch / "final", onnx_model=final_bytes, quantization=config.quantize, parity=report,
+                             self_test=self_test, self_test_report=selftest_inputs.coverage(
+                                 test_inputs, expected, checkpoint.labels, max_len, len(candidates)), **common)
+        # The published bundle must verify, and pass its self-test, exactly as a consumer will load it.
+        try:
+            open_verified(load_bundle(final), provider="cpu", threads=config.threads).close()
+        except SelfTestError as exc:
+            raise ParityError(f"self-test gate failed: {exc}; no bundle written",
+                              {"self_test": exc.result.describe() if exc.result else str(exc)}) from None
         try:
             os.rename(final, output)  # atomic on one filesystem; replaces an empty output directory
         except OSError as exc:
             raise ExportError(f"cannot move the verified bundle to {output}: {exc.strerror}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    if config.store is not None:  # the first version of a store becomes CURRENT; later ones wait for promote
+        ModelStore(output.parent).promote(output.name, only_if_empty=True, action="export", verify=lambda _: {
+            "self_test_max_abs_diff": float(np.abs(served - expected).max()), "provider": "cpu"})
     return output
 
 
@@ -183,6 +236,15 @@ def summary(bundle_dir: Path) -> str:
         f"  validation accuracy: {report['validation_accuracy']:.4f}"
         + _not_held_out(bundle.manifest),
     ]
+    if bundle.self_test is not None:
+        info = bundle.manifest["self_test"]
+        buckets = sum(1 for b in info["length_buckets"] if b["inputs"])
+        lines.append(
+            f"  self-test: {info['inputs']} inputs (lengths {info['lengths']['min']}-{info['lengths']['max']}, "
+            f"{buckets}/{len(info['length_buckets'])} length buckets, {len(info['labels_covered'])}/"
+            f"{len(bundle.labels)} labels as argmax), expected by {info['reference']}, tolerance "
+            f"{info['tolerance']:.0e}" + (f"; never the argmax: {', '.join(info['labels_never_argmax'])}"
+                                          if info["labels_never_argmax"] else ""))
     if "quantization" in report:
         q = report["quantization"]
         lines.append(

@@ -7,6 +7,7 @@ import click
 from worker import __version__
 from worker.broker_command import broker
 from worker.classify_command import classify
+from worker.models_command import models, promote
 from worker.run_command import run
 
 
@@ -19,3 +20,5 @@ def main() -> None:
 main.add_command(run)
 main.add_command(classify)
 main.add_command(broker)
+main.add_command(promote)
+main.add_command(models)

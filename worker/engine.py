@@ -13,6 +13,11 @@ the Kafka client or a neighbour stalls the whole batch (measured on 2 cores:
 p99 latency at half load 0.6-1.2 s with a 2-thread pool). Per-document cost
 on one thread is nearly flat from batch 1 to 256 here, so splitting a batch
 across threads costs almost nothing and a busy core slows only its share.
+
+Before serving, a bundle proves itself on this machine: ``open_verified`` runs
+the bundle's self-test (``core.selftest``) through this very session and
+provider and refuses the bundle when ONNX Runtime here disagrees with the
+exporter's reference, which a checksum cannot see (docs/models.md).
 """
 
 from __future__ import annotations
@@ -46,6 +51,36 @@ class Prediction:
     label: str
     score: float
     top_k: tuple[tuple[str, float], ...]
+
+
+class SelfTestError(EngineError):
+    """The bundle's self-test failed on this engine; ``result`` is the measurement (None: it could not run)."""
+
+    def __init__(self, message: str, result: SelfTestResult | None = None):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass(frozen=True)
+class SelfTestResult:
+    """The bundle's self-test as measured by one engine (its provider, its ONNX Runtime, this CPU/GPU)."""
+
+    n: int
+    max_abs_diff: float
+    argmax_mismatches: int
+    tolerance: float
+    provider: str
+    reference: str
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance and self.argmax_mismatches == 0
+
+    def describe(self) -> str:
+        verdict = "passed" if self.passed else "FAILED"
+        return (f"self-test {verdict}: max |Δp| {self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e}), "
+                f"{self.argmax_mismatches} argmax mismatches on {self.n} inputs, provider {self.provider}, "
+                f"expected by {self.reference}")
 
 
 def open_session(model: bytes, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
@@ -141,6 +176,29 @@ class InferenceEngine:
         self._output_name = bundle.output_name
         self.labels = bundle.labels
         self._pool = ThreadPoolExecutor(self.runners, thread_name_prefix="ort") if self.runners > 1 else None
+        # Set by self_test(); None until then and for format 1 bundles, which carry no self-test.
+        self.self_test_result: SelfTestResult | None = None
+
+    def self_test(self) -> SelfTestResult | None:
+        """Score the bundle's self-test inputs in their recorded batches; None when the bundle has none.
+
+        Returns the measurement whether or not it passed (``.passed``); :func:`open_verified` is the
+        refusing wrapper. Raises :class:`InferenceError` if ONNX Runtime cannot run the inputs at all.
+        """
+        test = self.bundle.self_test
+        if test is None:
+            return None
+        got = np.concatenate([self.run_padded(*pad_batch(test.inputs[start:end])) for start, end in test.batches])
+        expected = np.asarray(test.expected, dtype=np.float32)
+        self.self_test_result = SelfTestResult(
+            n=len(test.inputs),
+            max_abs_diff=float(np.abs(got - expected).max()),
+            argmax_mismatches=int((got.argmax(axis=1) != expected.argmax(axis=1)).sum()),
+            tolerance=test.tolerance,
+            provider=self.provider,
+            reference=test.reference,
+        )
+        return self.self_test_result
 
     def token_ids(self, text: str) -> list[int]:
         """The bundle's text→ids contract, truncated at the model's max length."""
@@ -208,3 +266,24 @@ class InferenceEngine:
             )
             for probs, row in zip(probabilities, best, strict=True)
         ]
+
+
+def open_verified(bundle: Bundle, **engine_settings: object) -> InferenceEngine:
+    """An engine over ``bundle`` whose self-test passed here; :class:`SelfTestError` (an EngineError) if not.
+
+    Every consumer loads through this (``run``, ``classify``, ``promote``, a hot swap), so the check
+    exists once. A format 1 bundle has no self-test and is returned unchecked
+    (``engine.self_test_result is None``); the caller warns.
+    """
+    engine = InferenceEngine(bundle, **engine_settings)  # type: ignore[arg-type]
+    try:
+        result = engine.self_test()
+    except InferenceError as exc:
+        engine.close()
+        raise SelfTestError(f"{bundle.path}: refused, the self-test could not run on provider {engine.provider}: "
+                            f"{exc}", None) from None
+    if result is not None and not result.passed:
+        engine.close()
+        raise SelfTestError(f"{bundle.path}: refused, {result.describe()}; ONNX Runtime here does not answer as at "
+                            "export (different onnxruntime, provider or CPU kernels, or edited expectations)", result)
+    return engine

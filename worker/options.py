@@ -3,6 +3,10 @@
 A *batch* is the records (or input lines) handled together; a *call* is one
 ONNX Runtime call inside a batch (the engine splits a batch into length-sorted
 calls). Exit codes are the same for the same situation in both commands.
+
+``--model`` is a bundle or a model store (``core.model_store``: then its
+CURRENT version is served). Either way the bundle must pass its self-test on
+this engine before anything is served (``worker.engine.open_verified``).
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+import structlog
 
 from core.bundle import load_bundle
-from core.exceptions import BundleError
-from worker.engine import PROVIDERS, InferenceEngine
+from core.exceptions import BundleError, StoreError
+from core.model_store import ModelStore, resolve_model
+from worker.engine import PROVIDERS, InferenceEngine, open_verified
 from worker.exceptions import EngineError
 from worker.settings import INPUT_FORMATS
 
@@ -32,15 +38,44 @@ class CannotStart(click.ClickException):
 
 
 def open_engine(model: Path, **engine_settings: Any) -> InferenceEngine:
-    """Load and verify the bundle, open it in ONNX Runtime; a bad bundle or provider is :class:`CannotStart`."""
+    """Load and verify the bundle (or a store's CURRENT), open it in ONNX Runtime and run its self-test.
+
+    A bad bundle, store, provider or a failed self-test is :class:`CannotStart`. The self-test's
+    measurement is on ``engine.self_test_result`` and in the line this prints.
+    """
     try:
-        bundle = load_bundle(model)
-    except BundleError as exc:
+        bundle_path, store = resolve_model(model)
+        bundle = load_bundle(bundle_path)
+    except (BundleError, StoreError) as exc:
         raise CannotStart(f"--model: {exc}") from None
     try:
-        return InferenceEngine(bundle, **engine_settings)
-    except EngineError as exc:  # names --provider or the model file itself
+        engine = open_verified(bundle, **engine_settings)
+    except EngineError as exc:  # names --provider, the model file, or the self-test's max |Δp| and tolerance
         raise CannotStart(str(exc)) from None
+    report_self_test(engine, store)
+    return engine
+
+
+def report_self_test(engine: InferenceEngine, store: ModelStore | None = None) -> None:
+    """One line on stderr: a structured event where ``run`` configured logging, plain text for ``classify``."""
+    result, bundle = engine.self_test_result, engine.bundle
+    where = {"store": str(store.path), "store_version": bundle.path.name} if store is not None else {}
+    if structlog.is_configured():
+        log = structlog.get_logger("lstm-worker")
+        if result is None:
+            log.warning("model_without_self_test", model=bundle.model_id, bundle=str(bundle.path),
+                        format_version=bundle.manifest["format_version"], **where)
+        else:
+            log.info("model_self_test", model=bundle.model_id, passed=result.passed,
+                     max_abs_diff=result.max_abs_diff, tolerance=result.tolerance, inputs=result.n,
+                     provider=result.provider, **where)
+        return
+    origin = f" (store {store.path}, CURRENT)" if store is not None else ""
+    if result is None:
+        click.echo(f"warning: {bundle.model_id}{origin} carries no self-test (bundle format "
+                   f"{bundle.manifest['format_version']}); served unchecked, re-export it to get one", err=True)
+    else:
+        click.echo(f"{bundle.model_id}{origin}: {result.describe()}", err=True)
 
 
 def option(name: str, *declarations: str, **kwargs: Any) -> Callable:
@@ -53,7 +88,8 @@ def engine_options(*, batch_size: int, batch_help: str) -> Callable:
     """The model, the engine and the input contract: identical in ``run`` and ``classify``."""
     decorators = [
         option("--model", required=True, type=click.Path(path_type=Path),
-               help="Model bundle directory written by lstm-export."),
+               help="Model bundle directory written by lstm-export, or a model store (its CURRENT version is "
+                    "served). Refused unless the bundle's self-test passes here."),
         option("--batch-size", default=batch_size, type=click.IntRange(1), help=batch_help),
         option("--rows-per-call", default=0, type=click.IntRange(0),
                help="Most records per ONNX Runtime call inside a batch (0 = 16 on the CPU, 64 on a GPU)."),

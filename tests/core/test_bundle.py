@@ -30,9 +30,12 @@ from core.bundle import (
     write_bundle,
 )
 from core.exceptions import BundleError
+from core.selftest import SELF_TEST_FILE, SelfTest, length_buckets
 from core.vocab import Vocabulary
 
 MODEL_BYTES = b"\x08\x07" + bytes(range(256)) * 16  # stands in for ONNX bytes: never parsed by the loader
+SELF_TEST = SelfTest(inputs=((2, 3, 4), (5,)), expected=((0.9, 0.1), (0.2, 0.8)), batches=((0, 1), (1, 2)),
+                     tolerance=1e-4, reference="pytorch")
 
 
 @pytest.fixture
@@ -50,6 +53,8 @@ def bundle_dir(tmp_path: Path) -> Path:
         model_config={"embed_dim": 8, "hidden_size": 4, "num_layers": 1, "bidirectional": True},
         metrics={"test": {"accuracy": 0.5}},
         parity={"passed": True},
+        self_test=SELF_TEST,
+        self_test_report={"labels_never_argmax": []},
     )
 
 
@@ -77,7 +82,9 @@ def test_round_trip(bundle_dir: Path) -> None:
     assert bundle.model_path.read_bytes() == MODEL_BYTES
     assert bundle.manifest["model"]["config"]["hidden_size"] == 4
     assert bundle.manifest["format_version"] == BUNDLE_FORMAT_VERSION
-    assert set(bundle.manifest["files"]) == {MODEL_FILE, VOCAB_FILE, LABELS_FILE}
+    assert set(bundle.manifest["files"]) == {MODEL_FILE, VOCAB_FILE, LABELS_FILE, SELF_TEST_FILE}
+    assert bundle.self_test == SELF_TEST
+    assert bundle.manifest["self_test"]["tolerance"] == 1e-4 and bundle.manifest["self_test"]["inputs"] == 2
     assert bundle.vocab.token_ids("the cat", 32) == load_bundle(bundle_dir).vocab.token_ids("the cat", 32)
 
 
@@ -211,3 +218,60 @@ def test_model_swapped_after_loading_is_never_served(tiny_bundle_dir, tmp_path) 
     model.write_bytes(bytes(data))
     with pytest.raises(EngineError, match="sha256"):
         InferenceEngine(bundle, provider="cpu")
+
+
+def test_a_format_1_bundle_without_self_test_still_loads(tmp_path: Path) -> None:
+    """Bundles exported before self-tests keep working; the worker warns that they are unchecked."""
+    vocab = Vocabulary.build(["the cat sat"], max_size=50)
+    old = write_bundle(tmp_path / "old", onnx_model=MODEL_BYTES, vocab=vocab, labels=["a", "b"],
+                       preprocessing=Preprocessing(max_len=8), name="old", version="1", opset=17)
+    bundle = load_bundle(old)
+    assert bundle.manifest["format_version"] == 1 and "self_test" not in bundle.manifest
+    assert bundle.self_test is None
+
+
+def test_a_format_2_bundle_stripped_of_its_self_test_is_refused(bundle_dir: Path) -> None:
+    def strip(manifest: dict) -> None:
+        del manifest["self_test"]
+        del manifest["files"][SELF_TEST_FILE]
+
+    rewrite_manifest(bundle_dir, strip)
+    assert "self-test check failed" in refused(bundle_dir)
+
+
+def test_a_self_test_file_edited_after_export_is_refused_by_its_checksum(bundle_dir: Path) -> None:
+    path = bundle_dir / SELF_TEST_FILE
+    path.write_text(path.read_text().replace("0.9", "0.8"))
+    message = refused(bundle_dir)
+    assert SELF_TEST_FILE in message and "sha256" in message
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    (lambda b: b.update(inputs=[[2, 3, 4], []]), "empty"),
+    (lambda b: b.update(inputs=[[2, 3, 4], [10_000]]), "outside the vocabulary"),
+    (lambda b: b.update(expected_probabilities=[[0.9, 0.1]]), "expectations"),
+    (lambda b: b.update(expected_probabilities=[[0.9, 0.1], [0.5]]), "probabilities"),
+    (lambda b: b.update(batches=[[0, 1]]), "batches"),
+    (lambda b: b.update(format="other"), "unreadable"),
+])
+def test_a_malformed_self_test_is_refused(bundle_dir: Path, edit: Callable[[dict], None], why: str) -> None:
+    """Shape errors are refused at load, naming the file, even when the checksums were recomputed."""
+    path = bundle_dir / SELF_TEST_FILE
+    body = json.loads(path.read_text())
+    edit(body)
+    path.write_text(json.dumps(body))
+    data = path.read_bytes()
+    rewrite_manifest(bundle_dir, lambda m: m["files"][SELF_TEST_FILE].update(
+        sha256=__import__("hashlib").sha256(data).hexdigest(), bytes=len(data)))
+    message = refused(bundle_dir)
+    assert SELF_TEST_FILE in message and "self-test check failed" in message and why in message
+
+
+@pytest.mark.parametrize(("max_len", "expected"), [
+    (64, [(1, 16), (17, 32), (33, 48), (49, 64)]),
+    (10, [(1, 2), (3, 5), (6, 7), (8, 10)]),
+    (2, [(1, 1), (2, 2)]),
+    (1, [(1, 1)]),
+])
+def test_length_buckets_split_one_to_max_len(max_len: int, expected: list) -> None:
+    assert length_buckets(max_len) == expected
