@@ -20,22 +20,6 @@ from tests.support.schema_broker import SchemaBroker
 from tests.support.workers import MODES, WorkerPool
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "needs_worker_rewrite: asserts behaviour issue 15 demands that the worker before its rewrite "
-                   "lacks; expected to fail until then (never skipped; deselect with -m 'not needs_worker_rewrite')")
-    config.addinivalue_line(
-        "markers", "needs_worker_rewrite_in(mode): needs_worker_rewrite for the given delivery mode's variant only")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        for marker in item.iter_markers("needs_worker_rewrite_in"):
-            callspec = getattr(item, "callspec", None)
-            if callspec is not None and callspec.params.get("mode") == marker.args[0]:
-                item.add_marker(pytest.mark.needs_worker_rewrite)
-
-
 @pytest.fixture(scope="session")
 def news_archive() -> Path:
     """The real 20 Newsgroups bydate archive (LSTM_TRAIN_DATA or ../shared/data)."""

@@ -10,8 +10,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 from tests.support.data import json_records, malformed_payloads
 from tests.support.kafka import create_stream, produce, read_until, reconcile
 from tests.support.report import record_report
@@ -26,7 +24,6 @@ def sample_readyz(worker, until: threading.Event, samples: list[tuple[float, int
         until.wait(0.5)
 
 
-@pytest.mark.needs_worker_rewrite
 def test_a_minute_without_broker_is_survived_and_reported(broker, real_texts, workers, mode) -> None:
     topic, bootstrap = "outage", broker.bootstrap_servers
     create_stream(bootstrap, topic, partitions=2)

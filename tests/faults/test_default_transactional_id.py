@@ -1,23 +1,19 @@
 """Two --exactly-once workers of one group on one host, both with the DEFAULT transactional id.
 
-Both must keep running and share the work (issue 15). The worker before the rewrite derives the id from
-group and host name only, so the second replica's InitProducerId fences the first, which exits 1 with
-ProducerFencedError within seconds: THIS TEST IS EXPECTED TO FAIL ON THE OLD WORKER (marked
-needs_worker_rewrite, not skipped).
+Both must keep running and share the work (issue 15). An id made of group and host name alone made the
+second replica's InitProducerId fence the first, which exited 1 with ProducerFencedError within seconds;
+the default now adds a per-host slot.
 """
 
 from __future__ import annotations
 
 import time
 
-import pytest
-
 from tests.support.data import json_records
 from tests.support.kafka import create_stream, produce, reconcile
 from tests.support.workers import EXACTLY_ONCE, in_background, mode_flags
 
 
-@pytest.mark.needs_worker_rewrite
 def test_two_exactly_once_replicas_with_the_default_transactional_id_both_keep_running(broker, real_texts,
                                                                                       workers) -> None:
     topic, group, bootstrap = "default-txid", "g-default-txid", broker.bootstrap_servers

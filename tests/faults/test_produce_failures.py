@@ -24,12 +24,11 @@ import json
 import re
 import time
 
-import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.support.data import json_records
 from tests.support.kafka import committed_offsets, create_stream, create_topics, high_watermarks, produce, reconcile
-from tests.support.workers import AT_LEAST_ONCE, EXACTLY_ONCE, WorkerProcess, mode_flags, wait_until
+from tests.support.workers import AT_LEAST_ONCE, WorkerProcess, mode_flags, wait_until
 
 
 def metric(worker: WorkerProcess, name: str, labels: str = "") -> float:
@@ -84,7 +83,6 @@ def first_unanswered(positions: dict[str, tuple[int, int]], answered: set[str]) 
     return result
 
 
-@pytest.mark.needs_worker_rewrite_in(EXACTLY_ONCE)
 def test_unwritable_output_topic_stalls_without_loss_and_drains_after_the_fix(
         schema_broker, real_texts, workers, mode) -> None:
     """Fails on the old worker with --exactly-once: it gives up after 5 aborted transactions and exits 1."""
@@ -134,7 +132,6 @@ def test_unwritable_output_topic_stalls_without_loss_and_drains_after_the_fix(
     assert worker.terminate() == 0
 
 
-@pytest.mark.needs_worker_rewrite_in(EXACTLY_ONCE)
 def test_output_too_large_for_the_producer_is_dead_lettered_and_nothing_stalls(
         broker, real_texts, workers, mode) -> None:
     """Fails on the old worker with --exactly-once: its smallest dead letter drops the key as well as the

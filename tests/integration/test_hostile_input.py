@@ -4,10 +4,8 @@ The same stream (real documents mixed with hostile-but-valid JSON and broken pay
 librdkafka) goes through one worker per mode, both at once. Per mode: the worker never exits, every
 input lands exactly once in the output or the dead-letter topic, every label is strict JSON, the
 dead letters keep the contract. Across modes: the same input gets the same outcome.
-
-On the worker before the rewrite these fail: it exits 1 on the lone-surrogate id
-(UnicodeEncodeError encoding the label; the rest of the stream is never answered) and echoes
-NaN/Infinity ids into labels that are not JSON.
+Before the worker's rewrite it exited 1 on the lone-surrogate id (a poison pill: every restart died on
+it again) and echoed NaN/Infinity ids into labels that strict JSON parsers reject.
 """
 
 from __future__ import annotations
@@ -24,9 +22,6 @@ import pytest
 from tests.support.data import LABEL, REASONS, Hostile, hostile_payloads, json_records, strict_json
 from tests.support.kafka import Message, create_stream, produce, read_all, read_until
 from tests.support.workers import MODES, WorkerPool, mode_flags
-
-# Fails on the worker before issue 15's rewrite (see the module docstring); not skipped.
-rewrite = pytest.mark.needs_worker_rewrite
 
 
 @dataclass
@@ -94,14 +89,12 @@ def hostile_runs(broker, tiny_bundle_dir: Path, news_docs: list[str], hostile_in
         pool.close()
 
 
-@rewrite
 def test_hostile_input_never_stops_the_worker(hostile_runs, mode) -> None:
     run = hostile_runs[mode]
     assert run.alive_at_end, f"the worker exited with {run.exit_code} on hostile input:\n{run.log}"
     assert run.exit_code == 0, run.log
 
 
-@rewrite
 def test_every_hostile_input_lands_exactly_once(hostile_runs, mode) -> None:
     run = hostile_runs[mode]
     counts = Counter(m.source() for m in run.results)
@@ -111,7 +104,6 @@ def test_every_hostile_input_lands_exactly_once(hostile_runs, mode) -> None:
     assert len(run.inputs) == len(run.results)
 
 
-@rewrite
 def test_every_label_is_strict_json_with_an_echoable_id(hostile_runs, hostile_inputs, mode) -> None:
     run = hostile_runs[mode]
     fallback = {h.key or h.value: h for h in hostile_inputs if h.fallback_id}
@@ -134,7 +126,6 @@ def test_every_label_is_strict_json_with_an_echoable_id(hostile_runs, hostile_in
     assert bad == [], f"labels that are not strict JSON: {bad}"
 
 
-@rewrite
 def test_hostile_inputs_get_the_outcome_the_contract_gives(hostile_runs, hostile_inputs, mode) -> None:
     run = hostile_runs[mode]
     by_input = {(m.partition, m.offset): m for m in run.inputs}
@@ -154,7 +145,6 @@ def test_hostile_inputs_get_the_outcome_the_contract_gives(hostile_runs, hostile
     assert all(v == LABEL for k, v in got.items() if k.startswith("normal-")), got
 
 
-@rewrite
 def test_both_modes_treat_each_hostile_input_alike(hostile_runs) -> None:
     outcomes = {}
     for mode, run in hostile_runs.items():
