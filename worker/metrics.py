@@ -31,8 +31,8 @@ class WorkerMetrics:
                                     buckets=_SIZE_BUCKETS, registry=r)
         self.batch_tokens = Histogram("lstm_worker_batch_tokens", "Tokens per inference batch",
                                       buckets=_TOKEN_BUCKETS, registry=r)
-        self.inference_seconds = Histogram("lstm_worker_inference_seconds", "ONNX Runtime time per batch",
-                                           buckets=_SECONDS_BUCKETS, registry=r)
+        self.inference_seconds = Histogram("lstm_worker_inference_seconds", "ONNX Runtime time per batch, by model",
+                                           ["model"], buckets=_SECONDS_BUCKETS, registry=r)
         self.end_to_end_seconds = Histogram(
             "lstm_worker_end_to_end_seconds",
             "Record timestamp to broker acknowledgement of its label", buckets=_SECONDS_BUCKETS, registry=r)
@@ -43,6 +43,14 @@ class WorkerMetrics:
         self.assigned_partitions = Gauge("lstm_worker_assigned_partitions", "Partitions assigned", registry=r)
         self.commits = Counter("lstm_worker_commits", "Offset commits, by outcome", ["outcome"], registry=r)
         self.model_info = Info("lstm_worker_model", "The model bundle being served", registry=r)
+        self.model_self_test_max_abs_diff = Gauge(
+            "lstm_worker_model_self_test_max_abs_diff",
+            "Largest probability difference of the bundle's self-test at load, against its export", ["model"],
+            registry=r)
+        self.model_swaps = Counter("lstm_worker_model_swaps", "Switches to a newly promoted model", registry=r)
+        self.model_reload_failures = Counter(
+            "lstm_worker_model_reload_failures", "Promoted versions refused at load (the old model kept serving)",
+            registry=r)
 
     def totals(self) -> dict[str, float]:
         """Records in / out / dead-lettered so far, for the exit log line."""

@@ -28,6 +28,9 @@ from worker.settings import (
 @option("--group-id", default="lstm-worker", help="Consumer group; run more workers with the same id to scale out.")
 @option("--output-topic", default=None, help="Topic for labels. [default: <topic>.labels]")
 @option("--dlq-topic", default=None, help="Dead-letter topic for unclassifiable records. [default: <topic>.dlq]")
+@option("--model-poll-s", default=10.0, type=click.FloatRange(min=0.1),
+        help="With --model naming a store: how often CURRENT is checked; a new version is loaded and self-tested "
+             "beside the serving one, then swapped in without a restart (SIGHUP checks at once).")
 @engine_options(batch_size=256, batch_help="Close a batch at this many records; a batch is sorted by length and "
                                            "scored in ONNX Runtime calls (--rows-per-call, --tokens-per-call).")
 @option("--max-wait-ms", default=20, type=click.IntRange(0),
@@ -106,6 +109,7 @@ def run_worker(settings: WorkerSettings) -> int:
     """Start-up checks, then the loop; returns the exit code. User errors become one-line ClickExceptions."""
     import structlog
 
+    from core.model_store import ModelStore
     from worker.exceptions import StartupError
     from worker.health import HealthServer, HealthState
     from worker.kafka_io import KafkaSink, KafkaSource
@@ -113,19 +117,24 @@ def run_worker(settings: WorkerSettings) -> int:
     from worker.metrics import WorkerMetrics
     from worker.offsets import OffsetTracker
     from worker.pipeline.loop import Pipeline
+    from worker.pipeline.models import ModelWatcher, ServedModel, describe
 
     configure_logging(settings.log_format, settings.log_level)
     log = structlog.get_logger("lstm-worker")
-    engine = open_engine(settings.model, provider=settings.provider, threads=settings.threads,
-                         rows_per_call=settings.rows_per_call, tokens_per_call=settings.tokens_per_call)
+    engine_settings = dict(provider=settings.provider, threads=settings.threads, rows_per_call=settings.rows_per_call,
+                           tokens_per_call=settings.tokens_per_call)
+    engine = open_engine(settings.model, **engine_settings)
     bundle = engine.bundle
+    store = ModelStore(settings.model) if ModelStore.is_store(settings.model) else None
+    served = ServedModel(engine, bundle.path.name if store is not None else None)
     log.info("model_loaded", model=bundle.model_id, provider=engine.provider, requested_provider=settings.provider,
-             labels=len(bundle.labels), max_len=engine.max_len)
+             labels=len(bundle.labels), max_len=engine.max_len, store=str(settings.model) if store else None)
     health = HealthState(settings.liveness_timeout_s)
     health.model_loaded = True
     metrics = WorkerMetrics()
-    metrics.model_info.info({"model": bundle.model_id, "name": bundle.name, "version": bundle.version,
-                             "provider": engine.provider})
+    describe(metrics, served)
+    models = ModelWatcher(store, served, poll_s=settings.model_poll_s, engine_settings=engine_settings,
+                          metrics=metrics, log=log)
     source = sink = server = None
     try:
         source = KafkaSource(settings)
@@ -146,7 +155,7 @@ def run_worker(settings: WorkerSettings) -> int:
         engine.close()
         raise CannotStart(f"--metrics-port {settings.metrics_port}: {exc.strerror}") from None
     tracker = OffsetTracker()
-    common = (settings, sink, source, tracker, metrics, log, bundle.model_id)
+    common = (settings, sink, source, tracker, metrics, log)
     if settings.exactly_once:
         from worker.pipeline.exactly_once import ExactlyOnce
 
@@ -155,8 +164,8 @@ def run_worker(settings: WorkerSettings) -> int:
         from worker.pipeline.at_least_once import AtLeastOnce
 
         guarantee = AtLeastOnce(*common)
-    pipeline = Pipeline(settings, engine, source, guarantee, tracker, metrics, health, log, bundle.model_id)
-    _install_signal_handlers(pipeline)
+    pipeline = Pipeline(settings, served, models, source, guarantee, tracker, metrics, health, log)
+    _install_signal_handlers(pipeline, models)
     log.info("worker_started", topic=settings.topic, partitions=partitions, group=settings.group_id,
              output_topic=settings.output_topic, dlq_topic=settings.dlq_topic, batch_size=settings.batch_size,
              metrics_port=server.port if server else None,
@@ -165,7 +174,7 @@ def run_worker(settings: WorkerSettings) -> int:
     try:
         code = pipeline.run()
     finally:
-        engine.close()
+        pipeline.served.engine.close()
         if server is not None:
             server.stop()
     # Evidence for operators and tests that serving stayed torch-free.
@@ -186,7 +195,7 @@ def _transactional_producer(settings: WorkerSettings) -> Any:
     return sink
 
 
-def _install_signal_handlers(pipeline: Any) -> None:
+def _install_signal_handlers(pipeline: Any, models: Any) -> None:
     received: list[int] = []
 
     def handle(signum: int, _frame: object) -> None:
@@ -197,6 +206,7 @@ def _install_signal_handlers(pipeline: Any) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: models.request_check())  # check the store's CURRENT now
     # `kill -USR1 <pid>` prints every thread's stack to stderr: the first tool for a stuck worker.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
 

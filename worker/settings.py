@@ -67,7 +67,8 @@ class KafkaSecurity:
 @dataclass(frozen=True)
 class WorkerSettings:
     topic: str
-    model: Path
+    model: Path  # a bundle, or a model store whose CURRENT is served and watched
+    model_poll_s: float = 10.0
     bootstrap_servers: tuple[str, ...] = ("localhost:9092",)
     group_id: str = "lstm-worker"
     output_topic: str = ""

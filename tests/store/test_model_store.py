@@ -17,7 +17,7 @@ import pytest
 from core.bundle import MANIFEST_FILE, MODEL_FILE, load_bundle, manifest_digest
 from core.model_store import CURRENT_FILE, HISTORY_FILE, ModelStore
 from core.selftest import SELF_TEST_FILE
-from tests.conftest import run_cli
+from tests.support.model import run_cli
 
 pytestmark = pytest.mark.slow
 

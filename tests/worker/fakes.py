@@ -220,15 +220,25 @@ class FakeConsumer:
             self._revoke(sorted(self.owned))
 
 
+@dataclass(frozen=True)
+class FakeBundle:
+    model_id: str = "fake@1"
+
+
 class FakeEngine:
     """Two labels; a text containing ``boom`` makes ONNX Runtime fail on any batch that holds it."""
 
     labels = ("ham", "spam")
     BOOM = 666
 
-    def __init__(self, before_predict: Callable[[], None] = lambda: None):
+    def __init__(self, before_predict: Callable[[], None] = lambda: None, model_id: str = "fake@1"):
         self.before_predict = before_predict
+        self.bundle = FakeBundle(model_id)
         self.calls = 0
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
     def token_ids(self, text: str) -> list[int]:
         return [self.BOOM if word == "boom" else 1 + len(word) for word in text.split()][:64]

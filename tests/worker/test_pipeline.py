@@ -25,6 +25,7 @@ from worker.offsets import OffsetTracker
 from worker.pipeline.at_least_once import AtLeastOnce
 from worker.pipeline.exactly_once import ExactlyOnce
 from worker.pipeline.loop import Pipeline
+from worker.pipeline.models import ModelWatcher, ServedModel
 from worker.pipeline.ports import InputRecord
 from worker.settings import build_settings
 
@@ -83,10 +84,12 @@ def run_pipeline(mode: str, records: list[InputRecord], *, until: Callable[[Run]
     health.model_loaded = True
     producer = FakeProducer(broker, **producer_options)
     consumer = FakeConsumer(broker, records)
-    common = (settings, producer, consumer, tracker, metrics, log, "fake@1")
+    common = (settings, producer, consumer, tracker, metrics, log)
     guarantee = (ExactlyOnce(*common, new_producer=lambda: producer) if settings.exactly_once
                  else AtLeastOnce(*common))
-    pipeline = Pipeline(settings, engine or FakeEngine(), consumer, guarantee, tracker, metrics, health, log, "fake@1")
+    served = ServedModel(engine or FakeEngine(), None)
+    pipeline = Pipeline(settings, served, ModelWatcher(None, served, poll_s=10, engine_settings={}, metrics=metrics,
+                                                       log=log), consumer, guarantee, tracker, metrics, health, log)
     result = Run(-1, broker, log, health, metrics, producer)
     done = threading.Event()
 

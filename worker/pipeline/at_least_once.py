@@ -107,7 +107,7 @@ class AtLeastOnce(Guarantee):
             except Exception as exc:  # noqa: BLE001 - classified below: too large, retried, or fatal
                 if classify(exc) is FailureKind.TOO_LARGE and not message.smallest:
                     self._log_too_large(message, exc)
-                    message = smaller(message, self.settings, self.model_id)
+                    message = smaller(message, self.settings)
                     continue
                 self._failed(message, exc, now)
                 return
@@ -154,7 +154,7 @@ class AtLeastOnce(Guarantee):
             if was_probe:  # the destination answered: it works, only this message does not fit
                 self.recovered(now, held=len(self._held))
             self._log_too_large(message, exc)
-            self.publish([smaller(message, self.settings, self.model_id)], now)
+            self.publish([smaller(message, self.settings)], now)
             return
         self._hold(message)
         if self.stall is not None and not was_probe:

@@ -81,7 +81,7 @@ class ExactlyOnce(Guarantee):
                     continue
                 error = future.exception or KafkaTimeoutError(f"send not acknowledged within {timeout:.1f} s")
                 if classify(error) is FailureKind.TOO_LARGE and not message.smallest:
-                    sent[i] = (smaller(message, self.settings, self.model_id), future)  # the retry sends it smaller
+                    sent[i] = (smaller(message, self.settings), future)  # the retry sends it smaller
                 failures.append(error)
             if failures:
                 self._pending[0] = [message for message, _ in sent]
@@ -108,7 +108,7 @@ class ExactlyOnce(Guarantee):
                     raise
                 self.log.warning("output_too_large" if message.reason is None else "dead_letter_too_large",
                                  source=message.entry.source.as_id(), rung=message.rung, error=str(exc))
-                message = smaller(message, self.settings, self.model_id)
+                message = smaller(message, self.settings)
 
     def _abort(self, batch: list[Message], exc: BaseException, started: float) -> None:
         self.metrics.commits.labels("aborted").inc()

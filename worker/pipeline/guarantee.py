@@ -46,9 +46,9 @@ class Guarantee:
     """What both strategies share: the retry schedule, the accounting of stored results, the fatal flag."""
 
     def __init__(self, settings: WorkerSettings, producer: Producer, consumer: Consumer, tracker: OffsetTracker,
-                 metrics: WorkerMetrics, log: Any, model_id: str):
+                 metrics: WorkerMetrics, log: Any):
         self.settings, self.producer, self.consumer, self.tracker = settings, producer, consumer, tracker
-        self.metrics, self.log, self.model_id = metrics, log, model_id
+        self.metrics, self.log = metrics, log
         self.fatal: str | None = None  # set when only a restart helps; the loop then stops and exits 1
         self.stall: Stall | None = None
 

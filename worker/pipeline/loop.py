@@ -18,6 +18,7 @@ is not published. Signal handlers only call :meth:`Pipeline.request_stop`.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,7 +34,8 @@ from worker.offsets import OffsetTracker
 from worker.pipeline.batch import OpenBatch
 from worker.pipeline.guarantee import Guarantee
 from worker.pipeline.messages import Entry, Message, render
-from worker.pipeline.ports import Consumer, Engine, InputRecord
+from worker.pipeline.models import ModelWatcher, ServedModel, describe
+from worker.pipeline.ports import Consumer, InputRecord
 from worker.pipeline.scoring import score
 from worker.settings import WorkerSettings
 
@@ -43,12 +45,13 @@ SCORING_POLL_MS = 5  # while a batch is scored: come back soon to publish it
 
 
 class Pipeline:
-    def __init__(self, settings: WorkerSettings, engine: Engine, consumer: Consumer, guarantee: Guarantee,
-                 tracker: OffsetTracker, metrics: WorkerMetrics, health: HealthState, log: Any, model_id: str):
-        self.settings, self.engine, self.consumer, self.guarantee = settings, engine, consumer, guarantee
-        self.tracker, self.metrics, self.health, self.log, self.model_id = tracker, metrics, health, log, model_id
+    def __init__(self, settings: WorkerSettings, served: ServedModel, models: ModelWatcher, consumer: Consumer,
+                 guarantee: Guarantee, tracker: OffsetTracker, metrics: WorkerMetrics, health: HealthState, log: Any):
+        self.settings, self.served, self.models, self.consumer = settings, served, models, consumer
+        self.guarantee, self.tracker, self.metrics, self.health, self.log = guarantee, tracker, metrics, health, log
         self._open = OpenBatch()
-        self._scoring: tuple[list[Entry], Future] | None = None
+        self._scoring: tuple[list[Entry], Future, ServedModel] | None = None
+        self._retired: list[ServedModel] = []  # replaced models, closed once the batch they score is done
         self._inference = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._stop = threading.Event()
         self._owned: set[TopicPartition] = set()
@@ -106,7 +109,7 @@ class Pipeline:
         token_ids: list[int] = []
         if isinstance(decoded, codec.Decoded):
             try:
-                token_ids = self.engine.token_ids(decoded.text)
+                token_ids = self.served.engine.token_ids(decoded.text)
             except Exception as exc:  # noqa: BLE001 - one record never stops the worker: dead-letter it
                 self.log.exception("tokenise_failed", source=source.as_id())
                 decoded = codec.Rejection(codec.INFERENCE_ERROR, f"tokenising failed: {type(exc).__name__}: {exc}")
@@ -118,29 +121,58 @@ class Pipeline:
         if self._scoring is not None and not self._scoring[1].done():
             return
         finished, self._scoring = self._scoring, None
+        for retired in self._retired:  # no batch is being scored by them any more
+            retired.engine.close()
+        self._retired = []
+        if not stopping:
+            self._switch_model(now)
         s = self.settings
         if self._open.closed_by(now, s.batch_size, s.max_wait_ms / 1000, s.max_batch_tokens) or (
                 stopping and len(self._open)):
             batch, self._open = self._open, OpenBatch()
             self.metrics.batch_size.observe(len(batch))
             self.metrics.batch_tokens.observe(batch.tokens)
+            served = self.served
             self._scoring = batch.entries, self._inference.submit(
-                score, self.engine, batch.entries, s.top_k, self.metrics, self.log)
+                score, served.engine, batch.entries, s.top_k, self.metrics, self.log), served
         if finished is not None:  # published after the next batch started, so inference keeps running
-            entries, future = finished
-            self._publish(entries, future.result(), now)
+            entries, future, served = finished
+            self._publish(entries, future.result(), served.model_id, now)
 
-    def _publish(self, entries: list[Entry], outcomes: list[Any], now: float) -> None:
+    def _switch_model(self, now: float) -> None:
+        """At a batch boundary: serve a newly verified model from the next batch on (per partition, old then new)."""
+        new = self.models.take_ready(now)
+        if new is None:
+            return
+        old, self.served = self.served, new
+        self._retired.append(old)  # closed once the batch it may be scoring is done: two models at most
+        # The open batch was tokenised with the old vocabulary.
+        reopened = OpenBatch()
+        for entry in self._open.entries:
+            if isinstance(entry.decoded, codec.Decoded):
+                entry = dataclasses.replace(entry, token_ids=new.engine.token_ids(entry.decoded.text))
+            reopened.add(entry)
+        self._open = reopened
+        self.metrics.model_swaps.inc()
+        describe(self.metrics, new)
+        old_labels, new_labels = old.engine.labels, new.engine.labels
+        self.log.info("model_swapped", old=old.model_id, new=new.model_id, version=new.version,
+                      labels_changed=old_labels != new_labels)
+        if old_labels != new_labels:
+            self.log.warning("model_labels_changed", added=sorted(set(new_labels) - set(old_labels)),
+                             removed=sorted(set(old_labels) - set(new_labels)))
+
+    def _publish(self, entries: list[Entry], outcomes: list[Any], model_id: str, now: float) -> None:
         messages: list[Message] = []
         for entry, outcome in zip(entries, outcomes, strict=True):
             if not self.tracker.is_current(entry.ticket):  # revoked while it was scored
                 self.metrics.dropped_revoked.inc()
                 continue
             try:
-                messages.append(render(entry, outcome, self.settings, self.model_id))
+                messages.append(render(entry, outcome, self.settings, model_id))
             except (ValueError, UnicodeError) as exc:  # e.g. a model that answers NaN: dead-letter, never stop
                 rejection = codec.Rejection(codec.INFERENCE_ERROR, f"the label cannot be rendered: {exc}")
-                messages.append(render(entry, rejection, self.settings, self.model_id))
+                messages.append(render(entry, rejection, self.settings, model_id))
         self.guarantee.publish(messages, now)
 
     # -- backpressure, lag -----------------------------------------------------------------------------
@@ -239,6 +271,7 @@ class Pipeline:
         failure = failure or self.guarantee.fatal
         unanswered = self.tracker.pending_count()
         self._inference.shutdown(wait=False, cancel_futures=True)
+        self.models.close()
         for client in (self.consumer, self.guarantee.producer):
             try:
                 if client is not None:

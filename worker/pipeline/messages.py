@@ -112,9 +112,12 @@ def render(entry: Entry, outcome: Any, settings: WorkerSettings, model_id: str, 
     return Message(entry, outcome, rung, settings.dlq_topic, key, value, headers)
 
 
-def smaller(message: Message, settings: WorkerSettings, model_id: str) -> Message:
-    """The same record's message one rung down; the caller checks :attr:`Message.smallest` first."""
-    return render(message.entry, message.outcome, settings, model_id, message.rung + 1)
+def smaller(message: Message, settings: WorkerSettings) -> Message:
+    """The same record's message one rung down; the caller checks :attr:`Message.smallest` first.
+
+    Every rung below the first is a dead letter, which names no model.
+    """
+    return render(message.entry, message.outcome, settings, "", message.rung + 1)
 
 
 def _bytes(size: int | str, settings: WorkerSettings) -> int:

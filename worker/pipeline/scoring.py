@@ -47,5 +47,5 @@ def _infer(engine: Engine, entries: list[Entry], metrics: WorkerMetrics, log: An
             return [codec.Rejection(codec.INFERENCE_ERROR, str(exc))]
         middle = len(entries) // 2
         return _infer(engine, entries[:middle], metrics, log) + _infer(engine, entries[middle:], metrics, log)
-    metrics.inference_seconds.observe(time.perf_counter() - start)
+    metrics.inference_seconds.labels(engine.bundle.model_id).observe(time.perf_counter() - start)
     return list(probabilities)
