@@ -47,6 +47,17 @@ class WorkerMetrics:
             "lstm_worker_model_self_test_max_abs_diff",
             "Largest probability difference of the bundle's self-test at load, against its export", ["model"],
             registry=r)
+        self.shadow_records = Counter("lstm_worker_shadow_records", "Records the shadow model scored, by its model",
+                                      ["model"], registry=r)
+        self.shadow_agreements = Counter(
+            "lstm_worker_shadow_agreements", "Shadow-scored records with the primary's top label, by shadow model",
+            ["model"], registry=r)
+        self.shadow_disagreements = Counter(
+            "lstm_worker_shadow_disagreements", "Shadow-scored records labelled otherwise, by primary and shadow label",
+            ["primary", "shadow"], registry=r)
+        self.shadow_skipped = Counter(
+            "lstm_worker_shadow_skipped", "Records not shadow-scored (or their shadow labels not sent) under load",
+            registry=r)
         self.model_swaps = Counter("lstm_worker_model_swaps", "Switches to a newly promoted model", registry=r)
         self.model_reload_failures = Counter(
             "lstm_worker_model_reload_failures", "Promoted versions refused at load (the old model kept serving)",

@@ -31,6 +31,12 @@ from worker.settings import (
 @option("--model-poll-s", default=10.0, type=click.FloatRange(min=0.1),
         help="With --model naming a store: how often CURRENT is checked; a new version is loaded and self-tested "
              "beside the serving one, then swapped in without a restart (SIGHUP checks at once).")
+@option("--shadow-model", default=None, type=click.Path(path_type=Path),
+        help="A bundle or store whose model scores the same batches after the primary answered; only metrics (and "
+             "--shadow-topic) see its results. A store is watched like --model's.")
+@option("--shadow-sample", default=1.0, type=float,
+        help="Share of batches the shadow scores (0-1]; under load it is skipped first, and the skips counted.")
+@option("--shadow-topic", default=None, help="Also publish the shadow's labels here (its own model field).")
 @engine_options(batch_size=256, batch_help="Close a batch at this many records; a batch is sorted by length and "
                                            "scored in ONNX Runtime calls (--rows-per-call, --tokens-per-call).")
 @option("--max-wait-ms", default=20, type=click.IntRange(0),
@@ -135,6 +141,7 @@ def run_worker(settings: WorkerSettings) -> int:
     describe(metrics, served)
     models = ModelWatcher(store, served, poll_s=settings.model_poll_s, engine_settings=engine_settings,
                           metrics=metrics, log=log)
+    shadow = _open_shadow(settings, engine_settings, metrics, log) if settings.shadow_model else None
     source = sink = server = None
     try:
         source = KafkaSource(settings)
@@ -142,6 +149,8 @@ def run_worker(settings: WorkerSettings) -> int:
         sink = KafkaSink(settings)
         sink.check_topic(settings.output_topic, "--output-topic")
         sink.check_topic(settings.dlq_topic, "--dlq-topic")
+        if settings.shadow_topic:
+            sink.check_topic(settings.shadow_topic, "--shadow-topic")
         if settings.exactly_once:
             sink.init_transactions()  # aborts a predecessor's open transaction with the same --transactional-id
         if settings.metrics_port:
@@ -164,7 +173,7 @@ def run_worker(settings: WorkerSettings) -> int:
         from worker.pipeline.at_least_once import AtLeastOnce
 
         guarantee = AtLeastOnce(*common)
-    pipeline = Pipeline(settings, served, models, source, guarantee, tracker, metrics, health, log)
+    pipeline = Pipeline(settings, served, models, source, guarantee, tracker, metrics, health, log, shadow)
     _install_signal_handlers(pipeline, models)
     log.info("worker_started", topic=settings.topic, partitions=partitions, group=settings.group_id,
              output_topic=settings.output_topic, dlq_topic=settings.dlq_topic, batch_size=settings.batch_size,
@@ -180,6 +189,25 @@ def run_worker(settings: WorkerSettings) -> int:
     # Evidence for operators and tests that serving stayed torch-free.
     log.info("worker_exit", exit_code=code, torch_imported="torch" in sys.modules, **metrics.totals())
     return code
+
+
+def _open_shadow(settings: WorkerSettings, engine_settings: dict[str, Any], metrics: Any, log: Any) -> Any:
+    """The shadow model, verified like the primary; a store is watched like --model's."""
+    from core.model_store import ModelStore
+    from worker.pipeline.models import ModelWatcher, ServedModel
+    from worker.pipeline.shadow import Shadow
+
+    try:
+        engine = open_engine(settings.shadow_model, **engine_settings)
+    except CannotStart as exc:
+        raise CannotStart(f"--shadow-model: {exc.message}") from None
+    store = ModelStore(settings.shadow_model) if ModelStore.is_store(settings.shadow_model) else None
+    served = ServedModel(engine, engine.bundle.path.name if store is not None else None)
+    log.info("shadow_model_loaded", model=served.model_id, sample=settings.shadow_sample,
+             topic=settings.shadow_topic)
+    watcher = ModelWatcher(store, served, poll_s=settings.model_poll_s, engine_settings=engine_settings,
+                           metrics=metrics, log=log)
+    return Shadow(settings, served, watcher, metrics, log)
 
 
 def _transactional_producer(settings: WorkerSettings) -> Any:

@@ -69,6 +69,10 @@ class WorkerSettings:
     topic: str
     model: Path  # a bundle, or a model store whose CURRENT is served and watched
     model_poll_s: float = 10.0
+    # A candidate scoring a share of the batches beside the primary, in metrics (and --shadow-topic) only.
+    shadow_model: Path | None = None
+    shadow_sample: float = 1.0
+    shadow_topic: str | None = None
     bootstrap_servers: tuple[str, ...] = ("localhost:9092",)
     group_id: str = "lstm-worker"
     output_topic: str = ""
@@ -198,6 +202,13 @@ def build_settings(
     _require(output_topic != topic, "--output-topic", "the output topic must differ from the input topic")
     _require(dlq_topic != topic, "--dlq-topic", "the dead-letter topic must differ from the input topic")
     _require(dlq_topic != output_topic, "--dlq-topic", "the dead-letter topic must differ from the output topic")
+    shadow_topic = rest.get("shadow_topic")
+    if shadow_topic:
+        _require(rest.get("shadow_model") is not None, "--shadow-topic", "needs --shadow-model")
+        _require(shadow_topic not in (topic, output_topic, dlq_topic), "--shadow-topic",
+                 "must differ from the input, output and dead-letter topics")
+    if "shadow_sample" in rest:
+        _require(0 < rest["shadow_sample"] <= 1, "--shadow-sample", f"must be in (0, 1], got {rest['shadow_sample']}")
     positive = {"batch_size": "--batch-size", "max_batch_tokens": "--max-batch-tokens", "top_k": "--top-k",
                 "max_message_bytes": "--max-message-bytes", "session_timeout_ms": "--session-timeout-ms",
                 "tokens_per_call": "--tokens-per-call", "commit_interval_ms": "--commit-interval-ms"}

@@ -27,6 +27,7 @@ from worker.pipeline.exactly_once import ExactlyOnce
 from worker.pipeline.loop import Pipeline
 from worker.pipeline.models import ModelWatcher, ServedModel
 from worker.pipeline.ports import InputRecord
+from worker.pipeline.shadow import Shadow
 from worker.settings import build_settings
 
 MODES = ["at-least-once", "exactly-once"]
@@ -74,11 +75,13 @@ class Run:
 
 def run_pipeline(mode: str, records: list[InputRecord], *, until: Callable[[Run], bool] | None = None,
                  during: Callable[[Run, FakeConsumer], None] | None = None, engine: FakeEngine | None = None,
-                 timeout_s: float = 20, **producer_options) -> Run:
+                 shadow_engine: FakeEngine | None = None, timeout_s: float = 20, **producer_options) -> Run:
     settings = build_settings(topic=TOPIC, model=Path("unused"), exactly_once=mode == "exactly-once",
                               transactional_id="t-0" if mode == "exactly-once" else None, batch_size=16,
                               max_wait_ms=5, commit_interval_ms=10, send_retry_backoff_max_s=0.2,
-                              shutdown_timeout_s=5, max_message_bytes=200_000)
+                              shutdown_timeout_s=5, max_message_bytes=200_000,
+                              shadow_model=Path("unused") if shadow_engine else None,
+                              shadow_topic=f"{TOPIC}.shadow" if shadow_engine else None)
     broker, log, metrics, tracker = FakeBroker(), RecordingLog(), WorkerMetrics(), OffsetTracker()
     health = HealthState(30)
     health.model_loaded = True
@@ -87,9 +90,15 @@ def run_pipeline(mode: str, records: list[InputRecord], *, until: Callable[[Run]
     common = (settings, producer, consumer, tracker, metrics, log)
     guarantee = (ExactlyOnce(*common, new_producer=lambda: producer) if settings.exactly_once
                  else AtLeastOnce(*common))
+    def watcher(served: ServedModel) -> ModelWatcher:
+        return ModelWatcher(None, served, poll_s=10, engine_settings={}, metrics=metrics, log=log)
+
     served = ServedModel(engine or FakeEngine(), None)
-    pipeline = Pipeline(settings, served, ModelWatcher(None, served, poll_s=10, engine_settings={}, metrics=metrics,
-                                                       log=log), consumer, guarantee, tracker, metrics, health, log)
+    shadow = None
+    if shadow_engine is not None:
+        shadow_served = ServedModel(shadow_engine, None)
+        shadow = Shadow(settings, shadow_served, watcher(shadow_served), metrics, log)
+    pipeline = Pipeline(settings, served, watcher(served), consumer, guarantee, tracker, metrics, health, log, shadow)
     result = Run(-1, broker, log, health, metrics, producer)
     done = threading.Event()
 
@@ -265,3 +274,38 @@ def test_exactly_once_retries_an_aborted_transaction_without_duplicates() -> Non
     assert run.code == 0
     assert run.answered() == {(0, o): "label" for o in range(10)}  # answered() fails on any duplicate
     assert run.log.named("transaction_aborted") and run.log.named("send_recovered")
+
+
+class ContraryEngine(FakeEngine):
+    """A shadow that disagrees with FakeEngine on every other length."""
+
+    def predict_proba(self, id_lists):
+        probabilities = super().predict_proba(id_lists)
+        flip = [len(ids) % 2 == 0 for ids in id_lists]
+        probabilities[flip] = probabilities[flip][:, ::-1]
+        return probabilities
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_shadow_model_changes_no_primary_output_and_every_scored_record_is_counted(mode: str) -> None:
+    records = [doc(p, o, "word " * (1 + o % 5)) for p in range(2) for o in range(40)]
+    records.append(record(0, 40, b"\xff not utf-8"))
+    records.append(record(1, 40, b'{"text": "goes boom"}'))
+    alone = run_pipeline(mode, records)
+    everything = {(r.partition, r.offset) for r in records}
+    shadowed = run_pipeline(mode, records, shadow_engine=ContraryEngine(model_id="shadow@2"),
+                            until=lambda run: set(run.answered()) >= everything and (
+                                run.metrics.shadow_records.labels("shadow@2")._value.get()
+                                + run.metrics.shadow_skipped._value.get() >= 80))
+    assert shadowed.code == alone.code == 0
+    assert shadowed.labels() == alone.labels() and shadowed.answered() == alone.answered()
+    scored = shadowed.metrics.shadow_records.labels("shadow@2")._value.get()
+    skipped = shadowed.metrics.shadow_skipped._value.get()
+    assert scored > 0 and scored + skipped == 80  # every labelled record: scored by the shadow, or counted skipped
+    agreed = shadowed.metrics.shadow_agreements.labels("shadow@2")._value.get()
+    disagreed = sum(s.value for m in shadowed.metrics.shadow_disagreements.collect() for s in m.samples
+                    if s.name.endswith("_total"))
+    assert agreed + disagreed == scored and agreed > 0 and disagreed > 0
+    shadow_labels = [json.loads(w.value) for w in shadowed.broker.records(f"{TOPIC}.shadow")]
+    assert len(shadow_labels) == scored and {b["model"] for b in shadow_labels} == {"shadow@2"}
+    assert shadowed.broker.committed == alone.broker.committed

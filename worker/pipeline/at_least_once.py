@@ -53,6 +53,13 @@ class AtLeastOnce(Guarantee):
             else:
                 self._send(message, now)
 
+    def publish_shadow(self, messages: list[Message], now: float) -> None:
+        if self.stall is not None or self._held:  # the primary's outputs come first; the shadow's are optional
+            self.metrics.shadow_skipped.inc(len(messages))
+            return
+        for message in messages:
+            self._send(message, now)
+
     def service(self, now: float) -> None:
         self._take_outcomes(now)
         if self.stall is not None and self._probe is None and self.retry_due(now):
@@ -144,8 +151,8 @@ class AtLeastOnce(Guarantee):
         was_probe = message is self._probe
         if was_probe:
             self._probe = None
-        if not self.tracker.is_current(message.entry.ticket):
-            return  # its partition is gone; the next owner answers the record again
+        if message.shadow or not self.tracker.is_current(message.entry.ticket):
+            return  # a shadow label is not retried; a gone partition's record is answered by its next owner
         kind = classify(exc)
         if kind is FailureKind.FATAL:
             self.fatal = self.fatal or f"send to {message.topic!r} failed: {type(exc).__name__}: {exc}"

@@ -48,6 +48,9 @@ class ExactlyOnce(Guarantee):
             self._pending.append(messages)
         self.service(now)
 
+    def publish_shadow(self, messages: list[Message], now: float) -> None:
+        self.publish(messages, now)  # a transaction of its own, after the batches before it, with no offsets
+
     def service(self, now: float, deadline: float | None = None) -> None:
         while self._pending and self.fatal is None and self.retry_due(now):
             batch = [m for m in self._pending[0] if self.tracker.is_current(m.entry.ticket)]
@@ -87,7 +90,9 @@ class ExactlyOnce(Guarantee):
                 self._pending[0] = [message for message, _ in sent]
                 error = failures[0]
                 raise error if isinstance(error, KafkaError) else KafkaError(f"send failed: {error!r}")
-            self.producer.send_offsets(_offsets_after(batch), self.consumer.group_metadata(), timeout)
+            offsets = _offsets_after(batch)
+            if offsets:  # none for shadow labels alone: their records' offsets were committed with their batch
+                self.producer.send_offsets(offsets, self.consumer.group_metadata(), timeout)
             self.producer.commit(timeout)
         except Exception as exc:  # noqa: BLE001 - Kafka and start-up errors are retried; anything else is a bug
             self._abort(batch, exc, started)
@@ -152,6 +157,8 @@ def _offsets_after(batch: list[Message]) -> dict[TopicPartition, int]:
     """Per partition, one past the batch's last record: what the transaction commits for the group."""
     offsets: dict[TopicPartition, int] = {}
     for message in batch:
+        if message.shadow:
+            continue
         ticket = message.entry.ticket
         offsets[ticket.partition] = max(offsets.get(ticket.partition, 0), ticket.offset + 1)
     return offsets

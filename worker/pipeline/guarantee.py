@@ -56,6 +56,10 @@ class Guarantee:
     def publish(self, messages: list[Message], now: float) -> None:
         raise NotImplementedError
 
+    def publish_shadow(self, messages: list[Message], now: float) -> None:
+        """A shadow model's labels: sent after what came before, never retried, never committed for."""
+        raise NotImplementedError
+
     def service(self, now: float) -> None:
         """Do what is due: handle acknowledgements and failures, retry after the backoff."""
         raise NotImplementedError
@@ -81,7 +85,7 @@ class Guarantee:
     # -- shared rules ----------------------------------------------------------------------------------
     def answered(self, message: Message, stored_at: float) -> None:
         """``message``'s record is durably answered (``stored_at``: wall-clock seconds): count it."""
-        if not self.tracker.ack(message.entry.ticket):
+        if message.shadow or not self.tracker.ack(message.entry.ticket):
             return  # its partition was revoked meanwhile: the next owner answers it again
         reason = message.reason
         if reason is not None:

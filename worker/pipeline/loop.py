@@ -37,6 +37,7 @@ from worker.pipeline.messages import Entry, Message, render
 from worker.pipeline.models import ModelWatcher, ServedModel, describe
 from worker.pipeline.ports import Consumer, InputRecord
 from worker.pipeline.scoring import score
+from worker.pipeline.shadow import Shadow
 from worker.settings import WorkerSettings
 
 LAG_REFRESH_S = 5.0
@@ -46,8 +47,10 @@ SCORING_POLL_MS = 5  # while a batch is scored: come back soon to publish it
 
 class Pipeline:
     def __init__(self, settings: WorkerSettings, served: ServedModel, models: ModelWatcher, consumer: Consumer,
-                 guarantee: Guarantee, tracker: OffsetTracker, metrics: WorkerMetrics, health: HealthState, log: Any):
+                 guarantee: Guarantee, tracker: OffsetTracker, metrics: WorkerMetrics, health: HealthState, log: Any,
+                 shadow: Shadow | None = None):
         self.settings, self.served, self.models, self.consumer = settings, served, models, consumer
+        self.shadow = shadow
         self.guarantee, self.tracker, self.metrics, self.health, self.log = guarantee, tracker, metrics, health, log
         self._open = OpenBatch()
         self._scoring: tuple[list[Entry], Future, ServedModel] | None = None
@@ -138,6 +141,10 @@ class Pipeline:
         if finished is not None:  # published after the next batch started, so inference keeps running
             entries, future, served = finished
             self._publish(entries, future.result(), served.model_id, now)
+        if self.shadow is not None:
+            shadow_labels = self.shadow.advance(now, backpressure=self._paused or stopping)
+            if shadow_labels:
+                self.guarantee.publish_shadow(shadow_labels, now)
 
     def _switch_model(self, now: float) -> None:
         """At a batch boundary: serve a newly verified model from the next batch on (per partition, old then new)."""
@@ -164,16 +171,18 @@ class Pipeline:
 
     def _publish(self, entries: list[Entry], outcomes: list[Any], model_id: str, now: float) -> None:
         messages: list[Message] = []
-        for entry, outcome in zip(entries, outcomes, strict=True):
-            if not self.tracker.is_current(entry.ticket):  # revoked while it was scored
-                self.metrics.dropped_revoked.inc()
-                continue
+        live = [(entry, outcome) for entry, outcome in zip(entries, outcomes, strict=True)
+                if self.tracker.is_current(entry.ticket)]
+        self.metrics.dropped_revoked.inc(len(entries) - len(live))  # revoked while they were scored
+        for entry, outcome in live:
             try:
                 messages.append(render(entry, outcome, self.settings, model_id))
             except (ValueError, UnicodeError) as exc:  # e.g. a model that answers NaN: dead-letter, never stop
                 rejection = codec.Rejection(codec.INFERENCE_ERROR, f"the label cannot be rendered: {exc}")
                 messages.append(render(entry, rejection, self.settings, model_id))
         self.guarantee.publish(messages, now)
+        if self.shadow is not None and live:
+            self.shadow.offer([entry for entry, _ in live], [outcome for _, outcome in live])
 
     # -- backpressure, lag -----------------------------------------------------------------------------
     def _apply_backpressure(self) -> None:
@@ -272,6 +281,8 @@ class Pipeline:
         unanswered = self.tracker.pending_count()
         self._inference.shutdown(wait=False, cancel_futures=True)
         self.models.close()
+        if self.shadow is not None:
+            self.shadow.close()
         for client in (self.consumer, self.guarantee.producer):
             try:
                 if client is not None:

@@ -74,6 +74,7 @@ class Message:
     key: bytes | None
     value: bytes | None
     headers: Headers
+    shadow: bool = False  # a shadow model's label (--shadow-topic): it answers nothing and commits nothing
 
     @property
     def reason(self) -> str | None:
