@@ -1,0 +1,141 @@
+"""What changing models costs a running worker: a hot swap (time to switch, throughput dip, peak memory)
+and a shadow model (throughput with and without it), measured side by side in one run.
+
+    python -m bench.model_swap --bundle artifacts/demo/bundle --data ../shared/data/20news-bydate.tar.gz
+
+Writes ``bench/results/model-swap-<stamp>.json``. The store holds two copies of ``--bundle`` (versions 1 and
+2), so the swap measures the mechanism, not a difference between models.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from bench.streaming import (
+    collect,
+    create_topics,
+    free_port,
+    measure_worker,
+    output_consumer,
+    produce,
+    rss_mb,
+    start_worker,
+    wait_http,
+)
+from core.model_store import ModelStore
+from training.data import load_dataset
+from worker.devbroker import DevBroker
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_store(bundle: Path, root: Path) -> Path:
+    store = root / "models"
+    store.mkdir()
+    for version in ("1", "2"):
+        shutil.copytree(bundle, store / version)
+    (store / "CURRENT").write_text("1\n")
+    return store
+
+
+def swap_under_load(bootstrap: str, store: Path, texts: list[str], threads: int) -> dict:
+    """Stream ``texts``, promote version 2 a third of the way through; output rate per second around the swap."""
+    topic = f"swap-{time.time_ns() % 10**9}"
+    create_topics(bootstrap, [topic, f"{topic}.labels", f"{topic}.dlq"], 3)
+    consumer = output_consumer(bootstrap, f"{topic}.labels", 3)
+    port = free_port()
+    worker = start_worker(bootstrap, topic, store, port, threads, "cpu", ["--model-poll-s", "0.2"])
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", timeout=120)
+        rss_before = rss_mb(worker.pid)
+        produce(bootstrap, topic, [(str(i), json.dumps({"id": str(i), "text": t}).encode())
+                                   for i, t in enumerate(texts)])
+        first = collect(consumer, len(texts) // 3, timeout=300)
+        promoted_at = time.time()
+        ModelStore(store).promote("2")
+        received = {**first, **collect(consumer, len(texts) - len(first), timeout=300)}
+        rss_after = rss_mb(worker.pid)
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        consumer.close()
+    events = {e["event"]: e for e in map(_json, stderr.splitlines()) if e}
+    times = np.array(sorted(received.values()))
+    per_second = np.histogram(times, bins=np.arange(times[0], times[-1] + 1, 1.0))[0]
+    window = (times >= promoted_at) & (times < promoted_at + 2)
+    steady = len(times) / (times[-1] - times[0])
+    return {
+        "docs": len(texts), "outputs": len(received), "steady_docs_per_s": round(steady, 1),
+        "docs_per_s_in_the_2_s_after_promote": round(window.sum() / 2, 1),
+        "slowest_second_docs": int(per_second.min()) if len(per_second) else None,
+        "load_beside_s": events.get("model_loaded_beside", {}).get("load_s"),
+        "promote_to_swap_s": _seconds_between(promoted_at, events.get("model_swapped")),
+        "swapped": "model_swapped" in events,
+        "rss_mb_before": rss_before["rss_mb"], "rss_mb_after": rss_after["rss_mb"],
+        "peak_rss_mb": rss_after["peak_rss_mb"],
+    }
+
+
+def _json(line: str) -> dict | None:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
+def _seconds_between(start: float, event: dict | None) -> float | None:
+    if not event or "timestamp" not in event:
+        return None
+    stamp = time.mktime(time.strptime(event["timestamp"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    return round(stamp + float("0." + event["timestamp"][20:26]) - start, 3)
+
+
+@click.command()
+@click.option("--bundle", type=click.Path(exists=True, path_type=Path), required=True, help="Bundle to serve.")
+@click.option("--data", envvar="LSTM_TRAIN_DATA", default="20newsgroups", show_envvar=True,
+              help="20 Newsgroups archive; documents come from its test split.")
+@click.option("--docs", default=3000, show_default=True, help="Documents per run.")
+@click.option("--rounds", default=2, show_default=True, help="Alternating rounds with and without a shadow.")
+@click.option("--threads", default=2, show_default=True, help="Inference threads of the worker.")
+@click.option("--output", type=click.Path(path_type=Path), default=ROOT / "bench/results", show_default=True)
+def main(bundle: Path, data: str, docs: int, rounds: int, threads: int, output: Path) -> None:
+    """Swap cost and shadow cost of the worker on one machine."""
+    dataset = load_dataset(data, seed=0)
+    rng = random.Random(0)
+    texts = [dataset.test_texts[i] for i in rng.sample(range(len(dataset.test_texts)), docs)]
+    result: dict = {"bundle": str(bundle), "docs": docs, "threads": threads,
+                    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with tempfile.TemporaryDirectory() as scratch, DevBroker() as broker:
+        click.echo("hot swap under load ...")
+        result["swap"] = swap_under_load(broker.bootstrap_servers, make_store(bundle, Path(scratch)), texts, threads)
+    plain, shadowed = [], []
+    for round_no in range(rounds):
+        for name, extra, into in (("without", (), plain), ("with", ("--shadow-model", str(bundle)), shadowed)):
+            click.echo(f"round {round_no + 1}/{rounds}: {name} a shadow ...")
+            with DevBroker() as broker:
+                into.append(measure_worker(broker.bootstrap_servers, bundle, texts, metrics_port=free_port(),
+                                           threads=threads, provider="cpu", latency_seconds=0,
+                                           extra=extra)["docs_per_s"])
+    result["shadow"] = {"without_docs_per_s": plain, "with_docs_per_s": shadowed,
+                        "ratio_of_medians": round(float(np.median(shadowed) / np.median(plain)), 3)}
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / f"model-swap-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    click.echo(json.dumps(result, indent=1))
+    click.echo(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
