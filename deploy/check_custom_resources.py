@@ -13,6 +13,11 @@ kubernetes-validate knows only built-in kinds, so this script:
   to named peers, one scrape path, the Kafka Secret required and mounted key by key where SASL
   or TLS is used, exactly-once only on a StatefulSet (Parallel, headless service), GPU pods
   Guaranteed with room for the CUDA kernel cache in /tmp,
+- checks the model store (``check_model_store``): its claim ReadWriteMany, mounted read-only by the
+  workers, who poll it and have memory for two models during a swap; Jobs that write it run
+  ``lstm-worker promote`` only after ``lstm-export`` succeeded (an earlier init container), with an
+  fsGroup; the worker's PrometheusRule alerts on version skew (with a ``for`` of at least two polls)
+  and on refused reloads,
 - requires every checkov suppression annotation to name one check and give its reason,
 - with ``--to-json``, prints the rendered objects as a JSON list (for tests that have
   no YAML parser) and checks nothing.
@@ -61,6 +66,15 @@ IMAGE_TAG = re.compile(r"^\d+\.\d+\.\d+(-[\w.]+)?-([a-z0-9][\w.-]*-m[\w.]+|nomod
 QUANTITY = re.compile(r"^(?P<number>[0-9.]+)(?P<unit>Ki|Mi|Gi|Ti|k|M|G|T|m)?$")
 UNITS = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9,
          "T": 10**12, "m": 10**-3}
+# The model store (components/model-store, deploy/k8s/model-store, docs/deploy.md "New models without a rollout").
+MODEL_STORE_CLAIM = "lstm-worker-models"
+MODEL_POLL_S_DEFAULT = 10.0  # the worker's --model-poll-s default
+# A second model (loaded and self-tested beside the serving one) on top of a one-model pod's limit.
+MODEL_SWAP_HEADROOM = 256 * 2**20
+CPU_POD_MEMORY = 2**30  # the base's one-model limit (docs/deploy.md, "Sizing")
+SKEW_ALERT, RELOAD_ALERT = "LstmWorkerModelVersionSkew", "LstmWorkerModelReloadFailed"
+MODEL_INFO, RELOAD_FAILURES = "lstm_worker_model_info", "lstm_worker_model_reload_failures_total"
+DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?$")
 KAFKA_TRIGGER_REQUIRED = ("bootstrapServers", "consumerGroup", "topic", "lagThreshold")
 KEDA_SASL_MODES = {"none", "plaintext", "scram_sha256", "scram_sha512", "gssapi", "oauthbearer"}
 
@@ -91,6 +105,15 @@ def quantity(value: Any) -> float:
     if not match:
         raise ValueError(f"unsupported quantity {value!r}")
     return float(match.group("number")) * UNITS[match.group("unit")]
+
+
+def duration_s(value: Any) -> float | None:
+    """A Prometheus duration (``1m``, ``90s``, ``1h30m``) in seconds; None if not one of these forms."""
+    match = DURATION.match(str(value or ""))
+    if not value or not match:
+        return None
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return hours * 3600.0 + minutes * 60.0 + seconds
 
 
 def worker_workload(objs: Iterable[Obj]) -> Obj | None:
@@ -254,6 +277,34 @@ def check_prometheus_rule(obj: Obj, objs: list[Obj]) -> list[str]:
                 problems.append(f"{at}.rules[{r_index}]: expr is required")
             if ("alert" in rule) == ("record" in rule):
                 problems.append(f"{at}.rules[{r_index}]: needs exactly one of alert and record")
+    if obj["metadata"].get("name") == WORKER_NAME:
+        problems += check_model_alerts(obj, objs)
+    return problems
+
+
+def check_model_alerts(obj: Obj, objs: list[Obj]) -> list[str]:
+    """The worker's rules alert when pods serve different models, and when a pod refuses a promotion."""
+    where = key(obj)
+    alerts = {rule.get("alert"): rule for group in (obj.get("spec") or {}).get("groups") or []
+              for rule in group.get("rules") or [] if rule.get("alert")}
+    workload = worker_workload(objs)
+    poll = MODEL_POLL_S_DEFAULT
+    if workload is not None:
+        poll = float(worker_settings(workload, objs).get("LSTM_WORKER_MODEL_POLL_S", poll))
+    problems = []
+    skew = alerts.get(SKEW_ALERT)
+    if skew is None or MODEL_INFO not in str(skew.get("expr", "")):
+        problems.append(f"{where}: alert {SKEW_ALERT} on {MODEL_INFO} is required (pods serving different "
+                        "model versions after a promotion)")
+    else:
+        wait = duration_s(skew.get("for"))
+        if wait is None or not 2 * poll <= wait <= 600:
+            problems.append(f"{where}: alert {SKEW_ALERT} needs a `for` between two model polls ({2 * poll:g}s: a "
+                            f"promotion in progress is skew too) and 10m, got {skew.get('for')!r}")
+    reload = alerts.get(RELOAD_ALERT)
+    if reload is None or RELOAD_FAILURES not in str(reload.get("expr", "")):
+        problems.append(f"{where}: alert {RELOAD_ALERT} on {RELOAD_FAILURES} is required (a pod refused a "
+                        "promoted version and serves the old one)")
     return problems
 
 
@@ -402,6 +453,94 @@ def check_worker_policy(objs: list[Obj]) -> list[str]:
     return problems
 
 
+def pod_steps(pod_spec: Obj) -> list[tuple[str, Obj]]:
+    """Containers in the order they run: init containers (each after the previous succeeded), then the rest."""
+    return ([("initContainers", c) for c in pod_spec.get("initContainers") or []]
+            + [("containers", c) for c in pod_spec.get("containers") or []])
+
+
+def command_line(container: Obj) -> str:
+    return " ".join(str(part) for part in (container.get("command") or []) + (container.get("args") or []))
+
+
+def claim_mounts(container: Obj, pod_spec: Obj, claim: str | None = None) -> list[tuple[Obj, Obj]]:
+    """(volumeMount, volume) pairs of the container that mount a PersistentVolumeClaim (``claim`` if given)."""
+    volumes = {v.get("name"): v for v in pod_spec.get("volumes") or [] if "persistentVolumeClaim" in v}
+    return [(mount, volumes[mount.get("name")]) for mount in container.get("volumeMounts") or []
+            if mount.get("name") in volumes
+            and claim in (None, volumes[mount["name"]]["persistentVolumeClaim"].get("claimName"))]
+
+
+def check_model_store(objs: list[Obj]) -> list[str]:
+    """The model store: RWX claim, read-only in workers that poll it with room for two models, promote after export."""
+    problems = []
+    for claim in objs:
+        if claim.get("kind") == "PersistentVolumeClaim" and claim["metadata"].get("name") == MODEL_STORE_CLAIM:
+            modes = (claim.get("spec") or {}).get("accessModes") or []
+            if "ReadWriteMany" not in modes:
+                problems.append(f"{key(claim)}: the model store needs accessModes [ReadWriteMany] (workers on every "
+                                f"node read it while a Job writes), got {modes}")
+
+    workload = worker_workload(objs)
+    if workload is not None:
+        where = key(workload)
+        pod_spec = workload["spec"]["template"]["spec"]
+        container = next((c for c in pod_spec["containers"] if c.get("name") == "worker"), pod_spec["containers"][0])
+        settings = worker_settings(workload, objs)
+        model = settings.get("LSTM_WORKER_MODEL", "")
+        for mount, volume in claim_mounts(container, pod_spec):
+            if mount.get("readOnly") is not True or volume["persistentVolumeClaim"].get("readOnly") is not True:
+                problems.append(f"{where}: claim {volume['persistentVolumeClaim'].get('claimName')} must be mounted "
+                                f"read-only by the workers (volumeMount and persistentVolumeClaim readOnly: true): "
+                                "only the promote Job writes the store")
+            path = mount.get("mountPath", "").rstrip("/")
+            if model == path or model.startswith(path + "/"):
+                claim_name = volume["persistentVolumeClaim"].get("claimName")
+                if settings.get("LSTM_WORKER_MODEL_POLL_S") is None:
+                    problems.append(f"{where}: serves the model from claim {claim_name} without "
+                                    "LSTM_WORKER_MODEL_POLL_S: set it explicitly (the skew alert's `for` "
+                                    "is derived from it)")
+                limits = (container.get("resources") or {}).get("limits") or {}
+                requests = (container.get("resources") or {}).get("requests") or {}
+                if "nvidia.com/gpu" in limits:
+                    tmp = next((v.get("emptyDir") or {} for v in pod_spec.get("volumes") or []
+                                if v.get("name") == "tmp"), {})
+                    one_model = 2 * 2**30 + quantity(tmp.get("sizeLimit", "0"))
+                else:
+                    one_model = CPU_POD_MEMORY
+                need = one_model + MODEL_SWAP_HEADROOM
+                memory = limits.get("memory")
+                if memory is None or quantity(memory) < need:
+                    problems.append(f"{where}: memory limit {memory} leaves no room for two models during a swap: "
+                                    f"need {int(need) >> 20}Mi ({int(one_model) >> 20}Mi for one + "
+                                    f"{MODEL_SWAP_HEADROOM >> 20}Mi)")
+                elif quantity(requests.get("memory", "0")) != quantity(memory):
+                    problems.append(f"{where}: memory requests {requests.get('memory')} != limits {memory}: the "
+                                    "swap headroom must be Guaranteed, not burstable")
+
+    for job in objs:
+        if job.get("kind") != "Job":
+            continue
+        pod_spec = job["spec"]["template"]["spec"]
+        steps = pod_steps(pod_spec)
+        writes = [c for _, c in steps for mount, _v in claim_mounts(c, pod_spec, MODEL_STORE_CLAIM)
+                  if not mount.get("readOnly")]
+        if writes and not (pod_spec.get("securityContext") or {}).get("fsGroup"):
+            problems.append(f"{key(job)}: writes the model store without a pod fsGroup (the non-root user could "
+                            "not write the claim, and the workers' group could not read it)")
+        exports = [i for i, (_, c) in enumerate(steps) if "lstm-export" in command_line(c)]
+        for index, (_, container) in enumerate(steps):
+            line = command_line(container)
+            if "promote" not in line or "lstm-worker" not in line or "--previous" in line or not exports:
+                continue
+            # Only init containers run strictly one after another, each after the previous succeeded.
+            ordered = [i for i in exports if i < index and steps[i][0] == "initContainers"]
+            if len(ordered) != len(exports):
+                problems.append(f"{key(job)}: container {container.get('name')} promotes while lstm-export is not an "
+                                "earlier init container: promote must run only after the export succeeded")
+    return problems
+
+
 SKIP_ANNOTATION = re.compile(r"^checkov\.io/skip\d*$")
 SKIP_VALUE = re.compile(r"^CKV2?_[A-Z0-9]+_\d+=(?P<reason>.+)$")
 
@@ -433,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(objs, sys.stdout)
         return 0
     builtin = [obj for obj in objs if api_group(obj) in BUILTIN_GROUPS]
-    problems: list[str] = check_worker_policy(objs)
+    problems: list[str] = check_worker_policy(objs) + check_model_store(objs)
     for obj in objs:
         problems += check_checkov_skips(obj)
         if api_group(obj) in BUILTIN_GROUPS:

@@ -7,12 +7,17 @@
 #      and for consistency with the worker settings (check_custom_resources.py),
 #   4. lint the Dockerfiles (hadolint) and scan deploy/ with checkov (0 failed allowed),
 #   5. check the images' lock files: hashed, compiled from the current pyproject.toml, and
-#      installed with --require-hashes by every Dockerfile (lockfiles.py; offline).
+#      installed with --require-hashes by every Dockerfile (lockfiles.py; offline),
+#   6. check and unit-test the alert rules (promtool check rules / test rules, on the
+#      PrometheusRule's spec and deploy/k8s/monitoring/*.test.yaml).
 # Step 3 also enforces the worker's operational policy on each render (PDB eviction policy,
 # minReadySeconds, cooperative-sticky assignor, no Namespace beside the workload, metrics
-# ingress restricted, one scrape path, exactly-once only as a StatefulSet, ...).
+# ingress restricted, one scrape path, exactly-once only as a StatefulSet, the model store's
+# RWX claim read-only in workers, promote only after export, the model alerts, ...).
 # Tools live in their own venv (default .venv-deploy at the repo root), created and
-# pinned by deploy/requirements-tools.txt; re-runs reuse it. Exits non-zero on any failure.
+# pinned by deploy/requirements-tools.txt; re-runs reuse it. promtool is not on PyPI: it comes
+# from the Debian package `prometheus`, installed with apt-get when missing (root; ~10 s once).
+# Exits non-zero on any failure.
 #
 #   deploy/validate.sh                  # everything
 #   DEPLOY_VENV=/path deploy/validate.sh
@@ -126,6 +131,36 @@ if "$VENV/bin/python" deploy/lockfiles.py check > "$OUT/locks.log" 2>&1; then
     record "lock files deploy/requirements" "ok ($(tail -1 "$OUT/locks.log" | cut -d: -f2- | sed 's/^ //'))"
 else
     record "lock files deploy/requirements" "FAILED"; sed 's/^/    /' "$OUT/locks.log"
+fi
+
+# --- 6. alert rules: promtool check + unit tests -------------------------------------------
+PROMTOOL="$(command -v promtool || true)"
+if [[ -z "$PROMTOOL" ]] && command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+    echo "==> installing promtool (Debian package prometheus)"
+    apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+    { apt_install || { apt-get update -qq && apt_install; }; } > "$OUT/apt-promtool.log" 2>&1 || true
+    PROMTOOL="$(command -v promtool || true)"
+fi
+if [[ -z "$PROMTOOL" ]]; then
+    record "promtool deploy/k8s/monitoring" "FAILED: promtool not found (apt-get install prometheus)"
+elif [[ ! -f "$OUT/monitoring.yaml" ]]; then
+    record "promtool deploy/k8s/monitoring" "FAILED: the monitoring kustomization did not render"
+else
+    rules="$OUT/promtool"; mkdir -p "$rules"
+    # The PrometheusRule's spec is a Prometheus rule file; the tests name it model-rules.yaml.
+    "$VENV/bin/python" - "$OUT/monitoring.yaml" "$rules/model-rules.yaml" <<'PYEOF'
+import sys, yaml
+groups = [g for doc in yaml.safe_load_all(open(sys.argv[1])) if doc and doc.get("kind") == "PrometheusRule"
+          for g in doc["spec"]["groups"]]
+yaml.safe_dump({"groups": groups}, open(sys.argv[2], "w"), sort_keys=False)
+PYEOF
+    cp deploy/k8s/monitoring/*.test.yaml "$rules/"
+    if (cd "$rules" && "$PROMTOOL" check rules model-rules.yaml && "$PROMTOOL" test rules ./*.test.yaml) \
+            > "$OUT/promtool.log" 2>&1; then
+        record "promtool deploy/k8s/monitoring" "ok ($(grep -o '[0-9]* rules found' "$OUT/promtool.log"), $(ls "$rules"/*.test.yaml | wc -l) test file(s))"
+    else
+        record "promtool deploy/k8s/monitoring" "FAILED"; sed 's/^/    /' "$OUT/promtool.log"
+    fi
 fi
 
 echo

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,14 @@ WORKER_SETTINGS = {
     "LSTM_WORKER_SSL_CERTFILE", "LSTM_WORKER_SSL_KEYFILE", "LSTM_WORKER_SESSION_TIMEOUT_MS",
     "LSTM_WORKER_SHUTDOWN_TIMEOUT_S", "LSTM_WORKER_LOG_FORMAT", "LSTM_WORKER_LOG_LEVEL",
     "LSTM_WORKER_EXACTLY_ONCE", "LSTM_WORKER_TRANSACTIONAL_ID", "LSTM_WORKER_ASSIGNMENT_STRATEGY",
+    "LSTM_WORKER_MODEL_POLL_S",
 }
 # Options agreed with the worker and set by the manifests before every checkout's CLI has them:
 # accepted here only while `lstm-worker run` lacks them (an older worker ignores the variable);
 # once the CLI has the option, its own choices decide.
 AGREED_OPTIONS = {"LSTM_WORKER_ASSIGNMENT_STRATEGY": {"range", "roundrobin", "cooperative-sticky"}}
+# Options agreed with the worker for the model store, accepted before a checkout's `lstm-worker run` has them.
+PENDING_WORKER_OPTIONS = {"LSTM_WORKER_MODEL_POLL_S"}
 # Environment variables that are not worker settings but belong to the container.
 CONTAINER_ENV = {"HOME", "TMPDIR", "CUDA_CACHE_PATH", "CUDA_CACHE_MAXSIZE"}
 WORKER_OVERLAYS = ["base", "overlays/cpu", "overlays/gpu", "overlays/dev", "overlays/exactly-once"]
@@ -304,15 +308,62 @@ def test_network_policy_admits_metrics_only_and_allows_dns(rendered: dict[str, l
         assert all(rule.get("ports") for rule in policy["spec"]["egress"]), "every egress rule names its ports"
 
 
-def test_training_job_trains_then_exports_into_a_claim(rendered: dict[str, list[Obj]]) -> None:
+def step_lines(job: Obj) -> list[tuple[str, str]]:
+    """(containers or initContainers, command line) of a Job's pod, in the order they run."""
+    spec = job["spec"]["template"]["spec"]
+    return [(field, " ".join(c.get("command", []) + c.get("args", [])))
+            for field in ("initContainers", "containers") for c in spec.get(field, [])]
+
+
+def test_training_job_trains_exports_into_the_store_then_promotes(rendered: dict[str, list[Obj]]) -> None:
     objs = rendered["training"]
     (job,) = of_kind(objs, "Job")
     spec = job["spec"]["template"]["spec"]
-    steps = spec.get("initContainers", []) + spec["containers"]
-    text = json.dumps([c.get("command", []) + c.get("args", []) for c in steps])
-    assert text.index("lstm-train") < text.index("lstm-export"), "train, then export"
+    steps = step_lines(job)
+    train, export, promote = (next(i for i, (_, line) in enumerate(steps) if word in line)
+                              for word in ("lstm-train", "lstm-export", "lstm-worker promote"))
+    assert train < export < promote, "train, then export, then promote"
+    # Init containers run one after another, each only after the previous one succeeded.
+    assert steps[train][0] == steps[export][0] == "initContainers" and steps[promote][0] == "containers"
+    assert "--store /models --version $(MODEL_VERSION)" in steps[export][1]
+    assert steps[promote][1].startswith("lstm-worker promote --store /models $(MODEL_VERSION)")
+    assert "--previous" not in steps[promote][1]
+    (config,) = [c for c in of_kind(objs, "ConfigMap") if c["metadata"]["name"].startswith("lstm-worker-train")]
+    assert config["data"]["MODEL_VERSION"]
+    promote_image = spec["containers"][0]["image"]
+    assert promote_image.rsplit(":", 1)[0].endswith("/lstm-worker"), "promote runs in the worker image (no torch)"
+    assert spec["securityContext"]["fsGroup"] == 10001, "the Job writes the store as the workers' group"
     claims = {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
-    assert claims and claims <= {c["metadata"]["name"] for c in of_kind(objs, "PersistentVolumeClaim")}
+    store_claims = {c["metadata"]["name"] for c in of_kind(rendered["model-store"], "PersistentVolumeClaim")}
+    assert claims and claims <= {c["metadata"]["name"] for c in of_kind(objs, "PersistentVolumeClaim")} | store_claims
+    assert "lstm-worker-models" in claims
+
+
+def test_model_store_claim_is_read_write_many_and_alone(rendered: dict[str, list[Obj]]) -> None:
+    (claim,) = rendered["model-store"]
+    assert claim["kind"] == "PersistentVolumeClaim" and claim["metadata"]["name"] == "lstm-worker-models"
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert "storageClassName" not in claim["spec"], "left to the platform (documented in pvc.yaml)"
+    for name, objs in rendered.items():
+        if name != "model-store":
+            assert not [c for c in of_kind(objs, "PersistentVolumeClaim") if c["metadata"]["name"] ==
+                        "lstm-worker-models"], f"{name}: `kubectl delete -k {name}` would delete every model"
+
+
+@pytest.mark.parametrize("kustomization, version", [("jobs/rollback", "--previous"),
+                                                    ("jobs/promote", "$(MODEL_VERSION)")])
+def test_promote_and_rollback_jobs_run_the_worker_on_the_store(rendered: dict[str, list[Obj]], kustomization: str,
+                                                               version: str) -> None:
+    (job,) = of_kind(rendered[kustomization], "Job")
+    ((field, line),) = step_lines(job)
+    assert line == f"lstm-worker promote --store /models {version} --provider cpu"
+    spec = job["spec"]["template"]["spec"]
+    assert job["spec"]["backoffLimit"] == 0, "a refusal is an answer, not a flake"
+    assert spec["securityContext"]["fsGroup"] == 10001
+    (claim,) = [v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v]
+    assert claim == "lstm-worker-models"
+    (policy,) = of_kind(rendered[kustomization], "NetworkPolicy")
+    assert policy["spec"]["ingress"] == [] and policy["spec"]["egress"] == []
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
@@ -327,17 +378,28 @@ def test_components_compose_onto_the_cpu_overlay(component: str, tmp_path: Path)
     assert objs != plain, f"{component} changes nothing"
     container = worker_container(objs)
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    if component.endswith("model-from-pvc"):
-        # The trained bundle is served read-only from the training Job's claim.
-        model = worker_settings(objs)["LSTM_WORKER_MODEL"]
+    if component.endswith("model-store"):
+        # The store is served read-only from its RWX claim, polled, with room for a second model.
+        from worker.run_command import run
+
+        settings = worker_settings(objs)
+        model = settings["LSTM_WORKER_MODEL"]
+        assert model == "/models"
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-        mount = next(m for path, m in mounts.items() if model.startswith(path.rstrip("/") + "/") or model == path)
+        mount = mounts[model]
         assert mount.get("readOnly") is True
         volumes = {v["name"]: v for v in worker_deployment(objs)["spec"]["template"]["spec"]["volumes"]}
         claim = volumes[mount["name"]]["persistentVolumeClaim"]
         assert claim["readOnly"] is True
-        training_claims = {c["metadata"]["name"] for c in render("training") if c["kind"] == "PersistentVolumeClaim"}
-        assert claim["claimName"] in training_claims
+        store_claims = {c["metadata"]["name"] for c in render("model-store") if c["kind"] == "PersistentVolumeClaim"}
+        assert claim["claimName"] in store_claims
+        assert float(settings["LSTM_WORKER_MODEL_POLL_S"]) == 10.0
+        cli_envvars = {p.envvar for p in run.params if isinstance(p, click.Option)}
+        # Agreed with the worker (`lstm-worker run --model-poll-s`); accepted here while a checkout's CLI lacks it.
+        assert "LSTM_WORKER_MODEL_POLL_S" in cli_envvars | PENDING_WORKER_OPTIONS
+        resources = container["resources"]
+        assert resources["requests"]["memory"] == resources["limits"]["memory"] == "1280Mi", \
+            "1 GiB for one model + 256 MiB for the second during a swap, Guaranteed"
 
 
 # --- issue 20: drains, rollouts, exactly-once, KEDA, secrets, scraping, GPU ----------------------------------------
@@ -606,3 +668,116 @@ def test_checker_refuses_a_statefulset_without_parallel_pods(rendered: dict[str,
     worker_deployment(objs)["spec"]["podManagementPolicy"] = "OrderedReady"
     result = check_objects(objs, tmp_path)
     assert result.returncode == 1 and "podManagementPolicy must be Parallel" in result.stdout, result.stdout
+
+
+# --- issue 16: the model store, its Jobs and alerts: each check refuses what breaks it ------------------------------
+
+def compose(component: str, overlay: str, tmp_path: Path) -> list[Obj]:
+    relative = os.path.relpath(K8S, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {relative}/{overlay}\ncomponents:\n  - {relative}/{component}\n", encoding="utf-8")
+    return render(tmp_path)
+
+
+def _store_mount(objs: list[Obj]) -> Obj:
+    return next(m for m in worker_container(objs)["volumeMounts"] if m["mountPath"] == "/models")
+
+
+def _job_spec(objs: list[Obj]) -> Obj:
+    return of_kind(objs, "Job")[0]["spec"]["template"]["spec"]
+
+
+def _move_export_to_main(objs: list[Obj]) -> None:
+    spec = _job_spec(objs)
+    export = next(c for c in spec["initContainers"] if "lstm-export" in c["command"])
+    spec["initContainers"].remove(export)
+    spec["containers"].insert(0, export)  # runs beside promote, not before it
+
+
+def _promote_before_export(objs: list[Obj]) -> None:
+    spec = _job_spec(objs)
+    export = next(c for c in spec["initContainers"] if "lstm-export" in c["command"])
+    spec["initContainers"] = [c for c in spec["initContainers"] if c is not export] + spec["containers"]
+    spec["containers"] = [export]  # promote now runs as an init container, export after it
+
+
+def _rules(objs: list[Obj]) -> dict[str, Obj]:
+    return {r["alert"]: r for g in of_kind(objs, "PrometheusRule")[0]["spec"]["groups"] for r in g["rules"]}
+
+
+def _drop_alert(objs: list[Obj], name: str) -> None:
+    for group in of_kind(objs, "PrometheusRule")[0]["spec"]["groups"]:
+        group["rules"] = [r for r in group["rules"] if r.get("alert") != name]
+
+
+STORE_MUTATIONS = {
+    "store-rwo": ("model-store", lambda o: of_kind(o, "PersistentVolumeClaim")[0]["spec"].update(
+        accessModes=["ReadWriteOnce"]), "the model store needs accessModes [ReadWriteMany]"),
+    "store-writable-mount": ("component", lambda o: _store_mount(o).update(readOnly=False),
+                             "must be mounted read-only by the workers"),
+    "store-writable-claim": ("component", lambda o: next(
+        v for v in _workload(o)["spec"]["template"]["spec"]["volumes"] if v["name"] == "models")
+        ["persistentVolumeClaim"].pop("readOnly"), "must be mounted read-only by the workers"),
+    "no-poll": ("component",
+                lambda o: _env(o).remove(next(e for e in _env(o) if e["name"] == "LSTM_WORKER_MODEL_POLL_S")),
+                "without LSTM_WORKER_MODEL_POLL_S"),
+    "no-swap-headroom": ("component", lambda o: worker_container(o)["resources"].update(
+        requests={"cpu": "2", "memory": "1Gi"}, limits={"cpu": "2", "memory": "1Gi"}),
+        "leaves no room for two models during a swap: need 1280Mi"),
+    "burstable-headroom": ("component", lambda o: worker_container(o)["resources"]["requests"].update(memory="1Gi"),
+                           "memory requests 1Gi != limits 1280Mi"),
+    "promote-beside-export": ("training", _move_export_to_main, "promote must run only after the export succeeded"),
+    "promote-before-export": ("training", _promote_before_export, "promote must run only after the export succeeded"),
+    "writer-without-fsgroup": ("training", lambda o: _job_spec(o)["securityContext"].pop("fsGroup"),
+                               "writes the model store without a pod fsGroup"),
+    "rollback-without-fsgroup": ("jobs/rollback", lambda o: _job_spec(o)["securityContext"].pop("fsGroup"),
+                                 "writes the model store without a pod fsGroup"),
+    "no-skew-alert": ("monitoring", lambda o: _drop_alert(o, "LstmWorkerModelVersionSkew"),
+                      "alert LstmWorkerModelVersionSkew on lstm_worker_model_info is required"),
+    "skew-alert-without-for": ("monitoring", lambda o: _rules(o)["LstmWorkerModelVersionSkew"].pop("for"),
+                               "LstmWorkerModelVersionSkew needs a `for` between two model polls"),
+    "skew-alert-within-a-poll": ("monitoring", lambda o: _rules(o)["LstmWorkerModelVersionSkew"].update({"for": "10s"}),
+                                 "needs a `for` between two model polls (20s"),
+    "no-reload-alert": ("monitoring", lambda o: _drop_alert(o, "LstmWorkerModelReloadFailed"),
+                        "alert LstmWorkerModelReloadFailed on lstm_worker_model_reload_failures_total is required"),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(STORE_MUTATIONS))
+def test_model_store_checks_refuse(rendered: dict[str, list[Obj]], mutation: str, tmp_path: Path) -> None:
+    source, mutate, message = STORE_MUTATIONS[mutation]
+    shipped = compose("components/model-store", "overlays/cpu", tmp_path) if source == "component" else rendered[source]
+    assert check_objects(shipped, tmp_path).returncode == 0, "the shipped render passes"
+    objs = json.loads(json.dumps(shipped))
+    mutate(objs)
+    result = check_objects(objs, tmp_path)
+    assert result.returncode == 1 and message in result.stdout, result.stdout
+
+
+def test_model_store_on_gpu_needs_its_own_headroom(tmp_path: Path) -> None:
+    """The component's 1280Mi would lower the GPU pods' 2560Mi: the checker says what they need instead."""
+    result = check_objects(compose("components/model-store", "overlays/gpu", tmp_path), tmp_path)
+    assert result.returncode == 1 and "no room for two models during a swap: need 2624Mi" in result.stdout, \
+        result.stdout
+
+
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool absent (deploy/validate.sh installs it: Debian's prometheus)")
+@pytest.mark.parametrize("change, fails", [(None, False), ({"for": "0s"}, True),
+                                           ({"expr": "count(count by (model) (lstm_worker_model_info)) > 1"}, True)])
+def test_model_alert_unit_tests(rendered: dict[str, list[Obj]], change: dict | None, fails: bool,
+                                tmp_path: Path) -> None:
+    """promtool runs the alert tests on the shipped rules, and they fail for an alert without a `for` or one
+    that counts baked-image pods (a rolling update) as skew."""
+    rule = json.loads(json.dumps(of_kind(rendered["monitoring"], "PrometheusRule")[0]))
+    if change:
+        rules = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+        next(r for r in rules if r.get("alert") == "LstmWorkerModelVersionSkew").update(change)
+    (tmp_path / "model-rules.yaml").write_text(json.dumps({"groups": rule["spec"]["groups"]}), encoding="utf-8")
+    shutil.copy(K8S / "monitoring" / "model-alerts.test.yaml", tmp_path)
+    result = subprocess.run([PROMTOOL, "test", "rules", "model-alerts.test.yaml"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode != 0) == fails, result.stdout + result.stderr
