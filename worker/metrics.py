@@ -55,9 +55,11 @@ class WorkerMetrics:
         self.shadow_disagreements = Counter(
             "lstm_worker_shadow_disagreements", "Shadow-scored records labelled otherwise, by primary and shadow label",
             ["primary", "shadow"], registry=r)
-        self.shadow_skipped = Counter(
-            "lstm_worker_shadow_skipped", "Records not shadow-scored (or their shadow labels not sent) under load",
-            registry=r)
+        self.shadow_skipped = Counter("lstm_worker_shadow_skipped", "Labelled records not shadow-scored, under load",
+                                      registry=r)
+        self.shadow_labels_dropped = Counter(
+            "lstm_worker_shadow_labels_dropped", "Shadow labels not sent to --shadow-topic while the primary's sends "
+            "were held", registry=r)
         self.model_swaps = Counter("lstm_worker_model_swaps", "Switches to a newly promoted model", registry=r)
         self.model_reload_failures = Counter(
             "lstm_worker_model_reload_failures", "Promoted versions refused at load (the old model kept serving)",

@@ -26,14 +26,9 @@ from collections import OrderedDict
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
-from worker.pipeline.guarantee import Guarantee
+from worker.pipeline.guarantee import OVERDUE_S, Guarantee
 from worker.pipeline.messages import FIRST_DEAD_LETTER, Message, smaller
 from worker.pipeline.send_failures import FailureKind, classify
-
-# A reachable broker acknowledges a send within milliseconds, and the producer retries a request on its own
-# for much longer (its delivery timeout): no acknowledgement for this long means the brokers are unreachable
-# or stuck, which /readyz reports (and fetching pauses) while the producer keeps trying.
-ACK_OVERDUE_S = 10.0
 
 
 class AtLeastOnce(Guarantee):
@@ -55,7 +50,7 @@ class AtLeastOnce(Guarantee):
 
     def publish_shadow(self, messages: list[Message], now: float) -> None:
         if self.stall is not None or self._held:  # the primary's outputs come first; the shadow's are optional
-            self.metrics.shadow_skipped.inc(len(messages))
+            self.metrics.shadow_labels_dropped.inc(len(messages))
             return
         for message in messages:
             self._send(message, now)
@@ -81,7 +76,7 @@ class AtLeastOnce(Guarantee):
             return stalled
         topic, sent_at = next(iter(self._unacknowledged.values()))
         waited = time.monotonic() - sent_at
-        if waited < ACK_OVERDUE_S:
+        if waited < OVERDUE_S:
             return None
         return (f"no acknowledgement from the broker for {waited:.0f} s (sends to {topic!r} wait): check that the "
                 "brokers are reachable; the producer keeps retrying")

@@ -16,6 +16,7 @@ the same ladder (:mod:`worker.pipeline.messages`) and count results the same way
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,11 @@ from worker.pipeline.messages import Message
 from worker.pipeline.ports import Consumer, Producer
 from worker.pipeline.send_failures import advice, backoff_s
 from worker.settings import WorkerSettings
+
+# A reachable broker answers within milliseconds and kafka-python retries a request on its own for much
+# longer: no acknowledgement of a send, or no successful commit, for this long means the brokers are
+# unreachable or stuck, which /readyz reports (and fetching pauses) while the clients keep trying.
+OVERDUE_S = 10.0
 
 
 @dataclass
@@ -51,6 +57,7 @@ class Guarantee:
         self.metrics, self.log = metrics, log
         self.fatal: str | None = None  # set when only a restart helps; the loop then stops and exits 1
         self.stall: Stall | None = None
+        self._commits_failing: tuple[float, str] | None = None  # (since, error) while consumer commits fail
 
     # -- what the loop calls ---------------------------------------------------------------------------
     def publish(self, messages: list[Message], now: float) -> None:
@@ -78,9 +85,13 @@ class Guarantee:
     def problem(self) -> str | None:
         """Why results are not getting out, for /readyz and the pause decision; None while they flow."""
         stall = self.stall
-        if stall is None:
-            return None
-        return f"sends to {stall.topic!r} fail ({stall.error}), retry {stall.attempt} in progress: {stall.fix}"
+        if stall is not None:
+            return f"sends to {stall.topic!r} fail ({stall.error}), retry {stall.attempt} in progress: {stall.fix}"
+        failing = self._commits_failing
+        if failing is not None and time.monotonic() - failing[0] >= OVERDUE_S:
+            return (f"offset commits fail for {time.monotonic() - failing[0]:.0f} s ({failing[1]}): check that the "
+                    "brokers are reachable")
+        return None
 
     # -- shared rules ----------------------------------------------------------------------------------
     def answered(self, message: Message, stored_at: float) -> None:
@@ -126,7 +137,10 @@ class Guarantee:
             self.consumer.commit(offsets)
         except KafkaError as exc:  # CommitFailed, a timeout: the next owner re-reads, never skips
             self.metrics.commits.labels("failed").inc()
-            self.log.warning("commit_failed", error=f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            self.log.warning("commit_failed", error=error)
+            self._commits_failing = (self._commits_failing or (time.monotonic(), error))[0], error
             return
+        self._commits_failing = None
         self.tracker.mark_committed(offsets)
         self.metrics.commits.labels("ok").inc()

@@ -48,7 +48,7 @@ class Shadow:
         if self._random.random() >= self.settings.shadow_sample:
             return
         if self._offered is not None:  # the shadow is behind: the older batch is skipped, not queued
-            self.metrics.shadow_skipped.inc(len(self._offered[0]))
+            self._skip(self._offered[1])
         self._offered = entries, primary
 
     def advance(self, now: float, *, backpressure: bool) -> list[Message]:
@@ -65,7 +65,7 @@ class Shadow:
                 old.engine.close()
                 self.log.info("shadow_model_swapped", old=old.model_id, new=new.model_id, version=new.version)
             if self._offered is not None and backpressure:
-                self.metrics.shadow_skipped.inc(len(self._offered[0]))
+                self._skip(self._offered[1])
                 self._offered = None
             elif self._offered is not None:
                 (entries, primary), self._offered = self._offered, None
@@ -73,6 +73,10 @@ class Shadow:
                 self._running = entries, primary, self._executor.submit(
                     score_as_shadow, served, entries, self.settings.top_k, self.metrics, self.log), served
         return messages
+
+    def _skip(self, primary: list[Any]) -> None:
+        """Count the labelled records of a batch the shadow will not score (dead letters have nothing to compare)."""
+        self.metrics.shadow_skipped.inc(sum(1 for outcome in primary if not isinstance(outcome, codec.Rejection)))
 
     def _compare(self, entries: list[Entry], primary: list[Any], shadow: list[Any],
                  served: ServedModel) -> list[Message]:
