@@ -1,5 +1,6 @@
-"""What changing models costs a running worker: a hot swap (time to switch, throughput dip, peak memory)
-and a shadow model (throughput with and without it), measured side by side in one run.
+"""What changing models costs a running worker, side by side in one run: throughput with and without a
+shadow model, and latency at half load with and without a hot swap in the middle (time to switch, the
+latency it adds, peak memory).
 
     python -m bench.model_swap --bundle artifacts/demo/bundle --data ../shared/data/20news-bydate.tar.gz
 
@@ -13,8 +14,8 @@ import json
 import random
 import shutil
 import signal
-import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -22,12 +23,11 @@ import click
 import numpy as np
 
 from bench.streaming import (
-    collect,
     create_topics,
     free_port,
     measure_worker,
+    offered_load_latency,
     output_consumer,
-    produce,
     rss_mb,
     start_worker,
     wait_http,
@@ -48,23 +48,26 @@ def make_store(bundle: Path, root: Path) -> Path:
     return store
 
 
-def swap_under_load(bootstrap: str, store: Path, texts: list[str], threads: int) -> dict:
-    """Stream ``texts``, promote version 2 a third of the way through; output rate per second around the swap."""
+def latency_run(bootstrap: str, bundle_or_store: Path, texts: list[str], threads: int, rate: float,
+                seconds: float, promote_after_s: float | None) -> dict:
+    """Offer ``rate`` docs/s for ``seconds``; with a store, promote version 2 after ``promote_after_s``."""
     topic = f"swap-{time.time_ns() % 10**9}"
     create_topics(bootstrap, [topic, f"{topic}.labels", f"{topic}.dlq"], 3)
     consumer = output_consumer(bootstrap, f"{topic}.labels", 3)
     port = free_port()
-    worker = start_worker(bootstrap, topic, store, port, threads, "cpu", ["--model-poll-s", "0.2"])
+    worker = start_worker(bootstrap, topic, bundle_or_store, port, threads, "cpu", ["--model-poll-s", "0.2"])
+    promoted: list[float] = []
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", timeout=120)
-        rss_before = rss_mb(worker.pid)
-        produce(bootstrap, topic, [(str(i), json.dumps({"id": str(i), "text": t}).encode())
-                                   for i, t in enumerate(texts)])
-        first = collect(consumer, len(texts) // 3, timeout=300)
-        promoted_at = time.time()
-        ModelStore(store).promote("2")
-        received = {**first, **collect(consumer, len(texts) - len(first), timeout=300)}
-        rss_after = rss_mb(worker.pid)
+        timer = None
+        if promote_after_s is not None:
+            timer = threading.Timer(promote_after_s, lambda: (promoted.append(time.time()),
+                                                              ModelStore(bundle_or_store).promote("2")))
+            timer.start()
+        latency = offered_load_latency(bootstrap, topic, consumer, texts, rate=rate, seconds=seconds)
+        if timer is not None:
+            timer.join()
+        memory = rss_mb(worker.pid)
         worker.send_signal(signal.SIGTERM)
         _, stderr = worker.communicate(timeout=60)
     finally:
@@ -72,20 +75,13 @@ def swap_under_load(bootstrap: str, store: Path, texts: list[str], threads: int)
             worker.kill()
         consumer.close()
     events = {e["event"]: e for e in map(_json, stderr.splitlines()) if e}
-    times = np.array(sorted(received.values()))
-    per_second = np.histogram(times, bins=np.arange(times[0], times[-1] + 1, 1.0))[0]
-    window = (times >= promoted_at) & (times < promoted_at + 2)
-    steady = len(times) / (times[-1] - times[0])
-    return {
-        "docs": len(texts), "outputs": len(received), "steady_docs_per_s": round(steady, 1),
-        "docs_per_s_in_the_2_s_after_promote": round(window.sum() / 2, 1),
-        "slowest_second_docs": int(per_second.min()) if len(per_second) else None,
-        "load_beside_s": events.get("model_loaded_beside", {}).get("load_s"),
-        "promote_to_swap_s": _seconds_between(promoted_at, events.get("model_swapped")),
-        "swapped": "model_swapped" in events,
-        "rss_mb_before": rss_before["rss_mb"], "rss_mb_after": rss_after["rss_mb"],
-        "peak_rss_mb": rss_after["peak_rss_mb"],
-    }
+    result = {**latency, "rss_mb": memory["rss_mb"], "peak_rss_mb": memory["peak_rss_mb"]}
+    if promote_after_s is not None:
+        result.update(swapped="model_swapped" in events,
+                      load_beside_s=events.get("model_loaded_beside", {}).get("load_s"),
+                      promote_to_swap_s=(_seconds_between(promoted[0], events.get("model_swapped"))
+                                         if promoted else None))
+    return result
 
 
 def _json(line: str) -> dict | None:
@@ -117,9 +113,6 @@ def main(bundle: Path, data: str, docs: int, rounds: int, threads: int, output: 
     texts = [dataset.test_texts[i] for i in rng.sample(range(len(dataset.test_texts)), docs)]
     result: dict = {"bundle": str(bundle), "docs": docs, "threads": threads,
                     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with tempfile.TemporaryDirectory() as scratch, DevBroker() as broker:
-        click.echo("hot swap under load ...")
-        result["swap"] = swap_under_load(broker.bootstrap_servers, make_store(bundle, Path(scratch)), texts, threads)
     plain, shadowed = [], []
     for round_no in range(rounds):
         for name, extra, into in (("without", (), plain), ("with", ("--shadow-model", str(bundle)), shadowed)):
@@ -130,6 +123,13 @@ def main(bundle: Path, data: str, docs: int, rounds: int, threads: int, output: 
                                            extra=extra)["docs_per_s"])
     result["shadow"] = {"without_docs_per_s": plain, "with_docs_per_s": shadowed,
                         "ratio_of_medians": round(float(np.median(shadowed) / np.median(plain)), 3)}
+    rate = float(np.median(plain)) / 2
+    click.echo(f"latency at half load ({rate:.0f} docs/s), without and with a swap 4 s in ...")
+    with tempfile.TemporaryDirectory() as scratch, DevBroker() as broker:
+        result["half_load_without_swap"] = latency_run(broker.bootstrap_servers, bundle, texts, threads, rate,
+                                                       seconds=12, promote_after_s=None)
+        result["half_load_with_swap"] = latency_run(broker.bootstrap_servers, make_store(bundle, Path(scratch)),
+                                                    texts, threads, rate, seconds=12, promote_after_s=4.0)
     output.mkdir(parents=True, exist_ok=True)
     path = output / f"model-swap-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
