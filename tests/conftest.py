@@ -74,3 +74,15 @@ def schema_broker(tmp_path: Path) -> Iterator[SchemaBroker]:
     """A fresh Tansu with a file schema registry: ``reject_records(topic)`` makes a topic refuse every record."""
     with SchemaBroker(tmp_path / "broker") as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def two_version_store(tiny_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A model store with versions 1 (CURRENT) and 2 of the tiny model, exported by the real ``lstm-export``;
+    with the second export's output. Tests copy it before they change it."""
+    store = tmp_path_factory.mktemp("store") / "models"
+    for version in ("1", "2"):
+        result = run_cli("lstm-export", "--checkpoint", str(tiny_checkpoint_dir), "--store", str(store),
+                         "--version", version, "--name", "tiny")
+        assert result.returncode == 0, result.stdout + result.stderr
+    return store, result.stdout

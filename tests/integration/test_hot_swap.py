@@ -13,8 +13,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 from core.model_store import CURRENT_FILE
 from tests.support.data import json_records
 from tests.support.kafka import create_stream, produce, read_until
@@ -22,16 +20,6 @@ from tests.support.model import run_cli
 from tests.support.workers import in_background, mode_flags, wait_until
 
 POLL_FLAGS = ("--model-poll-s", "0.5")
-
-
-@pytest.fixture(scope="module")
-def exported_store(tiny_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = tmp_path_factory.mktemp("swap-store") / "models"
-    for version in ("1", "2"):
-        result = run_cli("lstm-export", "--checkpoint", str(tiny_checkpoint_dir), "--store", str(store),
-                         "--version", version, "--name", "tiny")
-        assert result.returncode == 0, result.stdout + result.stderr
-    return store
 
 
 def labels_by_partition(messages) -> dict[int, list[tuple[int, str]]]:
@@ -44,9 +32,9 @@ def labels_by_partition(messages) -> dict[int, list[tuple[int, str]]]:
 
 
 def test_promote_mid_stream_then_refuse_a_tampered_version(broker, workers, news_docs, unique_name, mode,
-                                                          exported_store: Path, tmp_path: Path) -> None:
+                                                          two_version_store: tuple[Path, str], tmp_path: Path) -> None:
     store = tmp_path / "models"
-    shutil.copytree(exported_store, store)
+    shutil.copytree(two_version_store[0], store)
     bootstrap = broker.bootstrap_servers
     topic, labels, dlq = create_stream(bootstrap, unique_name, partitions=3)
     worker = workers.start(bootstrap, topic, f"{unique_name}-g", "--model", str(store), *POLL_FLAGS,

@@ -23,13 +23,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def exported_store(tiny_checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = tmp_path_factory.mktemp("store") / "models"
-    for version in ("1", "2"):
-        result = run_cli("lstm-export", "--checkpoint", str(tiny_checkpoint_dir), "--store", str(store),
-                         "--version", version, "--name", "tiny")
-        assert result.returncode == 0, result.stdout + result.stderr
-    assert "CURRENT stays 1" in result.stdout and "lstm-worker promote --store" in result.stdout
+def exported_store(two_version_store: tuple[Path, str]) -> Path:
+    store, last_export_output = two_version_store
+    assert "CURRENT stays 1" in last_export_output and "lstm-worker promote --store" in last_export_output
     return store
 
 
