@@ -43,5 +43,21 @@ def classification_metrics(y_true, scores: np.ndarray, label_names: list[str]) -
     }
 
 
+CONFIDENCE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def confidence_coverage(y_true, probabilities: np.ndarray, thresholds=CONFIDENCE_THRESHOLDS) -> list[dict]:
+    """Per threshold t: the share of documents whose top probability is at least t (what the worker keeps with
+    ``--min-confidence t``; the rest go to review) and the accuracy on that share."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    top, predicted = probabilities.max(axis=1), probabilities.argmax(axis=1)
+    rows = []
+    for t in thresholds:
+        kept = top >= t
+        rows.append({"min_confidence": t, "coverage": round(float(kept.mean()), 4),
+                     "accuracy": round(float((predicted[kept] == y_true[kept]).mean()), 4) if kept.any() else None})
+    return rows
+
+
 def confusion(y_true, y_pred, num_classes: int) -> np.ndarray:
     return confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))

@@ -21,7 +21,7 @@ from training.config import TrainConfig
 from training.data import load_dataset, load_evaluation_rows
 from training.ensemble import member_dataset, train_ensemble
 from training.exceptions import TrainingError
-from training.metrics import classification_metrics
+from training.metrics import classification_metrics, confidence_coverage
 from training.model import HybridClassifier, build_model
 from training.predict import encode_all, predict_logits, softmax
 from training.readers import BadRow
@@ -109,6 +109,7 @@ def run_training(config: TrainConfig, log: Log = print) -> dict:
         "history": result.history,
         "config": config.to_dict(),
         "model_config": result.model.config.to_dict(),
+        "confidence": confidence_coverage(dataset.test_labels, probabilities),
     })
     if ensemble:
         metrics["members"] = result.members

@@ -89,4 +89,10 @@ def summary_table(metrics: dict) -> str:
     if "train_seconds" in metrics:
         lines.append(f"{'train s':<12}" + "".join(
             f"{values['train_seconds']:>14.1f}" if "train_seconds" in values else f"{'':>14}" for _, values in columns))
+    if metrics.get("confidence"):
+        lines += ["", "lstm-worker --min-confidence T keeps the labels scoring T or more (the rest go to review):",
+                  f"{'T':<12}{'kept':>14}{'accuracy':>14}"]
+        for row in metrics["confidence"]:
+            accuracy = f"{row['accuracy']:>14.4f}" if row["accuracy"] is not None else f"{'-':>14}"
+            lines.append(f"{row['min_confidence']:<12}{row['coverage']:>14.1%}{accuracy}")
     return "\n".join(lines)

@@ -32,6 +32,7 @@ class ClassifySettings:
     text_field: str
     input_format: str
     max_message_bytes: int
+    min_confidence: float
 
 
 def numbered_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
@@ -80,7 +81,8 @@ def classify_chunk(
     lines = []
     for (number, line), item in zip(chunk, decoded, strict=True):
         if isinstance(item, codec.Decoded):
-            body = codec.output_body(record_id=item.id, prediction=next(predictions), model_id=model_id, source=None)
+            body = codec.output_body(record_id=item.id, prediction=next(predictions), model_id=model_id, source=None,
+                                     min_confidence=settings.min_confidence)
         else:
             body = codec.error_body(_json_id(line, number), item)
         lines.append(codec.to_json(body))
@@ -118,7 +120,7 @@ def open_output(output_path: str) -> IO[str]:
 @option("--output", "output_path", default="-", help="JSONL file to write, '-' for stdout.")
 def classify(texts: tuple[str, ...], model: Path, input_path: str | None, output_path: str, batch_size: int,
              rows_per_call: int, tokens_per_call: int, provider: str, threads: int, input_format: str,
-             text_field: str, top_k: int, max_message_bytes: int) -> None:
+             text_field: str, top_k: int, min_confidence: float, max_message_bytes: int) -> None:
     """Classify TEXT arguments, or lines of --input (JSONL or plain text), into JSONL predictions.
 
     One output line per input line, in input order, the same JSON as
@@ -135,7 +137,8 @@ def classify(texts: tuple[str, ...], model: Path, input_path: str | None, output
     """
     if not text_field:
         raise click.BadParameter("must not be empty", param_hint="--text-field")
-    settings = ClassifySettings(top_k, text_field, "text" if texts else input_format, max_message_bytes)
+    settings = ClassifySettings(top_k, text_field, "text" if texts else input_format, max_message_bytes,
+                                min_confidence)
     engine = open_engine(model, provider=provider, threads=threads, rows_per_call=rows_per_call,
                          tokens_per_call=tokens_per_call)
     source = open_input(texts, input_path)

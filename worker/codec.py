@@ -152,17 +152,34 @@ def _json_kind(value: Any) -> str:
     return {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "value")
 
 
-def output_body(*, record_id: Any, prediction: Any, model_id: str, source: SourceRef | None) -> dict[str, Any]:
-    """The label message: what ``run`` publishes and ``classify`` writes (``classify`` has no ``source``)."""
+def rounded_score(prediction: Any) -> float:
+    """The top score as outputs carry it; confidence routing compares this, so a reader can check it."""
+    return round(float(prediction.score), 6)
+
+
+def low_confidence(prediction: Any, min_confidence: float) -> bool:
+    return rounded_score(prediction) < min_confidence
+
+
+def output_body(*, record_id: Any, prediction: Any, model_id: str, source: SourceRef | None,
+                min_confidence: float = 0.0, for_review: bool = False) -> dict[str, Any]:
+    """The label message: what ``run`` publishes and ``classify`` writes (``classify`` has no ``source``).
+
+    Below ``min_confidence`` it says so (``low_confidence``); sent for review, it also says why.
+    """
     body: dict[str, Any] = {
         "id": record_id,
         "label": prediction.label,
-        "score": round(float(prediction.score), 6),
+        "score": rounded_score(prediction),
         "top_k": [{"label": name, "score": round(float(p), 6)} for name, p in prediction.top_k],
         "model": model_id,
     }
     if source is not None:
         body["source"] = {"topic": source.topic, "partition": source.partition, "offset": source.offset}
+    if low_confidence(prediction, min_confidence):
+        body["low_confidence"] = True
+        if for_review:
+            body["review_reason"] = f"top score {body['score']} is below --min-confidence {min_confidence}"
     return body
 
 

@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+_CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -15,6 +16,11 @@ class WorkerMetrics:
         r = self.registry
         self.records_in = Counter("lstm_worker_records_in", "Records polled from the input topic", registry=r)
         self.records_out = Counter("lstm_worker_records_out", "Labels acknowledged by the broker", registry=r)
+        self.labels = Counter("lstm_worker_labels", "Labels stored, by label (review included)", ["label"], registry=r)
+        self.confidence = Histogram("lstm_worker_confidence", "Top-1 score of stored labels",
+                                    buckets=_CONFIDENCE_BUCKETS, registry=r)
+        self.routed_to_review = Counter("lstm_worker_review", "Labels sent to --review-topic (below --min-confidence)",
+                                        registry=r)
         self.dead_letters = Counter("lstm_worker_dead_letters", "Records dead-lettered, by reason",
                                     ["reason"], registry=r)
         self.send_errors = Counter(

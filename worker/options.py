@@ -104,6 +104,9 @@ def engine_options(*, batch_size: int, batch_help: str) -> Callable:
                help="auto: a JSON object is JSON, anything else text (see docs/worker.md); json; text."),
         option("--text-field", default="text", help="JSON field holding the text."),
         option("--top-k", default=3, type=click.IntRange(1), help="How many best labels each output lists."),
+        option("--min-confidence", default=0.0, type=click.FloatRange(0, 1),
+               help="Labels whose top score is below this carry \"low_confidence\": true; run --review-topic sends "
+                    "them there instead (0 = off; choosing it: docs/worker.md)."),
         option("--max-message-bytes", default=1_000_000, type=click.IntRange(1),
                help="Larger inputs are not classified: dead-lettered (run) or an error record (classify), "
                     "as 'oversize'."),

@@ -31,6 +31,9 @@ from worker.settings import (
 @option("--model-poll-s", default=10.0, type=click.FloatRange(min=0.1),
         help="With --model naming a store: how often CURRENT is checked; a new version is loaded and self-tested "
              "beside the serving one, then swapped in without a restart (SIGHUP checks at once).")
+@option("--review-topic", default=None,
+        help="Where labels below --min-confidence go instead of --output-topic (same JSON plus the reason, same key "
+             "and headers, same delivery guarantee).")
 @option("--shadow-model", default=None, type=click.Path(path_type=Path),
         help="A bundle or store whose model scores the same batches after the primary answered; only metrics (and "
              "--shadow-topic) see its results. A store is watched like --model's.")
@@ -151,6 +154,8 @@ def run_worker(settings: WorkerSettings) -> int:
         sink.check_topic(settings.dlq_topic, "--dlq-topic")
         if settings.shadow_topic:
             sink.check_topic(settings.shadow_topic, "--shadow-topic")
+        if settings.review_topic:
+            sink.check_topic(settings.review_topic, "--review-topic")
         if settings.exactly_once:
             sink.init_transactions()  # aborts a predecessor's open transaction with the same --transactional-id
         if settings.metrics_port:

@@ -73,6 +73,9 @@ class WorkerSettings:
     shadow_model: Path | None = None
     shadow_sample: float = 1.0
     shadow_topic: str | None = None
+    # Labels whose top score is below min_confidence go to review_topic (or carry low_confidence: true).
+    min_confidence: float = 0.0
+    review_topic: str | None = None
     bootstrap_servers: tuple[str, ...] = ("localhost:9092",)
     group_id: str = "lstm-worker"
     output_topic: str = ""
@@ -202,10 +205,18 @@ def build_settings(
     _require(output_topic != topic, "--output-topic", "the output topic must differ from the input topic")
     _require(dlq_topic != topic, "--dlq-topic", "the dead-letter topic must differ from the input topic")
     _require(dlq_topic != output_topic, "--dlq-topic", "the dead-letter topic must differ from the output topic")
+    review_topic = rest.get("review_topic")
+    if "min_confidence" in rest:
+        _require(0 <= rest["min_confidence"] <= 1, "--min-confidence",
+                 f"must be in [0, 1], got {rest['min_confidence']}")
+    if review_topic:
+        _require(rest.get("min_confidence", 0) > 0, "--review-topic", "needs --min-confidence above 0")
+        _require(review_topic not in (topic, output_topic, dlq_topic), "--review-topic",
+                 "must differ from the input, output and dead-letter topics")
     shadow_topic = rest.get("shadow_topic")
     if shadow_topic:
         _require(rest.get("shadow_model") is not None, "--shadow-topic", "needs --shadow-model")
-        _require(shadow_topic not in (topic, output_topic, dlq_topic), "--shadow-topic",
+        _require(shadow_topic not in (topic, output_topic, dlq_topic, review_topic), "--shadow-topic",
                  "must differ from the input, output and dead-letter topics")
     if "shadow_sample" in rest:
         _require(0 < rest["shadow_sample"] <= 1, "--shadow-sample", f"must be in (0, 1], got {rest['shadow_sample']}")

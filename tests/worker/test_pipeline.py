@@ -59,8 +59,11 @@ class Run:
         return self.broker.records(f"{TOPIC}.dlq")
 
     def answered(self) -> dict[tuple[int, int], str]:
-        """(partition, offset) -> "label" or the dead letter's error.type; a duplicate fails the test."""
+        """(partition, offset) -> "label", "review" or the dead letter's error.type; a duplicate fails the test."""
         out: dict[tuple[int, int], str] = {}
+        for w in self.broker.records(f"{TOPIC}.review"):
+            body = json.loads(w.value)
+            out[(body["source"]["partition"], body["source"]["offset"])] = "review"
         for body in self.labels():
             key = (body["source"]["partition"], body["source"]["offset"])
             assert key not in out, f"answered twice: {key}"
@@ -75,13 +78,14 @@ class Run:
 
 def run_pipeline(mode: str, records: list[InputRecord], *, until: Callable[[Run], bool] | None = None,
                  during: Callable[[Run, FakeConsumer], None] | None = None, engine: FakeEngine | None = None,
-                 shadow_engine: FakeEngine | None = None, timeout_s: float = 20, **producer_options) -> Run:
+                 shadow_engine: FakeEngine | None = None, timeout_s: float = 20, settings_options: dict | None = None,
+                 **producer_options) -> Run:
     settings = build_settings(topic=TOPIC, model=Path("unused"), exactly_once=mode == "exactly-once",
                               transactional_id="t-0" if mode == "exactly-once" else None, batch_size=16,
                               max_wait_ms=5, commit_interval_ms=10, send_retry_backoff_max_s=0.2,
                               shutdown_timeout_s=5, max_message_bytes=200_000,
                               shadow_model=Path("unused") if shadow_engine else None,
-                              shadow_topic=f"{TOPIC}.shadow" if shadow_engine else None)
+                              shadow_topic=f"{TOPIC}.shadow" if shadow_engine else None, **(settings_options or {}))
     broker, log, metrics, tracker = FakeBroker(), RecordingLog(), WorkerMetrics(), OffsetTracker()
     health = HealthState(30)
     health.model_loaded = True
@@ -309,3 +313,21 @@ def test_a_shadow_model_changes_no_primary_output_and_every_scored_record_is_cou
     shadow_labels = [json.loads(w.value) for w in shadowed.broker.records(f"{TOPIC}.shadow")]
     assert len(shadow_labels) == scored and {b["model"] for b in shadow_labels} == {"shadow@2"}
     assert shadowed.broker.committed == alone.broker.committed
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_low_confidence_labels_go_to_review_and_the_rest_are_flagged_without_a_review_topic(mode: str) -> None:
+    records = [doc(0, o, "word " * (1 + o % 9)) for o in range(36)] + [record(0, 36, b"\xff")]
+    routed = run_pipeline(mode, records, settings_options={"min_confidence": 0.8, "review_topic": f"{TOPIC}.review"})
+    answers = routed.answered()
+    assert set(answers) == {(0, o) for o in range(37)} and answers[(0, 36)] == "invalid_utf8"
+    review = [json.loads(w.value) for w in routed.broker.records(f"{TOPIC}.review")]
+    assert review and routed.labels()
+    assert all(b["score"] < 0.8 and b["low_confidence"] and "review_reason" in b for b in review)
+    assert all(b["score"] >= 0.8 and "low_confidence" not in b for b in routed.labels())
+    assert routed.metrics.routed_to_review._value.get() == len(review)
+    assert routed.broker.committed[TopicPartition(TOPIC, 0)] == 37
+    flagged = run_pipeline(mode, records, settings_options={"min_confidence": 0.8})
+    assert len(flagged.labels()) == 36 and not flagged.broker.records(f"{TOPIC}.review")
+    assert {b["source"]["offset"] for b in flagged.labels() if b.get("low_confidence")} == {
+        b["source"]["offset"] for b in review}

@@ -103,6 +103,10 @@ class Guarantee:
             self.metrics.dead_letters.labels(reason).inc()
             return
         self.metrics.records_out.inc()
+        self.metrics.labels.labels(message.outcome.label).inc()
+        self.metrics.confidence.observe(message.outcome.score)
+        if message.topic == self.settings.review_topic:
+            self.metrics.routed_to_review.inc()
         timestamp_ms = message.entry.record.timestamp_ms
         if timestamp_ms > 0:
             self.metrics.end_to_end_seconds.observe(max(0.0, stored_at - timestamp_ms / 1000))

@@ -94,10 +94,12 @@ def render(entry: Entry, outcome: Any, settings: WorkerSettings, model_id: str, 
         rung = FIRST_DEAD_LETTER if isinstance(outcome, codec.Rejection) else 0
     step, record = LADDER[rung], entry.record
     if step.label:
+        # Below --min-confidence a label goes to --review-topic instead, when there is one (same key and headers).
+        review = bool(settings.review_topic) and codec.low_confidence(outcome, settings.min_confidence)
         body = codec.output_body(record_id=entry.decoded.id, prediction=outcome, model_id=model_id,
-                                 source=entry.source)
-        return Message(entry, outcome, rung, settings.output_topic, record.key, codec.to_json(body).encode("utf-8"),
-                       codec.output_headers(record.headers, model_id))
+                                 source=entry.source, min_confidence=settings.min_confidence, for_review=review)
+        return Message(entry, outcome, rung, settings.review_topic if review else settings.output_topic, record.key,
+                       codec.to_json(body).encode("utf-8"), codec.output_headers(record.headers, model_id))
     rejection = outcome if isinstance(outcome, codec.Rejection) else _OUTPUT_TOO_LARGE
     headers = codec.dead_letter_headers(record.headers if step.keep_headers else [], rejection, entry.source)
     value = record.value
