@@ -46,6 +46,8 @@ class WorkerMetrics:
                                   ["topic", "partition"], registry=r)
         self.in_flight = Gauge("lstm_worker_in_flight", "Records polled but not yet acknowledged", registry=r)
         self.paused = Gauge("lstm_worker_fetch_paused", "1 while fetching is paused for backpressure", registry=r)
+        self.ready = Gauge("lstm_worker_ready", "1 while /readyz answers 200 (alert on pods not ready for long)",
+                           registry=r)
         self.assigned_partitions = Gauge("lstm_worker_assigned_partitions", "Partitions assigned", registry=r)
         self.commits = Counter("lstm_worker_commits", "Offset commits, by outcome", ["outcome"], registry=r)
         self.model_info = Info("lstm_worker_model", "The model bundle being served", registry=r)

@@ -194,6 +194,7 @@ class Pipeline:
         self.metrics.in_flight.set(in_flight)
         # While results cannot get out, more input would only queue up behind them.
         self.health.send_problem = problem = self.guarantee.problem()
+        self.metrics.ready.set(1 if self.health.ready()[0] else 0)
         limit = self.settings.in_flight_limit
         if not self._paused and (in_flight >= limit or problem):
             self.consumer.pause()
