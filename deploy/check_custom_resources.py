@@ -74,6 +74,21 @@ MODEL_SWAP_HEADROOM = 256 * 2**20
 CPU_POD_MEMORY = 2**30  # the base's one-model limit (docs/deploy.md, "Sizing")
 SKEW_ALERT, RELOAD_ALERT = "LstmWorkerModelVersionSkew", "LstmWorkerModelReloadFailed"
 MODEL_INFO, RELOAD_FAILURES = "lstm_worker_model_info", "lstm_worker_model_reload_failures_total"
+# The label a Prometheus Operator selects ServiceMonitors and PrometheusRules on: kube-prometheus-stack's
+# default selectors are `release: <its Helm release name>` (docs/deploy.md#monitoring).
+SELECTOR_LABEL = "release"
+SEVERITIES = {"critical", "warning", "info"}
+# Alerts the worker's rules must keep, and the metric each one watches (issue 17: a stuck worker freezes
+# the lag gauge, so the pause itself and the send stall must alert).
+REQUIRED_ALERTS = {
+    "LstmWorkerFetchPaused": "lstm_worker_fetch_paused",
+    "LstmWorkerSendStalled": "lstm_worker_send_stalled",
+    "LstmWorkerNoOutput": "lstm_worker_records_out_total",
+    "LstmWorkerNotReady": "lstm_worker_ready",
+    "LstmWorkerDeadLetters": "lstm_worker_dead_letters_total",
+    "LstmWorkerCommitFailures": "lstm_worker_commits_total",
+    "LstmWorkerTransactionsAborted": "lstm_worker_commits_total",
+}
 DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?$")
 KAFKA_TRIGGER_REQUIRED = ("bootstrapServers", "consumerGroup", "topic", "lagThreshold")
 KEDA_SASL_MODES = {"none", "plaintext", "scram_sha256", "scram_sha512", "gssapi", "oauthbearer"}
@@ -256,7 +271,17 @@ def check_service_monitor(obj: Obj, objs: list[Obj]) -> list[str]:
         if endpoint.get("port") not in port_names:
             port = endpoint.get("port")
             problems.append(f"{where}: endpoints[{index}].port {port!r} is no port of the selected Service")
+    if obj["metadata"].get("name") == WORKER_NAME:
+        problems += check_selector_label(obj)
     return problems
+
+
+def check_selector_label(obj: Obj) -> list[str]:
+    """The worker's ServiceMonitor and PrometheusRule carry the label Prometheus Operator installs select on."""
+    if str((obj["metadata"].get("labels") or {}).get(SELECTOR_LABEL, "")).strip():
+        return []
+    return [f"{key(obj)}: needs the label {SELECTOR_LABEL}: <Prometheus' Helm release> (kube-prometheus-stack "
+            "selects ServiceMonitors and PrometheusRules on it; without it the object is silently ignored)"]
 
 
 def check_prometheus_rule(obj: Obj, objs: list[Obj]) -> list[str]:
@@ -279,6 +304,34 @@ def check_prometheus_rule(obj: Obj, objs: list[Obj]) -> list[str]:
                 problems.append(f"{at}.rules[{r_index}]: needs exactly one of alert and record")
     if obj["metadata"].get("name") == WORKER_NAME:
         problems += check_model_alerts(obj, objs)
+        problems += check_worker_alerts(obj)
+        problems += check_selector_label(obj)
+    return problems
+
+
+def check_worker_alerts(obj: Obj) -> list[str]:
+    """Every alert has a severity, a summary and a description; the alerts for a stuck worker exist, and
+    send errors (one oversize record dead-lettered is one) never page."""
+    where = key(obj)
+    alerts = {rule.get("alert"): rule for group in (obj.get("spec") or {}).get("groups") or []
+              for rule in group.get("rules") or [] if rule.get("alert")}
+    problems = []
+    for name, rule in alerts.items():
+        severity = (rule.get("labels") or {}).get("severity")
+        if severity not in SEVERITIES:
+            problems.append(f"{where}: alert {name} needs a severity label in {sorted(SEVERITIES)}, got {severity!r}")
+        annotations = rule.get("annotations") or {}
+        for field in ("summary", "description"):
+            if not str(annotations.get(field, "")).strip():
+                problems.append(f"{where}: alert {name} needs a {field} annotation (the description names the fix)")
+    for name, metric in REQUIRED_ALERTS.items():
+        if name not in alerts or metric not in str(alerts[name].get("expr", "")):
+            problems.append(f"{where}: alert {name} on {metric} is required")
+    for name, rule in alerts.items():
+        if "lstm_worker_send_errors_total" in str(rule.get("expr", "")) and \
+                (rule.get("labels") or {}).get("severity") == "critical":
+            problems.append(f"{where}: alert {name} pages on send errors: one oversize record is dead-lettered as "
+                            "designed and counts as one; page on lstm_worker_send_stalled instead")
     return problems
 
 

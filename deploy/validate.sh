@@ -155,7 +155,12 @@ groups = [g for doc in yaml.safe_load_all(open(sys.argv[1])) if doc and doc.get(
 yaml.safe_dump({"groups": groups}, open(sys.argv[2], "w"), sort_keys=False)
 PYEOF
     cp deploy/k8s/monitoring/*.test.yaml "$rules/"
-    if (cd "$rules" && "$PROMTOOL" check rules model-rules.yaml && "$PROMTOOL" test rules ./*.test.yaml) \
+    # Every alert must have at least one unit test (an `alertname:` in some *.test.yaml).
+    untested="$(grep -ho '^ *- alert: *[A-Za-z0-9_]*' "$rules/model-rules.yaml" | sed 's/.*alert: *//' | sort -u \
+        | while read -r alert; do grep -qE "alertname: *$alert\$" "$rules"/*.test.yaml || echo "$alert"; done)"
+    if [[ -n "$untested" ]]; then
+        record "promtool deploy/k8s/monitoring" "FAILED: alerts without a unit test: $(echo $untested)"
+    elif (cd "$rules" && "$PROMTOOL" check rules model-rules.yaml && "$PROMTOOL" test rules ./*.test.yaml) \
             > "$OUT/promtool.log" 2>&1; then
         record "promtool deploy/k8s/monitoring" "ok ($(grep -o '[0-9]* rules found' "$OUT/promtool.log"), $(ls "$rules"/*.test.yaml | wc -l) test file(s))"
     else
