@@ -82,7 +82,8 @@ def prometheus(binary: str, target: str, tmp_path: Path) -> Iterator[str]:
                         break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, "prometheus not ready in 30 s:\n" + (tmp_path / "prometheus.log").read_text()
+            log = (tmp_path / "prometheus.log").read_text()
+            assert time.monotonic() < deadline, "prometheus not ready in 30 s:\n" + log
             time.sleep(0.2)
         yield url
     finally:
@@ -160,7 +161,7 @@ def test_prometheus_scrapes_a_live_worker(broker, workers, news_docs, unique_nam
         assert float(query(url, "up")[0]["value"][1]) == 1
 
         # Every panel query runs on the real engine.
-        for title, promql in dashboard.queries():
+        for _title, promql in dashboard.queries():
             api(url, "/api/v1/query", query=promql)  # asserts status success
         throughput = query(url, "sum(rate(lstm_worker_records_in_total[1m]))")
         assert throughput and float(throughput[0]["value"][1]) > 0
