@@ -9,7 +9,7 @@ kubernetes-validate knows only built-in kinds, so this script:
 - rejects any other custom resource (an unknown kind is a kind nobody checked),
 - checks the worker's operational policy on the built-in kinds (``check_worker_policy``): the
   disruption budget lets NotReady pods be evicted, rolled pods wait minReadySeconds, the
-  cooperative-sticky assignor, no Namespace next to the workload, metrics ingress restricted
+  the assignor set explicitly (range), no Namespace next to the workload, metrics ingress restricted
   to named peers, one scrape path, the Kafka Secret required and mounted key by key where SASL
   or TLS is used, exactly-once only on a StatefulSet (Parallel, headless service), GPU pods
   Guaranteed with room for the CUDA kernel cache in /tmp,
@@ -58,7 +58,7 @@ WORKER_NAME = "lstm-worker"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 # Seconds a rolled pod stays Ready before the next is touched (bench/rolling_restart.py measured 10).
 MIN_READY_SECONDS = 10
-ASSIGNMENT_STRATEGY = "cooperative-sticky"
+ASSIGNMENT_STRATEGY = "range"
 # 6 s: the lowest a stock broker accepts (group.min.session.timeout.ms); measured to halve the rollout pause.
 SESSION_TIMEOUT_MS = (6000, 6000)
 TRUE = {"1", "true", "yes", "on"}

@@ -11,7 +11,7 @@
 #   6. check and unit-test the alert rules (promtool check rules / test rules, on the
 #      PrometheusRule's spec and deploy/k8s/monitoring/*.test.yaml).
 # Step 3 also enforces the worker's operational policy on each render (PDB eviction policy,
-# minReadySeconds, cooperative-sticky assignor, no Namespace beside the workload, metrics
+# minReadySeconds, the assignor set explicitly, no Namespace beside the workload, metrics
 # ingress restricted, one scrape path, exactly-once only as a StatefulSet, the model store's
 # RWX claim read-only in workers, promote only after export, the model alerts, ...).
 # Tools live in their own venv (default .venv-deploy at the repo root), created and

@@ -129,9 +129,12 @@ class RebalanceListener(AsyncConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned):  # noqa: ANN001
         partitions = sorted(assigned)
+        # A partition still held (assigned again with no revocation in between, which a client should not do)
+        # is rewound to its first unanswered record too: its in-flight state is dropped on assignment.
+        rewind = {**self._hooks.resume_offsets(partitions), **self._rewind}
         for tp in partitions:
-            if tp in self._rewind:
-                self._consumer.seek(tp, self._rewind[tp])  # local state only: allowed on the I/O thread
+            if tp in rewind:
+                self._consumer.seek(tp, rewind[tp])  # local state only: allowed on the I/O thread
         self._rewind = {}
         self._hooks.assigned(partitions)
 
@@ -181,6 +184,17 @@ class KafkaSource:
     def group_metadata(self) -> Any:
         """Generation and member id: lets the broker fence a zombie member's transactional offsets (KIP-447)."""
         return self.consumer.group_metadata()
+
+    def membership_in_doubt(self) -> bool:
+        """True while no heartbeat was answered for longer than the session timeout.
+
+        The process was frozen, or starved, or the coordinator is unreachable: the group may already have
+        given our partitions to another member, and a commit now could move their offsets back (a broker
+        without KIP-447's generation check on transactional offsets accepts it). The pipeline commits nothing
+        until a heartbeat is answered again or the loss is known. kafka-python has no public call for this.
+        """
+        heartbeat = getattr(getattr(self.consumer, "_coordinator", None), "heartbeat", None)
+        return bool(heartbeat is not None and heartbeat.session_timeout_expired())
 
     def lag(self) -> dict[TopicPartition, int]:
         """High watermark minus position, from the last fetch (no extra round trip)."""

@@ -52,11 +52,21 @@ class OffsetTracker:
         self._in_flight = 0
 
     def assign(self, partitions: list[TopicPartition]) -> None:
-        """Start tracking newly assigned partitions; only owned partitions accept records."""
+        """Start tracking assigned partitions afresh; only owned partitions accept records.
+
+        A partition assigned again without a revocation in between (a client that skipped the callback) starts
+        over as if revoked: the consumer reads it again from the group's offset, and the old state's records
+        are dropped rather than registered out of order.
+        """
         with self._lock:
             for tp in partitions:
-                if tp not in self._states:
-                    self._states[tp] = _PartitionState(self._epochs.get(tp, 0))
+                old = self._states.pop(tp, None)
+                epoch = self._epochs.get(tp, 0)
+                if old is not None:
+                    epoch = old.epoch + 1
+                    self._in_flight -= sum(1 for done in old.pending.values() if not done)
+                self._epochs[tp] = epoch
+                self._states[tp] = _PartitionState(epoch)
 
     def register(self, tp: TopicPartition, offset: int) -> Ticket | None:
         """A ticket for a polled record, or ``None`` if its partition is not (or no longer) ours.

@@ -60,9 +60,10 @@ from worker.settings import (
         help="Consumer group session timeout; a dead worker's partitions move after this long.")
 @option("--max-poll-interval-ms", default=60_000, type=click.IntRange(1),
         help="The group gives up on a worker that does not poll for this long (also the rebalance timeout).")
-@option("--assignment-strategy", default="cooperative-sticky", type=click.Choice(ASSIGNMENT_STRATEGIES),
-        help="How the group shares partitions; cooperative-sticky moves only the partitions that change owner. "
-             "Every member of a group must use the same protocol (see docs/worker.md before switching).")
+@option("--assignment-strategy", default="range", type=click.Choice(ASSIGNMENT_STRATEGIES),
+        help="How the group shares partitions: range or roundrobin (eager: every rebalance pauses the group), or "
+             "cooperative-sticky (incremental; see docs/worker.md for its limits with this client). Every member of "
+             "a group must use the same protocol.")
 @option("--shutdown-timeout-s", default=20.0, type=float,
         help="Drain budget on SIGTERM: finish in-flight work, store results, commit and leave within this long.")
 @option("--send-retry-backoff-max-s", default=30.0, type=float,

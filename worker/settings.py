@@ -18,7 +18,7 @@ import click
 INPUT_FORMATS = ("auto", "text", "json")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-ASSIGNMENT_STRATEGIES = ("cooperative-sticky", "range", "roundrobin")
+ASSIGNMENT_STRATEGIES = ("range", "roundrobin", "cooperative-sticky")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 PASSWORD_ENV = "LSTM_WORKER_SASL_PASSWORD"
@@ -97,7 +97,7 @@ class WorkerSettings:
     liveness_timeout_s: float = 30.0
     session_timeout_ms: int = 10_000
     max_poll_interval_ms: int = 60_000
-    assignment_strategy: str = "cooperative-sticky"
+    assignment_strategy: str = "range"
     shutdown_timeout_s: float = 20.0
     log_format: str = "auto"
     log_level: str = "info"

@@ -431,7 +431,7 @@ def test_rollouts_wait_between_pods_and_rebalance_incrementally(rendered: dict[s
     assert workload["spec"]["minReadySeconds"] >= 10, "the group settles before the next pod is rolled"
     # Explicit in the pod's own env, next to the rollout settings (not left to the worker's default).
     env = {e["name"]: e.get("value") for e in worker_container(objs)["env"]}
-    assert env["LSTM_WORKER_ASSIGNMENT_STRATEGY"] == "cooperative-sticky"
+    assert env["LSTM_WORKER_ASSIGNMENT_STRATEGY"] == "range"
     option = next((p for p in run.params if getattr(p, "envvar", None) == "LSTM_WORKER_ASSIGNMENT_STRATEGY"), None)
     choices = set(option.type.choices) if option is not None else AGREED_OPTIONS["LSTM_WORKER_ASSIGNMENT_STRATEGY"]
     assert env["LSTM_WORKER_ASSIGNMENT_STRATEGY"] in choices

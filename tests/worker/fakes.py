@@ -212,6 +212,9 @@ class FakeConsumer:
     def group_metadata(self) -> Any:
         return "group-metadata"
 
+    def membership_in_doubt(self) -> bool:
+        return False
+
     def lag(self) -> dict[TopicPartition, int]:
         return {tp: len(rs) - self.positions[tp] for tp, rs in self.records.items() if tp in self.owned}
 

@@ -94,3 +94,14 @@ def test_resume_offsets_point_at_the_first_unanswered_record():
     # Already committed or not: a consumer keeping P0 must read again from 317 (318 was dropped with 317).
     assert tracker.resume_offsets([P0, P1]) == {P0: 317, P1: 5}
     assert tracker.resume_offsets([TopicPartition("in", 9)]) == {}
+
+
+def test_a_partition_assigned_again_without_a_revocation_starts_over():
+    tracker = tracker_for(P0)
+    stale = [tracker.register(P0, offset) for offset in range(3)]
+    tracker.ack(stale[0])
+    assert tracker.resume_offsets([P0]) == {P0: 1}  # where the consumer is rewound to
+    tracker.assign([P0])  # no revoke in between
+    assert not tracker.is_current(stale[1]) and tracker.pending_count() == 0
+    fresh = tracker.register(P0, 1)  # read again from the rewind: no out-of-order refusal
+    assert tracker.is_current(fresh)

@@ -52,7 +52,8 @@ class ExactlyOnce(Guarantee):
         self.publish(messages, now)  # a transaction of its own, after the batches before it, with no offsets
 
     def service(self, now: float, deadline: float | None = None) -> None:
-        while self._pending and self.fatal is None and self.retry_due(now):
+        # Our partitions may be someone else's after a freeze: no transaction until the group answers again.
+        while self._pending and self.fatal is None and self.retry_due(now) and not self.consumer.membership_in_doubt():
             batch = [m for m in self._pending[0] if self.tracker.is_current(m.entry.ticket)]
             if batch and not self._transact(batch, now, deadline):
                 return
@@ -91,6 +92,9 @@ class ExactlyOnce(Guarantee):
                 error = failures[0]
                 raise error if isinstance(error, KafkaError) else KafkaError(f"send failed: {error!r}")
             offsets = _offsets_after(batch)
+            if offsets and self.consumer.membership_in_doubt():
+                raise KafkaError("no heartbeat answered for longer than the session timeout: the group may have "
+                                 "moved these partitions; the batch waits")
             if offsets:  # none for shadow labels alone: their records' offsets were committed with their batch
                 self.producer.send_offsets(offsets, self.consumer.group_metadata(), timeout)
             self.producer.commit(timeout)

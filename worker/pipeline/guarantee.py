@@ -137,6 +137,9 @@ class Guarantee:
         """Commit through the consumer (at-least-once); a failure is logged and retried at the next commit."""
         if not offsets:
             return
+        if self.consumer.membership_in_doubt():  # our partitions may be someone else's now: commit nothing yet
+            self.log.warning("commit_held", reason="no heartbeat answered for longer than the session timeout")
+            return
         try:
             self.consumer.commit(offsets)
         except KafkaError as exc:  # CommitFailed, a timeout: the next owner re-reads, never skips
