@@ -135,7 +135,8 @@ class Guarantee:
 
     def commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit through the consumer (at-least-once); a failure is logged and retried at the next commit."""
-        if not offsets:
+        if not offsets:  # nothing waits to be committed: a past failure no longer holds anything back
+            self._commits_failing = None
             return
         if self.consumer.membership_in_doubt():  # our partitions may be someone else's now: commit nothing yet
             self.log.warning("commit_held", reason="no heartbeat answered for longer than the session timeout")
