@@ -412,7 +412,7 @@ def check_worker_policy(objs: list[Obj]) -> list[str]:
     strategy = settings.get("LSTM_WORKER_ASSIGNMENT_STRATEGY")
     if strategy != ASSIGNMENT_STRATEGY:
         problems.append(f"{where}: LSTM_WORKER_ASSIGNMENT_STRATEGY is {strategy!r}, want {ASSIGNMENT_STRATEGY!r} "
-                        "(incremental rebalancing)")
+                        "(set explicitly; see docs/deploy.md, Rollouts)")
 
     ports = container.get("ports", [])
     metrics_ports = {p.get("name") for p in ports} | {p.get("containerPort") for p in ports}

@@ -615,8 +615,8 @@ MUTATIONS = {
     "no-min-ready": (lambda o: _workload(o)["spec"].pop("minReadySeconds"), "minReadySeconds 0"),
     "slow-heartbeat": (lambda o: _env(o).append({"name": "LSTM_WORKER_SESSION_TIMEOUT_MS", "value": "10000"}),
                        "LSTM_WORKER_SESSION_TIMEOUT_MS 10000 outside"),
-    "eager-assignor": (lambda o: next(e for e in _env(o) if e["name"] == "LSTM_WORKER_ASSIGNMENT_STRATEGY")
-                       .update(value="range"), "LSTM_WORKER_ASSIGNMENT_STRATEGY is 'range'"),
+    "other-assignor": (lambda o: next(e for e in _env(o) if e["name"] == "LSTM_WORKER_ASSIGNMENT_STRATEGY")
+                       .update(value="cooperative-sticky"), "LSTM_WORKER_ASSIGNMENT_STRATEGY is 'cooperative-sticky'"),
     "namespace-in-render": (lambda o: o.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}),
                             "Namespace must be rendered alone"),
     "metrics-open": (lambda o: of_kind(o, "NetworkPolicy")[0]["spec"]["ingress"][0].pop("from"), "must name its peers"),

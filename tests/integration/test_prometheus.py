@@ -82,8 +82,8 @@ def prometheus(binary: str, target: str, tmp_path: Path) -> Iterator[str]:
                         break
             except OSError:
                 pass
-            log = (tmp_path / "prometheus.log").read_text()
-            assert time.monotonic() < deadline, "prometheus not ready in 30 s:\n" + log
+            assert time.monotonic() < deadline, \
+                "prometheus not ready in 30 s:\n" + (tmp_path / "prometheus.log").read_text()
             time.sleep(0.2)
         yield url
     finally:
