@@ -97,6 +97,9 @@ class ExactlyOnce(Guarantee):
                                  "moved these partitions; the batch waits")
             if offsets:  # none for shadow labels alone: their records' offsets were committed with their batch
                 self.producer.send_offsets(offsets, self.consumer.group_metadata(), timeout)
+                if self.consumer.membership_in_doubt():  # frozen since the offsets were sent: abort, don't commit
+                    raise KafkaError("no heartbeat answered for longer than the session timeout before the commit: "
+                                     "the group may have moved these partitions; the batch waits")
             self.producer.commit(timeout)
         except Exception as exc:  # noqa: BLE001 - Kafka and start-up errors are retried; anything else is a bug
             self._abort(batch, exc, started)
