@@ -1,41 +1,52 @@
 """Fixtures shared by every test package: real data, a tiny real model, its bundle, workers, delivery modes.
 
 The tiny model is trained once per session on a sample of the real 20
-Newsgroups archive through the real ``lstm-train`` CLI, and exported through
-the real ``lstm-export`` CLI, so every downstream test exercises the contract
-end to end. Helpers live in :mod:`tests.support`; this file only holds fixtures.
+Newsgroups (:mod:`tests.support.datasets` says where it comes from) through
+the real ``lstm-train`` CLI, and exported through the real ``lstm-export``
+CLI, so every downstream test exercises the contract end to end. Helpers live in :mod:`tests.support`; this file only holds fixtures.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.model import TINY_TRAIN_ARGS, find_news_archive, run_cli
+from tests.support.datasets import news_source, problems, sms_source
+from tests.support.model import TINY_TRAIN_ARGS, run_cli
 from tests.support.schema_broker import SchemaBroker
 from tests.support.workers import MODES, WorkerPool
 
 
-@pytest.fixture(scope="session")
-def news_archive() -> Path:
-    """The real 20 Newsgroups bydate archive (LSTM_TRAIN_DATA or ../shared/data)."""
-    archive = find_news_archive()
-    if archive is None:
-        message = "20 Newsgroups archive not found: set LSTM_TRAIN_DATA to 20news-bydate.tar.gz"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return archive
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection: only what will run counts
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Stop at once, with one line saying what to set, when a selected test needs data that is not here."""
+    needed = {name for item in items for name in getattr(item, "fixturenames", ())}
+    missing = problems(news="news_data" in needed, sms="sms_data" in needed)
+    if missing:
+        pytest.exit("; ".join(missing), returncode=2)
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint_dir(news_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def news_data() -> str:
+    """20 Newsgroups as ``--data`` takes it: a local archive's path, or '20newsgroups' (scikit-learn's download)."""
+    source = news_source()
+    assert source.location, source.problem  # unreachable: the collection hook stopped the session
+    return source.location
+
+
+@pytest.fixture(scope="session")
+def sms_data() -> str | None:
+    """The SMS Spam Collection file, or None: then the tutorial downloads it, as it tells users to."""
+    return sms_source().location
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_dir(news_data: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny-train")
-    result = run_cli("lstm-train", "--data", str(news_archive), "--output", str(out), *TINY_TRAIN_ARGS)
+    result = run_cli("lstm-train", "--data", news_data, "--output", str(out), *TINY_TRAIN_ARGS)
     assert result.returncode == 0, f"lstm-train failed:\n{result.stdout}\n{result.stderr}"
     return out
 

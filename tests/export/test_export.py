@@ -125,9 +125,9 @@ def test_a_model_without_validation_split_exports_with_parity_data(tiny_checkpoi
     assert report["passed"] and report["onnx"]["documents_compared"] >= 512
 
 
-def test_an_ensemble_exports_as_one_graph_that_averages_its_members(news_archive: Path, tmp_path: Path) -> None:
+def test_an_ensemble_exports_as_one_graph_that_averages_its_members(news_data: str, tmp_path: Path) -> None:
     args = [*TINY_TRAIN_ARGS[:TINY_TRAIN_ARGS.index("--members")], "--members", "2", "--epochs", "1"]
-    trained = run_cli("lstm-train", "--data", str(news_archive), "--output", str(tmp_path / "trained"), *args)
+    trained = run_cli("lstm-train", "--data", news_data, "--output", str(tmp_path / "trained"), *args)
     assert trained.returncode == 0, trained.stdout + trained.stderr
     result = run_export("--checkpoint", str(tmp_path / "trained"), "--output", str(tmp_path / "bundle"))
     assert result.exit_code == 0, result.output
@@ -145,9 +145,9 @@ def test_an_ensemble_exports_as_one_graph_that_averages_its_members(news_archive
     assert metrics["members"][0]["validation_documents"] == metrics["members"][1]["validation_documents"] == 600
 
 
-def test_a_model_with_a_bag_of_words_branch_exports_and_passes_the_gates(news_archive: Path, tmp_path: Path) -> None:
+def test_a_model_with_a_bag_of_words_branch_exports_and_passes_the_gates(news_data: str, tmp_path: Path) -> None:
     """--bow-weight: the LSTM and the fitted TF-IDF branch are one graph that answers as PyTorch did."""
-    trained = run_cli("lstm-train", "--data", str(news_archive), "--output", str(tmp_path / "trained"),
+    trained = run_cli("lstm-train", "--data", news_data, "--output", str(tmp_path / "trained"),
                       *TINY_TRAIN_ARGS, "--epochs", "1", "--bow-weight", "0.3")
     assert trained.returncode == 0, trained.stdout + trained.stderr
     assert "bag-of-words branch" in trained.stdout and "linear part" in trained.stdout

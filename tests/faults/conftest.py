@@ -24,10 +24,10 @@ def broker() -> Iterator[DevBroker]:
 
 
 @pytest.fixture(scope="session")
-def real_texts(news_archive: Path) -> list[str]:
+def real_texts(news_data: str) -> list[str]:
     from training.data import load_dataset
 
-    dataset = load_dataset(news_archive, seed=0)
+    dataset = load_dataset(news_data, seed=0)
     texts = list(dataset.test_texts)
     random.Random(0).shuffle(texts)
     return texts

@@ -7,12 +7,11 @@ killed at the end of the session, whatever happened.
 
 from __future__ import annotations
 
-import tarfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from training.data import read_source
 from worker.devbroker import DevBroker
 
 
@@ -29,14 +28,6 @@ def broker() -> Iterator[DevBroker]:
 
 
 @pytest.fixture(scope="session")
-def news_docs(news_archive: Path) -> list[str]:
-    """A few hundred real 20 Newsgroups test documents, read straight from the archive."""
-    docs: list[str] = []
-    with tarfile.open(news_archive) as tar:
-        test_files = [m for m in tar.getmembers() if m.isfile() and m.name.startswith("20news-bydate-test/")]
-        # Every 20th file: a spread over all newsgroups, not the first group only.
-        for member in test_files[::20][:400]:
-            handle = tar.extractfile(member)
-            assert handle is not None
-            docs.append(handle.read().decode("latin-1"))
-    return docs
+def news_docs(news_data: str) -> list[str]:
+    """Every 20th real 20 Newsgroups test document (377, all groups), as lstm-train reads them (headers kept)."""
+    return read_source(news_data)["test"].texts[::20]

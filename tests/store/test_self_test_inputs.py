@@ -25,13 +25,13 @@ def encoded(ids) -> str:
 
 
 def test_self_test_inputs_contain_no_document_and_cover_lengths_and_labels(tiny_bundle_dir: Path,
-                                                                          news_archive: Path) -> None:
+                                                                          news_data: str) -> None:
     bundle = load_bundle(tiny_bundle_dir)
     test, info = bundle.self_test, bundle.manifest["self_test"]
     assert test is not None and 24 <= len(test.inputs) <= 64
     max_len = bundle.preprocessing.max_len
     # Every document of the archive (a superset of the tiny model's training and validation split).
-    data = load_dataset(news_archive)
+    data = load_dataset(news_data)
     sequences = [bundle.vocab.token_ids(t, 10**6) for t in (*data.train_texts, *data.test_texts)]
     truncated = {tuple(s[:max_len]) for s in sequences}
     corpus = "\n".join(encoded(s) for s in sequences)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 # Small enough for CI (about a minute on 2 cores), big enough for a real
@@ -21,15 +19,6 @@ TINY_TRAIN_ARGS = [
     "--label-smoothing", "0", "--distill-weight", "0",
     "--no-baseline", "--seed", "0", "--device", "cpu", "--members", "1",
 ]
-
-
-def find_news_archive() -> Path | None:
-    """The 20 Newsgroups bydate archive: LSTM_TRAIN_DATA, else ../shared/data beside the repository."""
-    candidates = [os.environ.get("LSTM_TRAIN_DATA", ""), str(REPO_ROOT.parent / "shared/data/20news-bydate.tar.gz")]
-    for candidate in candidates:
-        if candidate and Path(candidate).exists():
-            return Path(candidate).resolve()
-    return None
 
 
 def run_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -136,11 +136,11 @@ def test_max_train_samples_and_validation_split(synthetic_jsonl: Path) -> None:
     assert not set(data.val_texts) & set(data.test_texts)
 
 
-def test_real_archive_loads_bydate_splits(news_archive: Path) -> None:
-    data = load_dataset(news_archive)
+def test_20_newsgroups_loads_its_bydate_splits(news_data: str) -> None:
+    data = load_dataset(news_data)
     assert (len(data.train_texts), len(data.test_texts), len(data.label_names)) == (11314, 7532, 20)
     assert data.label_names[0] == "alt.atheism" and data.bad_rows == []
-    texts, labels, _ = load_evaluation_rows(news_archive, data.label_names)
+    texts, labels, _ = load_evaluation_rows(news_data, data.label_names)
     assert len(texts) == 7532 and labels == data.test_labels
 
 

@@ -1,0 +1,93 @@
+"""Where the test session's real data comes from: one rule for `make test`, pytest and the tutorial test.
+
+- 20 Newsgroups: ``LSTM_TRAIN_DATA`` when it names a file or folder; else the archive in
+  ``../shared/data`` beside the repository; else scikit-learn's download, the one
+  ``lstm-train --data 20newsgroups`` uses (cached in scikit-learn's data home after the first time).
+- The SMS Spam Collection (the tutorial's data): ``SMS_DATA`` when it names a file; else
+  ``../shared/data/sms-spam.tsv``; else, with internet, the tutorial downloads it as it tells users to.
+
+``python -m tests.support.datasets`` (the Makefile's ``test`` target runs it first) exits 2 with one line
+saying what to set when a data set is neither here nor reachable; the test session's collection hook
+(``tests/conftest.py``) stops on the same line before running anything that needs it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.readers import NEWS_ALIAS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SMS_HOST = "archive.ics.uci.edu"  # where the tutorial downloads the SMS Spam Collection from
+
+
+@dataclass(frozen=True)
+class Source:
+    """A data set's location for the CLIs' ``--data`` (a path, or the download alias), or why there is none."""
+
+    location: str | None
+    problem: str = ""
+
+
+@functools.cache
+def news_source() -> Source:
+    configured = os.environ.get("LSTM_TRAIN_DATA", "")
+    if configured and configured != NEWS_ALIAS:
+        if Path(configured).exists():
+            return Source(str(Path(configured).resolve()))
+        return Source(None, f"LSTM_TRAIN_DATA={configured} does not exist: point it at 20news-bydate.tar.gz")
+    beside = SHARED_DATA / "20news-bydate.tar.gz"
+    if beside.exists():
+        return Source(str(beside))
+    from training.exceptions import DataError
+    from training.readers import fetch_news_online
+
+    try:
+        fetch_news_online()  # the users' download; a cached copy answers without the network
+    except DataError:
+        return Source(None, "20 Newsgroups is neither local nor downloadable: set LSTM_TRAIN_DATA to "
+                            "20news-bydate.tar.gz (http://qwone.com/~jason/20Newsgroups/)")
+    return Source(NEWS_ALIAS)
+
+
+@functools.cache
+def sms_source() -> Source:
+    """The SMS Spam Collection file, or ``Source(None)`` without a problem when the tutorial can download it."""
+    configured = os.environ.get("SMS_DATA", "")
+    if configured:
+        if Path(configured).is_file():
+            return Source(str(Path(configured).resolve()))
+        return Source(None, f"SMS_DATA={configured} is not a file: point it at the SMS Spam Collection")
+    beside = SHARED_DATA / "sms-spam.tsv"
+    if beside.is_file():
+        return Source(str(beside))
+    try:
+        socket.create_connection((SMS_HOST, 443), timeout=5).close()
+    except OSError:
+        return Source(None, "the SMS Spam Collection is neither local nor downloadable: set SMS_DATA to its "
+                            "file (https://archive.ics.uci.edu/dataset/228/sms+spam+collection)")
+    return Source(None)
+
+
+def problems(news: bool = True, sms: bool = True) -> list[str]:
+    """What to set, one phrase per data set that is wanted but neither here nor reachable."""
+    sources = [source() for wanted, source in ((news, news_source), (sms, sms_source)) if wanted]
+    return [source.problem for source in sources if source.problem]
+
+
+def main() -> int:
+    found = problems()
+    if found:
+        print("; ".join(found), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
