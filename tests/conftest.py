@@ -3,7 +3,8 @@
 The tiny model is trained once per session on a sample of the real 20
 Newsgroups (:mod:`tests.support.datasets` says where it comes from) through
 the real ``lstm-train`` CLI, and exported through the real ``lstm-export``
-CLI, so every downstream test exercises the contract end to end. Helpers live in :mod:`tests.support`; this file only holds fixtures.
+CLI, so every downstream test exercises the contract end to end. Helpers live
+in :mod:`tests.support`; this file only holds fixtures.
 """
 
 from __future__ import annotations
