@@ -3,7 +3,8 @@
 Each bundle's test metrics come from its manifest (what ``lstm-train`` measured on
 the test split); its speed is ``lstm-worker classify``'s engine on the same real
 documents, measured round-robin so every bundle sees the same machine load.
-Writes ``bench/results/frontier-latest.json``.
+Writes ``bench/results/frontier-latest.json``; ``--plot PNG`` also draws it (without ``--bundle``:
+draws the existing JSON, measuring nothing).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import click
 
 from bench.offline import ort_batched
+from bench.plots import draw_frontier
 from core.bundle import load_bundle
 from training.data import load_dataset
 from worker.engine import usable_cpus
@@ -39,15 +41,24 @@ def describe(manifest: dict) -> dict:
 
 @click.command()
 @click.option("--bundle", "bundles", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True,
-              required=True, help="A bundle to place on the frontier (repeat).")
+              help="A bundle to place on the frontier (repeat). Without any, --plot draws the last measurement.")
 @click.option("--data", envvar="LSTM_TRAIN_DATA", default="20newsgroups", show_envvar=True,
               help="20 Newsgroups archive; documents come from its test split.")
 @click.option("--docs", default=3000, show_default=True, help="Documents scored per bundle and round.")
 @click.option("--rounds", default=3, show_default=True, help="Round-robin rounds; the best round counts.")
 @click.option("--threads", default=0, show_default=True, help="Engine threads (0 = one per usable CPU).")
 @click.option("--output", type=click.Path(path_type=Path), default=ROOT / "bench/results", show_default=True)
-def main(bundles: tuple[Path, ...], data: str, docs: int, rounds: int, threads: int, output: Path) -> None:
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw accuracy against docs/s into this PNG (docs/img/frontier.png in the docs).")
+def main(bundles: tuple[Path, ...], data: str, docs: int, rounds: int, threads: int, output: Path,
+         plot: Path | None) -> None:
     """Measure classify throughput of each bundle next to its test accuracy."""
+    if not bundles:
+        if plot is None:
+            raise click.UsageError("give --bundle (repeat) to measure, or --plot PNG to draw the last measurement")
+        draw_frontier(json.loads((output / "frontier-latest.json").read_text()), plot)
+        click.echo(f"drew {output / 'frontier-latest.json'} into {plot}")
+        return
     threads = threads or usable_cpus()
     dataset = load_dataset(data, seed=0)
     texts = random.Random(0).sample(list(dataset.test_texts), docs)
@@ -71,6 +82,8 @@ def main(bundles: tuple[Path, ...], data: str, docs: int, rounds: int, threads: 
         click.echo(f"{r['bundle'][-34:]:<34}{r['embed_dim']!s:>6}{r['hidden_size']!s:>7}{r['members']!s:>8}"
                    f"{r['bow_weight'] or '-'!s:>5}"
                    f"{r['max_len']!s:>7}{accuracy:>9.4f}{r['docs_per_s']:>8.0f}{r['docs_per_s'] / fastest:>7.2f}")
+    if plot is not None:
+        draw_frontier(result, plot)
 
 
 if __name__ == "__main__":

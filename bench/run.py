@@ -52,12 +52,15 @@ def default_bundle() -> Path | None:
 @click.option("--threads", default=0, show_default=True,
               help="Inference threads, same for all (0 = the worker's default: one per usable CPU).")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--latency-seconds", default=20.0, show_default=True, help="Length of the half-load latency run.")
+@click.option("--latency-seconds", default=20.0, show_default=True, help="Length of each offered-load latency run.")
+@click.option("--curve-load", "curve_loads", type=float, multiple=True, default=(0.25, 0.75, 0.9), show_default=True,
+              help="More offered loads for the latency curve, as shares of the worker's throughput (repeat; the "
+                   "half load is always measured, and is the one the latency target is stated at).")
 @click.option("--rounds", default=3, show_default=True,
               help="Alternating classify/worker throughput rounds; medians are compared.")
 @click.option("--output", type=click.Path(path_type=Path), default=ROOT / "bench/results", show_default=True)
 def main(bundle: Path | None, checkpoint: Path | None, data: str, docs: int, per_message_docs: int, threads: int,
-         provider: str, latency_seconds: float, rounds: int, output: Path) -> None:
+         provider: str, latency_seconds: float, curve_loads: tuple[float, ...], rounds: int, output: Path) -> None:
     """Measure per-message PyTorch, per-message ONNX Runtime, batched classify and the worker via Kafka."""
     if bundle is None:
         raise click.UsageError("no bundle found: run `make demo` or `lstm-export`, or pass --bundle")
@@ -102,11 +105,13 @@ def main(bundle: Path | None, checkpoint: Path | None, data: str, docs: int, per
         seconds = results["classify_bucketed"]["seconds"]
         results["lstm_gflops_achieved"] = round(tokens * lstm_flops_per_token(config) / seconds / 1e9, 2)
     worker_max = median_round(worker_rounds)["docs_per_s"]
-    click.echo(f"latency at half load ({worker_max / 2:.0f} docs/s) ...")
+    click.echo(f"latency at half load ({worker_max / 2:.0f} docs/s), then at {', '.join(map(str, curve_loads))} "
+               "of the worker's throughput ...")
     with DevBroker() as broker:
         results["worker"] = measure_worker(broker.bootstrap_servers, bundle, texts, metrics_port=free_port(),
                                            threads=threads, provider=provider, latency_seconds=latency_seconds,
-                                           latency_rate=worker_max / 2)
+                                           latency_rate=worker_max / 2,
+                                           curve_rates=[share * worker_max for share in curve_loads])
     # That run's own throughput is a fourth sample; the median of the alternating rounds is what counts.
     results["worker"]["fourth_round_docs_per_s"] = results["worker"]["docs_per_s"]
     results["worker"]["docs_per_s"] = worker_max
@@ -149,6 +154,9 @@ def write(results: dict, output: Path) -> None:
         click.echo(f"{name:<34}{value:>12}{'' if target is None else target:>10}  {ok}")
     rates = {k: v["docs_per_s"] for k, v in results.items() if isinstance(v, dict) and "docs_per_s" in v}
     click.echo("\n" + "  ".join(f"{k}: {v} docs/s" for k, v in rates.items()))
+    for point in results["worker"].get("latency_curve", []):
+        measured = point.get("error") or f"p50 {point['p50_ms']} / p95 {point['p95_ms']} / p99 {point['p99_ms']} ms"
+        click.echo(f"offered {point['offered_docs_per_s']:>8} docs/s: {measured}")
 
 
 if __name__ == "__main__":

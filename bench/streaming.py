@@ -1,4 +1,4 @@
-"""The worker end to end through a real broker: throughput, latency at half load, RSS, start-up time.
+"""The worker end to end through a real broker: throughput, latency under offered load, RSS, start-up time.
 
 Inputs are written and outputs read with confluent-kafka (librdkafka), a
 different client from the worker's, so the measurement does not share the
@@ -86,24 +86,29 @@ def output_time(message) -> float:
     return message.timestamp()[1] / 1000
 
 
-def collect(consumer: Consumer, expected: int, timeout: float) -> dict[str, float]:
-    """Receive ``expected`` outputs (or until ``timeout``); return id → output time (epoch seconds)."""
+def collect(consumer: Consumer, expected: int, timeout: float, prefix: str = "") -> dict[str, float]:
+    """Receive ``expected`` outputs whose key starts with ``prefix`` (or until ``timeout``); id → output time.
+
+    The prefix keeps a late output of an earlier measurement on the same topic from being counted.
+    """
     received: dict[str, float] = {}
     deadline = time.perf_counter() + timeout
     while len(received) < expected and time.perf_counter() < deadline:
         for message in consumer.consume(num_messages=500, timeout=0.2):
-            if message.error() is None:
-                received[message.key().decode()] = output_time(message)  # output key = input key (contract)
+            key = message.key().decode() if message.error() is None else ""
+            if key.startswith(prefix):
+                received[key] = output_time(message)  # output key = input key (contract)
     return received
 
 
 def measure_worker(bootstrap: str, bundle: Path, texts: Sequence[str], *, metrics_port: int, threads: int,
                    provider: str, latency_seconds: float, partitions: int = 3, extra: Sequence[str] = (),
-                   latency_rate: float | None = None) -> dict:
+                   latency_rate: float | None = None, curve_rates: Sequence[float] = ()) -> dict:
     """``extra``: more `lstm-worker run` options (e.g. ``--exactly-once``).
 
     The latency run offers ``latency_rate`` docs/s (default: half of this run's throughput);
-    ``latency_seconds=0`` skips it.
+    ``latency_seconds=0`` skips it. ``curve_rates``: further offered loads, each measured as long
+    on the same worker afterwards; with them the result has ``latency_curve``, every point by load.
     """
     run_id = f"{time.strftime('%H%M%S')}-{time.time_ns() % 1_000_000}"
     topic = f"bench-in-{run_id}"
@@ -120,10 +125,12 @@ def measure_worker(bootstrap: str, bundle: Path, texts: Sequence[str], *, metric
         times = sorted(received.values())
         throughput = (len(times) - 1) / (times[-1] - times[0])
         memory = rss_mb(worker.pid)
-        latency = None
+        latency, curve = None, []
         if latency_seconds > 0:
             latency = offered_load_latency(bootstrap, topic, consumer, texts, rate=latency_rate or throughput / 2,
                                            seconds=latency_seconds)
+            curve = [latency, *(latency_point(bootstrap, topic, consumer, texts, rate, latency_seconds, f"load{n}-")
+                                for n, rate in enumerate(curve_rates))]
         memory_after = rss_mb(worker.pid)
         stop_started = time.perf_counter()
         worker.send_signal(signal.SIGTERM)
@@ -136,6 +143,7 @@ def measure_worker(bootstrap: str, bundle: Path, texts: Sequence[str], *, metric
             "rss_mb": max(memory["rss_mb"], memory_after["rss_mb"]),
             "peak_rss_mb": memory_after["peak_rss_mb"],
             "latency": latency,
+            **({"latency_curve": sorted(curve, key=lambda p: p["offered_docs_per_s"])} if curve_rates else {}),
             "sigterm_exit_code": exit_code,
             "sigterm_drain_s": round(time.perf_counter() - stop_started, 2),
         }
@@ -146,8 +154,17 @@ def measure_worker(bootstrap: str, bundle: Path, texts: Sequence[str], *, metric
         consumer.close()
 
 
+def latency_point(bootstrap: str, topic: str, consumer: Consumer, texts: Sequence[str], rate: float,
+                  seconds: float, prefix: str) -> dict:
+    """One point of the latency curve; a load the worker cannot answer in time is recorded as such."""
+    try:
+        return offered_load_latency(bootstrap, topic, consumer, texts, rate=rate, seconds=seconds, prefix=prefix)
+    except RuntimeError as exc:
+        return {"offered_docs_per_s": round(rate, 1), "error": str(exc)}
+
+
 def offered_load_latency(bootstrap: str, topic: str, consumer: Consumer, texts: Sequence[str], *, rate: float,
-                         seconds: float) -> dict:
+                         seconds: float, prefix: str = "lat-") -> dict:
     """Send at a steady ``rate`` for ``seconds``; latency = output CreateTime - input sent, per message.
 
     The outputs are read after the run, not during it: their CreateTime (set by
@@ -162,12 +179,12 @@ def offered_load_latency(bootstrap: str, topic: str, consumer: Consumer, texts: 
         delay = start + i / rate - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        key = f"lat-{i}"
+        key = f"{prefix}{i}"
         sent[key] = time.time()
         producer.produce(topic, key=key.encode(), value=json.dumps({"id": key, "text": texts[i % len(texts)]}).encode())
         producer.poll(0)
     producer.flush(30)
-    received = collect(consumer, count, timeout=60)
+    received = collect(consumer, count, timeout=60, prefix=prefix)
     latencies = np.array([received[k] - sent[k] for k in sent if k in received]) * 1000
     if len(latencies) < count:
         raise RuntimeError(f"latency run: {count - len(latencies)} of {count} outputs missing")
