@@ -73,8 +73,9 @@ def main(bundle: Path | None, checkpoint: Path | None, data: str, docs: int, per
     rng = random.Random(0)
     texts = [dataset.test_texts[i] for i in rng.sample(range(len(dataset.test_texts)), docs)]
     few = texts[:per_message_docs]
+    # The load average says how much else ran on the machine: absolute figures only compare at similar loads.
     results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                 "processor": platform.processor()},
+                                 "processor": platform.processor(), "load_avg_at_start": os.getloadavg()},
                      "bundle": loaded.model_id, "docs": docs, "threads": threads, "provider": provider}
     click.echo("measuring FP32 matmul peak ...")
     results["matmul_peak_gflops"] = round(matmul_peak_gflops(), 1)
@@ -115,6 +116,7 @@ def main(bundle: Path | None, checkpoint: Path | None, data: str, docs: int, per
     # That run's own throughput is a fourth sample; the median of the alternating rounds is what counts.
     results["worker"]["fourth_round_docs_per_s"] = results["worker"]["docs_per_s"]
     results["worker"]["docs_per_s"] = worker_max
+    results["machine"]["load_avg_at_end"] = os.getloadavg()
     results["ratios"] = ratios(results)
     write(results, output)
 
