@@ -64,6 +64,10 @@ def plot_learning_curves(path: Path, history: list[dict]) -> None:
         loss_ax.plot(epochs, [h["val_loss"] for h in rows], marker="o", label=f"{tag}validation loss")
         score_ax.plot(epochs, [h["val_accuracy"] for h in rows], marker="o", label=f"{tag}validation accuracy")
         score_ax.plot(epochs, [h["val_macro_f1"] for h in rows], marker="o", label=f"{tag}validation macro-F1")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (loss_ax, score_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     loss_ax.set_xlabel("epoch")
     loss_ax.legend(fontsize=7)
     score_ax.set_xlabel("epoch")
