@@ -1,4 +1,4 @@
-# lstm-worker developer entry points. `make demo` and `make test` are all a new user needs.
+# lstm-worker developer entry points. `make demo` and `make test` are all a new user needs; `make help` lists the rest.
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,37 +7,49 @@ STAMP := $(VENV)/.installed
 LSTM_TRAIN_DATA ?= $(if $(wildcard ../shared/data/20news-bydate.tar.gz),$(abspath ../shared/data/20news-bydate.tar.gz),20newsgroups)
 export LSTM_TRAIN_DATA
 
-.PHONY: install test faults deploy-check lint bench demo clean
+.DEFAULT_GOAL := help
+.PHONY: help install test faults deploy-check lint bench plots docs demo clean
 
-install: $(STAMP)
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-# Idempotent: re-runs only when pyproject.toml changes. torch==2.13.0 is the CPU wheel.
+install: $(STAMP) ## create .venv and install the project with every extra (idempotent)
+
+# Re-runs only when pyproject.toml changes. torch==2.13.0 is the CPU wheel.
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=python3.x"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all]'
 	touch $@
 
-# deploy/validate.sh renders and lints deploy/ (tools in .venv-deploy) before the tests assert on it.
-test: install
+# The data check stops at once, with one line saying what to set, when the real data is neither here nor
+# downloadable. deploy/validate.sh renders and lints deploy/ (tools in .venv-deploy) before the tests assert on it.
+test: install ## unit, integration (real broker, ONNX Runtime), deploy and docs tests (the tutorial too)
+	@$(PY) -m tests.support.datasets
 	deploy/validate.sh
 	$(PY) -m pytest -q -m "not faults"
 
-deploy-check:
+deploy-check: ## render every overlay, schema-validate, lint, checkov (deploy/validate.sh)
 	deploy/validate.sh
 
-# Real processes under real faults (SIGKILL, broker freeze, poison input); CI runs it too.
-faults: install
+faults: install ## real processes under real faults: SIGKILL, broker freeze, poison input (CI runs it too)
+	@$(PY) -m tests.support.datasets
 	$(PY) -m pytest -q -m faults tests/faults
 
-lint: install
+lint: install ## ruff
 	$(VENV)/bin/ruff check core training export worker tests bench scripts
 
-bench: install
+bench: install ## throughput, latency against offered load, RSS; writes bench/results/latest.json
 	$(PY) -m bench.run
 
-demo: install
+plots: install ## redraw docs/img/frontier.png and latency.png from the latest bench/results JSON
+	$(PY) -m bench.plots
+
+docs: install ## regenerate docs/cli.md and docs/configuration.md from the commands (a test checks them)
+	$(PY) scripts/cli_docs.py
+
+demo: install ## local broker, quick model, export, 3,000 real documents through the worker
 	$(PY) scripts/demo.py
 
-clean:
+clean: ## remove .venv, .venv-deploy, artifacts/ and caches
 	rm -rf $(VENV) .venv-deploy artifacts .pytest_cache
