@@ -17,6 +17,7 @@ import functools
 import os
 import socket
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,9 @@ def news_source() -> Source:
     from training.readers import fetch_news_online
 
     try:
-        fetch_news_online()  # the users' download; a cached copy answers without the network
+        with warnings.catch_warnings():  # scikit-learn warns at each retry; the one line below says it all
+            warnings.simplefilter("ignore")
+            fetch_news_online()  # the users' download; a cached copy answers without the network
     except DataError:
         return Source(None, "20 Newsgroups is neither local nor downloadable: set LSTM_TRAIN_DATA to "
                             "20news-bydate.tar.gz (http://qwone.com/~jason/20Newsgroups/)")
