@@ -108,8 +108,10 @@ def draw_latency(result: dict, path: Path) -> None:
     ax.set_ylim(bottom=0)
     ax.set_xlabel("offered load, documents/s (record timestamp to the label's timestamp)")
     ax.set_ylabel("latency, ms")
-    ax.set_title(f"lstm-worker run, {result['bundle']}, {result['threads']} threads, "
-                 f"{result['machine']['cpus']} CPUs shared with the broker and the load", fontsize=10)
+    machine = result["machine"]
+    load = f", load average {machine['load_avg_at_start'][0]:.1f}" if "load_avg_at_start" in machine else ""
+    ax.set_title(f"lstm-worker run, {result['bundle']}, {result['threads']} threads, {machine['cpus']} CPUs "
+                 f"shared with the broker and the load{load}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
