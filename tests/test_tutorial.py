@@ -1,0 +1,71 @@
+"""docs/tutorial.md as a test: its ```bash blocks run in order, in one shell, in an empty folder.
+
+Exactly the documented commands run; the test only chooses the broker's port (through the variables
+the tutorial tells users to set when 9092 is taken) and the data (``SMS_DATA``, or the tutorial's own
+download). Then it checks what the tutorial promises: every streamed message labelled once, the first
+half by version 1, the second by version 2 promoted while the worker ran, and mostly right.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.model import BIN
+from tests.support.ports import free_port
+
+TUTORIAL = Path(__file__).resolve().parents[1] / "docs" / "tutorial.md"
+BASH_BLOCK = re.compile(r"^```bash\n(.*?)^```$", re.S | re.M)
+SETTINGS_PREFIXES = ("LSTM_TRAIN_", "LSTM_EXPORT_", "LSTM_WORKER_")
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def tutorial_script() -> str:
+    blocks = BASH_BLOCK.findall(TUTORIAL.read_text(encoding="utf-8"))
+    assert len(blocks) >= 8, "the tutorial lost its shell blocks"
+    # `set -e`: the first failing command stops the run; the echo says which block it was in.
+    return "set -euo pipefail\n" + "".join(f"echo '### tutorial block {n}'\n{b}" for n, b in enumerate(blocks, 1))
+
+
+def tutorial_env(sms_data: str | None) -> dict[str, str]:
+    # The user's own settings must not change what the documented commands do.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS_PREFIXES) and k != "SMS_DATA"}
+    port = free_port()
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", LSTM_WORKER_BROKER_PORT=str(port),
+               LSTM_WORKER_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}")
+    if sms_data:
+        env["SMS_DATA"] = sms_data
+    return env
+
+
+def test_the_tutorial_runs_as_written(sms_data: str | None, tmp_path: Path) -> None:
+    shell = subprocess.Popen(["bash", "-c", tutorial_script()], cwd=tmp_path, env=tutorial_env(sms_data),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = shell.communicate(timeout=480)
+    finally:
+        try:  # the broker and the worker it started in the background, if a step failed before stopping them
+            os.killpg(shell.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        shell.wait()
+    logs = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in tmp_path.glob("*.log"))
+    assert shell.returncode == 0, output[-8000:] + logs
+
+    labels = {label["id"]: label for label in map(json.loads, (tmp_path / "labels.jsonl").read_text().splitlines())}
+    truth = {m["id"]: m["label"] for m in map(json.loads, (tmp_path / "incoming.jsonl").read_text().splitlines())}
+    assert sorted(labels) == sorted(truth)  # every message once
+    first, second = list(truth)[:200], list(truth)[200:]
+    assert {labels[i]["model"] for i in first} == {"spam@1"}, output[-3000:]
+    assert {labels[i]["model"] for i in second} == {"spam@2"}, output[-3000:]
+    assert (tmp_path / "models" / "CURRENT").read_text().strip() == "2"
+    # Spam is about one message in eight: answering "ham" to all would score 0.87.
+    for half in (first, second):
+        assert sum(labels[i]["label"] == truth[i] for i in half) / len(half) >= 0.93, output[-3000:]
