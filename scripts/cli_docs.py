@@ -73,6 +73,8 @@ def option_rows() -> list[tuple[str, str, str, str, str]]:
             # The help text ends with what get_help_extra holds ([env var: ...; default: ...]): shown in columns.
             meaning = re.sub(r"\s*\[(env var|default|required)[^\]]*\]\s*$", "", meaning)
             default = extra.get("required") or extra.get("default", "")
+            if param.is_flag and not param.secondary_opts and not default:
+                default = "off"  # a plain flag: Click shows no default for it
             written = re.search(r"\s*\[default: ([^\]]*)\]", meaning)  # a default Click cannot compute, in words
             if written and not default:
                 default, meaning = written.group(1), meaning.replace(written.group(0), "")
