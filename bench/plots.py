@@ -2,7 +2,7 @@
 
 Drawn from the JSON the benchmarks wrote (nothing is measured here)::
 
-    python -m bench.plots                      # docs/img/frontier.png and docs/img/latency.png
+    python -m bench.plots                      # docs/img/frontier.png and docs/img/latency.png (every make bench run)
     python -m bench.frontier --plot out.png    # the frontier, from bench/results/frontier-latest.json
 
 The default model is marked by comparing each bundle's shape with ``lstm-train``'s
@@ -88,31 +88,56 @@ def draw_frontier(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def draw_latency(result: dict, path: Path) -> None:
-    """p50/p95/p99 against offered load; runs written before bench.run measured a curve give one point."""
+def bench_runs(results: Path) -> list[dict]:
+    """Every ``make bench`` result in ``results`` (timestamped files, oldest first), with its file name."""
+    runs = []
+    for path in sorted(results.glob("[0-9]*T[0-9]*.json")):
+        run = json.loads(path.read_text())
+        if "worker" in run and "ratios" in run:
+            runs.append({**run, "file": path.name})
+    return runs
+
+
+def draw_latency(runs: list[dict], path: Path) -> None:
+    """Latency against offered load: each run's half-load point, and the newest run's curve when it measured one.
+
+    A run's "half load" is half of what the worker managed in that run, so the points spread along the load
+    axis by model and by how busy the machine was; the curve (``make bench --curve-load``) is one worker at
+    several loads in a row.
+    """
     plt = _pyplot()
-    worker = result["worker"]
-    points = [p for p in worker.get("latency_curve") or [worker["latency"]] if "error" not in p]
-    failed = [p for p in worker.get("latency_curve", []) if "error" in p]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    offered = [p["offered_docs_per_s"] for p in points]
-    for key, style in (("p50_ms", "o-"), ("p95_ms", "s-"), ("p99_ms", "^-")):
-        ax.plot(offered, [p[key] for p in points], style, label=key.removesuffix("_ms"))
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    def series(run: dict) -> str:  # runs before 2026-12-02 did not record the model's shape
+        return run["bundle"] + (f" ({model_label(run['model'])})" if "model" in run else "")
+
+    bundles = sorted({series(run) for run in runs})
+    colours = dict(zip(bundles, ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown"), strict=False))
+    for bundle in bundles:
+        points = [run["worker"]["latency"] for run in runs if series(run) == bundle]
+        offered = [p["offered_docs_per_s"] for p in points]
+        ax.scatter(offered, [p["p99_ms"] for p in points], marker="^", color=colours[bundle],
+                   label=f"{bundle}: p99 at half load, one point per run")
+        ax.scatter(offered, [p["p50_ms"] for p in points], marker="o", facecolors="none", color=colours[bundle],
+                   label=f"{bundle}: p50")
+    with_curve = [run for run in runs if run["worker"].get("latency_curve")]
+    if with_curve:
+        run = with_curve[-1]
+        curve = [p for p in run["worker"]["latency_curve"] if "error" not in p]
+        for key, style in (("p50_ms", "o-"), ("p99_ms", "^-")):
+            ax.plot([p["offered_docs_per_s"] for p in curve], [p[key] for p in curve], style, color="black",
+                    linewidth=1, label=f"{run['file']} ({series(run)}): {key.removesuffix('_ms')} by offered load")
     ax.axhline(LATENCY_TARGET_MS, color="0.6", linestyle="--", linewidth=1, label="p99 target at half load")
-    ax.axvline(worker["docs_per_s"], color="tab:red", linestyle=":", linewidth=1,
-               label=f"worker throughput, input preloaded ({worker['docs_per_s']:.0f} docs/s)")
-    for point in failed:
-        ax.axvline(point["offered_docs_per_s"], color="black", linewidth=0.5)
-        ax.annotate("outputs missing", (point["offered_docs_per_s"], LATENCY_TARGET_MS), fontsize=7, rotation=90)
-    ax.set_xlim(0, worker["docs_per_s"] * 1.1)
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("offered load, documents/s (record timestamp to the label's timestamp)")
-    ax.set_ylabel("latency, ms")
-    machine = result["machine"]
-    load = f", load average {machine['load_avg_at_start'][0]:.1f}" if "load_avg_at_start" in machine else ""
-    ax.set_title(f"lstm-worker run, {result['bundle']}, {result['threads']} threads, {machine['cpus']} CPUs "
-                 f"shared with the broker and the load{load}", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("offered load, documents/s")
+    ax.set_ylabel("latency, record timestamp to label, ms (log)")
+    ax.set_title(f"lstm-worker run on {runs[-1]['machine']['cpus']} CPUs shared with the broker and the load "
+                 f"({len(runs)} make bench runs)", fontsize=9)
+    ax.legend(fontsize=6, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -120,14 +145,14 @@ def draw_latency(result: dict, path: Path) -> None:
 
 @click.command()
 @click.option("--results", type=click.Path(exists=True, file_okay=False, path_type=Path), default=RESULTS,
-              show_default=True, help="Folder of benchmark JSON (frontier-latest.json, latest.json).")
+              show_default=True, help="Folder of benchmark JSON (frontier-latest.json, make bench's timestamped runs).")
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=IMAGES, show_default=True,
               help="Folder for frontier.png and latency.png.")
 def main(results: Path, output: Path) -> None:
-    """Draw the frontier (python -m bench.frontier) and the latency curve (make bench) from their latest JSON."""
+    """Draw the frontier (python -m bench.frontier) and latency against offered load (make bench) from the JSON."""
     output.mkdir(parents=True, exist_ok=True)
     draw_frontier(json.loads((results / "frontier-latest.json").read_text()), output / "frontier.png")
-    draw_latency(json.loads((results / "latest.json").read_text()), output / "latency.png")
+    draw_latency(bench_runs(results), output / "latency.png")
     click.echo(f"wrote {output / 'frontier.png'} and {output / 'latency.png'}")
 
 

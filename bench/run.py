@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from bench.frontier import describe
 from bench.hardware import lstm_flops_per_token, matmul_peak_gflops
 from bench.offline import ort_batched, ort_per_message, torch_per_message
 from bench.streaming import free_port, measure_worker
@@ -76,7 +77,8 @@ def main(bundle: Path | None, checkpoint: Path | None, data: str, docs: int, per
     # The load average says how much else ran on the machine: absolute figures only compare at similar loads.
     results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                  "processor": platform.processor(), "load_avg_at_start": os.getloadavg()},
-                     "bundle": loaded.model_id, "docs": docs, "threads": threads, "provider": provider}
+                     "bundle": loaded.model_id, "model": describe(loaded.manifest), "docs": docs, "threads": threads,
+                     "provider": provider}
     click.echo("measuring FP32 matmul peak ...")
     results["matmul_peak_gflops"] = round(matmul_peak_gflops(), 1)
     if checkpoint.is_file():
