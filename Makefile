@@ -33,7 +33,7 @@ deploy-check: ## render every overlay, schema-validate, lint, checkov (deploy/va
 	deploy/validate.sh
 
 faults: install ## real processes under real faults: SIGKILL, broker freeze, poison input (CI runs it too)
-	@$(PY) -m tests.support.datasets
+	@$(PY) -m tests.support.datasets news
 	$(PY) -m pytest -q -m faults tests/faults
 
 lint: install ## ruff

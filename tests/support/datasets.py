@@ -6,9 +6,9 @@
 - The SMS Spam Collection (the tutorial's data): ``SMS_DATA`` when it names a file; else
   ``../shared/data/sms-spam.tsv``; else, with internet, the tutorial downloads it as it tells users to.
 
-``python -m tests.support.datasets`` (the Makefile's ``test`` target runs it first) exits 2 with one line
-saying what to set when a data set is neither here nor reachable; the test session's collection hook
-(``tests/conftest.py``) stops on the same line before running anything that needs it.
+``python -m tests.support.datasets [news] [sms]`` (the Makefile's ``test`` and ``faults`` targets run it
+first) exits 2 with one line saying what to set when a data set is neither here nor reachable; the test
+session's collection hook (``tests/conftest.py``) stops on the same line before running anything that needs it.
 """
 
 from __future__ import annotations
@@ -84,8 +84,9 @@ def problems(news: bool = True, sms: bool = True) -> list[str]:
     return [source.problem for source in sources if source.problem]
 
 
-def main() -> int:
-    found = problems()
+def main(wanted: list[str]) -> int:
+    """``wanted``: ``news``, ``sms`` or both (the default)."""
+    found = problems(news=not wanted or "news" in wanted, sms=not wanted or "sms" in wanted)
     if found:
         print("; ".join(found), file=sys.stderr)
         return 2
@@ -93,4 +94,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
