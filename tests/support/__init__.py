@@ -6,6 +6,8 @@
 - :mod:`tests.support.workers`: ``lstm-worker run`` as a real process, and the delivery modes.
 - :mod:`tests.support.data`: input records (real documents as JSON, malformed and hostile payloads).
 - :mod:`tests.support.model`: the tiny model's training arguments and the console scripts.
+- :mod:`tests.support.datasets`: where the real data comes from (20 Newsgroups, the tutorial's SMS
+  messages), and the one-line stop when it is missing.
 - :mod:`tests.support.schema_broker`: Tansu with a file schema registry (makes a topic unwritable).
 - :mod:`tests.support.report`: measured numbers kept for the README (artifacts/faults-report.json).
 
