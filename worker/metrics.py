@@ -42,8 +42,9 @@ class WorkerMetrics:
         self.end_to_end_seconds = Histogram(
             "lstm_worker_end_to_end_seconds",
             "Record timestamp to broker acknowledgement of its label", buckets=_SECONDS_BUCKETS, registry=r)
-        self.consumer_lag = Gauge("lstm_worker_consumer_lag", "High watermark minus position, per partition",
-                                  ["topic", "partition"], registry=r)
+        self.consumer_lag = Gauge(
+            "lstm_worker_consumer_lag", "Log end minus the group's committed offset per assigned partition, asked of "
+            "the broker every 5 s (it moves while fetching is paused)", ["topic", "partition"], registry=r)
         self.in_flight = Gauge("lstm_worker_in_flight", "Records polled but not yet acknowledged", registry=r)
         self.paused = Gauge("lstm_worker_fetch_paused", "1 while fetching is paused for backpressure", registry=r)
         self.ready = Gauge("lstm_worker_ready", "1 while /readyz answers 200 (alert on pods not ready for long)",

@@ -25,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from typing import Any
 
+from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from worker import codec
@@ -41,6 +42,7 @@ from worker.pipeline.shadow import Shadow
 from worker.settings import WorkerSettings
 
 LAG_REFRESH_S = 5.0
+LAG_RETRY_S = 30.0  # after the broker did not answer: the loop must not spend its time waiting for lag
 IDLE_POLL_MS = 100
 SCORING_POLL_MS = 5  # while a batch is scored: come back soon to publish it
 
@@ -60,7 +62,7 @@ class Pipeline:
         self._owned: set[TopicPartition] = set()
         self._paused = False
         self._resume_all = False
-        self._last_lag = 0.0
+        self._lag_due = 0.0
 
     def request_stop(self) -> None:
         """Only sets a flag: safe from a signal handler."""
@@ -208,12 +210,21 @@ class Pipeline:
         self.metrics.paused.set(1 if paused else 0)
 
     def _report_lag(self) -> None:
+        """Lag from the broker (log end minus the group's commit), on this thread: the consumer is not
+        thread-safe. It keeps moving while fetching is paused; unanswered, it is asked again less often."""
         now = time.monotonic()
-        if now - self._last_lag < LAG_REFRESH_S:
+        if now < self._lag_due:
             return
-        self._last_lag = now
-        for tp, lag in self.consumer.lag().items():
-            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        try:
+            lags = self.consumer.lag()
+        except KafkaError as exc:
+            self._lag_due = now + LAG_RETRY_S
+            self.log.debug("lag_unknown", error=f"{type(exc).__name__}: {exc}")
+            return
+        self._lag_due = time.monotonic() + LAG_REFRESH_S
+        for tp, lag in lags.items():
+            if tp in self._owned:  # a partition revoked meanwhile keeps no series
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     # -- rebalance hooks (worker.kafka_io.RebalanceListener, while the loop is inside poll) ----------------
     def offsets_to_commit(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
