@@ -238,6 +238,7 @@ class FakeConsumer:
 @dataclass(frozen=True)
 class FakeBundle:
     model_id: str = "fake@1"
+    drift_reference: Any = None
 
 
 class FakeEngine:
@@ -246,9 +247,10 @@ class FakeEngine:
     labels = ("ham", "spam")
     BOOM = 666
 
-    def __init__(self, before_predict: Callable[[], None] = lambda: None, model_id: str = "fake@1"):
+    def __init__(self, before_predict: Callable[[], None] = lambda: None, model_id: str = "fake@1",
+                 drift_reference: Any = None):
         self.before_predict = before_predict
-        self.bundle = FakeBundle(model_id)
+        self.bundle = FakeBundle(model_id, drift_reference)
         self.calls = 0
         self.closed = False
 

@@ -63,6 +63,7 @@ class Pipeline:
         self._paused = False
         self._resume_all = False
         self._lag_due = 0.0
+        guarantee.drift.serve(served.model_id, served.engine.bundle.drift_reference)
 
     def request_stop(self) -> None:
         """Only sets a flag: safe from a signal handler."""
@@ -164,6 +165,7 @@ class Pipeline:
         self._open = reopened
         self.metrics.model_swaps.inc()
         describe(self.metrics, new)
+        self.guarantee.drift.serve(new.model_id, new.engine.bundle.drift_reference)  # a fresh window
         old_labels, new_labels = old.engine.labels, new.engine.labels
         self.log.info("model_swapped", old=old.model_id, new=new.model_id, version=new.version,
                       labels_changed=old_labels != new_labels)
