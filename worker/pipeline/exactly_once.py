@@ -71,7 +71,7 @@ class ExactlyOnce(Guarantee):
             if self.stall is not None:
                 self.recovered(now, batches_waiting=len(self._pending))
 
-    def maybe_commit(self, now: float) -> None:
+    def maybe_commit(self, now: float, deadline: float | None = None) -> None:
         """With no batch waiting: commit positions that moved past what the last transactions committed."""
         if self._pending or self.stall is not None or self.fatal is not None or now < self._next_offsets_commit:
             return
@@ -79,7 +79,7 @@ class ExactlyOnce(Guarantee):
         offsets = self.tracker.committable(positions=self.consumer.positions(), idle_only=True)
         if not offsets or self.consumer.membership_in_doubt():
             return
-        if self._transact([], offsets, now, None):
+        if self._transact([], offsets, now, deadline):
             self._offsets_failures = 0
             return
         self._offsets_failures += 1  # not a stall: nothing waits behind it; tried again after a backoff
@@ -93,7 +93,7 @@ class ExactlyOnce(Guarantee):
         self.service(time.monotonic(), deadline)
         if not self._pending and self.stall is None and time.monotonic() < deadline:
             self._next_offsets_commit = 0.0
-            self.maybe_commit(time.monotonic())
+            self.maybe_commit(time.monotonic(), deadline)
 
     # -- one batch, one transaction -----------------------------------------------------------------------
     def _offsets_after(self, batch: list[Message]) -> dict[TopicPartition, int]:
