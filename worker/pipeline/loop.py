@@ -25,7 +25,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from typing import Any
 
-from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from worker import codec
@@ -34,6 +33,7 @@ from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
 from worker.pipeline.batch import OpenBatch
 from worker.pipeline.guarantee import Guarantee
+from worker.pipeline.lag import LagGauge
 from worker.pipeline.messages import Entry, Message, render
 from worker.pipeline.models import ModelWatcher, ServedModel, describe
 from worker.pipeline.ports import Consumer, InputRecord
@@ -41,8 +41,6 @@ from worker.pipeline.scoring import score
 from worker.pipeline.shadow import Shadow
 from worker.settings import WorkerSettings
 
-LAG_REFRESH_S = 5.0
-LAG_RETRY_S = 30.0  # after the broker did not answer: the loop must not spend its time waiting for lag
 IDLE_POLL_MS = 100
 SCORING_POLL_MS = 5  # while a batch is scored: come back soon to publish it
 
@@ -62,7 +60,7 @@ class Pipeline:
         self._owned: set[TopicPartition] = set()
         self._paused = False
         self._resume_all = False
-        self._lag_due = 0.0
+        self._lag = LagGauge(consumer, metrics, log)
         guarantee.drift.serve(served.model_id, served.engine.bundle.drift_reference)
 
     def request_stop(self) -> None:
@@ -81,7 +79,8 @@ class Pipeline:
                 self._poll()
                 self._advance(time.monotonic())
                 self.guarantee.maybe_commit(time.monotonic())
-                self._report_lag()
+                self._report_health()  # a send that just failed shows on /readyz before the lag query waits
+                self._lag.maybe_report(time.monotonic(), self._owned)
         except Exception as exc:  # a bug or an unexpected broker error: drain what we can, exit non-zero
             failure = f"{type(exc).__name__}: {exc}"
             self.log.exception("loop_failed")
@@ -196,9 +195,7 @@ class Pipeline:
             self._set_paused(False)
         in_flight = self.tracker.pending_count()
         self.metrics.in_flight.set(in_flight)
-        # While results cannot get out, more input would only queue up behind them.
-        self.health.send_problem = problem = self.guarantee.problem()
-        self.metrics.ready.set(1 if self.health.ready()[0] else 0)
+        problem = self._report_health()  # while results cannot get out, more input would only queue behind them
         limit = self.settings.in_flight_limit
         if not self._paused and (in_flight >= limit or problem):
             self.consumer.pause()
@@ -207,26 +204,15 @@ class Pipeline:
             self.consumer.resume()
             self._set_paused(False)
 
+    def _report_health(self) -> str | None:
+        """Why results are not getting out (None while they flow), on /readyz and in lstm_worker_ready."""
+        self.health.send_problem = problem = self.guarantee.problem()
+        self.metrics.ready.set(1 if self.health.ready()[0] else 0)
+        return problem
+
     def _set_paused(self, paused: bool) -> None:
         self._paused = paused
         self.metrics.paused.set(1 if paused else 0)
-
-    def _report_lag(self) -> None:
-        """Lag from the broker (log end minus the group's commit), on this thread: the consumer is not
-        thread-safe. It keeps moving while fetching is paused; unanswered, it is asked again less often."""
-        now = time.monotonic()
-        if now < self._lag_due:
-            return
-        try:
-            lags = self.consumer.lag()
-        except KafkaError as exc:
-            self._lag_due = now + LAG_RETRY_S
-            self.log.debug("lag_unknown", error=f"{type(exc).__name__}: {exc}")
-            return
-        self._lag_due = time.monotonic() + LAG_REFRESH_S
-        for tp, lag in lags.items():
-            if tp in self._owned:  # a partition revoked meanwhile keeps no series
-                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     # -- rebalance hooks (worker.kafka_io.RebalanceListener, while the loop is inside poll) ----------------
     def offsets_to_commit(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
@@ -248,11 +234,7 @@ class Pipeline:
         dropped = self._open.drop(set(partitions))
         self.metrics.dropped_revoked.inc(dropped)
         self._owned -= set(partitions)
-        for tp in partitions:
-            try:
-                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
-            except KeyError:
-                pass  # no lag was reported for it yet
+        self._lag.forget(partitions)
         self._report_assigned()
         report = self.log.warning if lost else self.log.info
         report("partitions_lost" if lost else "partitions_revoked", partitions=_names(partitions), dropped=dropped,
