@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.drift_reference import MANIFEST_KEY as DRIFT_REFERENCE_KEY
+from core.drift_reference import DriftReference, read_drift_reference
 from core.exceptions import BundleError, VocabularyError
 from core.selftest import SELF_TEST_FILE, SelfTest, manifest_entry, read_self_test, self_test_bytes
 from core.text import TOKENIZER_NAME
@@ -62,6 +64,8 @@ class Bundle:
     labels: tuple[str, ...]
     preprocessing: Preprocessing
     self_test: SelfTest | None = None  # None only for format 1 bundles
+    # What outputs looked like at export (core/drift_reference.py); None for bundles exported before it.
+    drift_reference: DriftReference | None = None
 
     @property
     def model_path(self) -> Path:
@@ -303,4 +307,8 @@ def load_bundle(path: str | Path) -> Bundle:
     if manifest["format_version"] >= 2:
         self_test = read_self_test(root / self_test_entry["file"], self_test_entry, max_len=preprocessing.max_len,
                                    vocab_size=len(vocab), num_classes=num_classes)
-    return Bundle(root, manifest, vocab, tuple(labels), preprocessing, self_test)
+    try:
+        drift_reference = read_drift_reference(manifest.get(DRIFT_REFERENCE_KEY), tuple(labels))
+    except ValueError as exc:
+        raise BundleError(f"{manifest_path}: drift reference check failed: {exc}") from None
+    return Bundle(root, manifest, vocab, tuple(labels), preprocessing, self_test, drift_reference)

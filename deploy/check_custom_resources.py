@@ -78,14 +78,20 @@ MODEL_INFO, RELOAD_FAILURES = "lstm_worker_model_info", "lstm_worker_model_reloa
 # default selectors are `release: <its Helm release name>` (docs/deploy.md#monitoring).
 SELECTOR_LABEL = "release"
 SEVERITIES = {"critical", "warning", "info"}
-# Alerts the worker's rules must keep, and the metric each one watches (issue 17: a stuck worker freezes
-# the lag gauge, so the pause itself and the send stall must alert).
+# Alerts the worker's rules must keep, and the metric each one watches (issue 17: lag, a stuck worker
+# (the pause itself and the send stall), no output while input arrives, dead letters, review, drift, aborted
+# transactions and commit failures, pods not ready; model reload failures are check_model_alerts').
 REQUIRED_ALERTS = {
+    "LstmWorkerLagGrowing": "lstm_worker_consumer_lag",
+    "LstmWorkerLagNotConsumed": "lstm_worker_consumer_lag",
     "LstmWorkerFetchPaused": "lstm_worker_fetch_paused",
     "LstmWorkerSendStalled": "lstm_worker_send_stalled",
     "LstmWorkerNoOutput": "lstm_worker_records_out_total",
     "LstmWorkerNotReady": "lstm_worker_ready",
     "LstmWorkerDeadLetters": "lstm_worker_dead_letters_total",
+    "LstmWorkerReviewRate": "lstm_worker_review_total",
+    "LstmWorkerDriftLabelMix": "lstm_worker_drift_label_divergence",
+    "LstmWorkerDriftLowConfidence": "lstm_worker_drift_low_confidence_share",
     "LstmWorkerCommitFailures": "lstm_worker_commits_total",
     "LstmWorkerTransactionsAborted": "lstm_worker_commits_total",
 }
@@ -214,10 +220,6 @@ def check_scaled_object(obj: Obj, objs: list[Obj]) -> list[str]:
                             "without lag)")
         elif metadata.get("allowIdleConsumers") == "true" or not metadata.get("topic"):
             problems.append(f"{at}: limitToPartitionsWithLag needs a topic and allowIdleConsumers other than true")
-        activation = metadata.get("activationLagThreshold", "0")
-        if str(partitions).isdigit() and str(activation).isdigit() and int(activation) < int(partitions):
-            problems.append(f"{at}: activationLagThreshold {activation} < {partitions} partitions: one transaction "
-                            "marker per partition would keep the scaler active on an idle topic")
         if "sasl" in metadata and metadata["sasl"] not in KEDA_SASL_MODES:
             problems.append(f"{at}: metadata.sasl {metadata['sasl']!r} is not one of {sorted(KEDA_SASL_MODES)}")
         # KEDA must watch the very group and topic the worker consumes, on the same cluster.

@@ -25,11 +25,11 @@ import numpy as np
 import onnxruntime
 import torch
 
-from core.bundle import MODEL_FILE, load_bundle, write_bundle
+from core.bundle import DRIFT_REFERENCE_KEY, MODEL_FILE, load_bundle, write_bundle
 from core.model_store import ModelStore, check_version_name
 from core.selftest import SelfTest
 from core.vocab import pad_batch
-from export import __version__, embedding_quant, parity, quantize, selftest_inputs
+from export import __version__, drift_reference, embedding_quant, parity, quantize, selftest_inputs
 from export.checkpoint import Checkpoint, load_checkpoint, load_validation
 from export.exceptions import ExportError, PaddingInvarianceError, ParityError
 from export.onnx_export import export_onnx, graph_op_types
@@ -155,7 +155,8 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
         log(f"  max |Δp| {report['onnx']['max_abs_diff']:.2e} on {report['onnx']['documents_compared']} documents")
         gold = [checkpoint.labels.index(label) for _, label in validation]
         all_ids = [fp32_engine.token_ids(text) for text in texts]
-        report["validation_accuracy"] = round(quantize.accuracy(fp32_engine.predict_proba(all_ids), gold), 6)
+        held_out = fp32_engine.predict_proba(all_ids)
+        report["validation_accuracy"] = round(quantize.accuracy(held_out, gold), 6)
         final_bytes, final_engine = fp32_bytes, fp32_engine
         if config.quantize in QUANTIZATIONS:
             if config.quantize == "int8":
@@ -186,6 +187,10 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
                              tuple(test_plan), parity.PARITY_TOLERANCE,
                              "pytorch" if config.quantize is None else "onnxruntime-cpu")
         report["passed"] = True
+        if final_engine is not fp32_engine:  # the reference describes the graph that is published
+            held_out = final_engine.predict_proba(all_ids)
+        common["extra"] = {**common["extra"], DRIFT_REFERENCE_KEY: drift_reference.reference_for(
+            held_out, checkpoint.labels, checkpoint.metrics, [label for _, label in validation])}
         final = write_bundle(scratch / "final", onnx_model=final_bytes, quantization=config.quantize, parity=report,
                              self_test=self_test, self_test_report=selftest_inputs.coverage(
                                  test_inputs, expected, checkpoint.labels, max_len, len(candidates)), **common)

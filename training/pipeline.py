@@ -80,7 +80,10 @@ def run_training(config: TrainConfig, log: Log = print) -> dict:
     log(f"data: {len(first.train_texts)} train / {len(first.val_texts)} validation / "
         f"{len(dataset.test_texts)} test documents, {len(dataset.label_names)} classes")
     summary = {"source": config.data, "train": len(first.train_texts), "validation": len(first.val_texts),
-               "test": len(dataset.test_texts), "classes": len(dataset.label_names)}
+               "test": len(dataset.test_texts), "classes": len(dataset.label_names),
+               # The label mix the model learned from: lstm-export puts it in the bundle's drift reference.
+               "train_label_counts": {dataset.label_names[i]: n for i, n in
+                                      sorted(Counter(dataset.train_labels).items())}}
     bad = describe_bad_rows(bad_rows, log)
     # Ensembles: member 1's fold (the others trained on it; the export gates compare graphs, not members).
     write_validation_split(output / "validation.jsonl", first)

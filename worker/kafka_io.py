@@ -33,6 +33,8 @@ ASSIGNORS = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionA
 # Another producer registered our transactional id, or the broker aborted our transaction and bumped the epoch.
 FENCING_ERRORS = (ProducerFencedError, InvalidProducerEpochError, TransactionCoordinatorFencedError)
 _BOOTSTRAP_TIMEOUT_MS = 10_000
+# Each of the lag's two requests waits at most this long, on the loop thread.
+LAG_TIMEOUT_MS = 1000
 
 
 def _client_id(settings: WorkerSettings) -> str:
@@ -196,19 +198,44 @@ class KafkaSource:
         heartbeat = getattr(getattr(self.consumer, "_coordinator", None), "heartbeat", None)
         return bool(heartbeat is not None and heartbeat.session_timeout_expired())
 
-    def lag(self) -> dict[TopicPartition, int]:
-        """High watermark minus position, from the last fetch (no extra round trip)."""
+    def positions(self) -> dict[TopicPartition, int]:
+        """The next offset ``poll`` hands out per assigned partition (known ones only; no round trip).
+
+        It passes transaction markers and aborted records as the consumer skips them, and moves only when
+        ``poll`` returns records, never with what is fetched and still buffered.
+        """
         result = {}
         for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            if high is None:
-                continue
             try:
                 position = self.consumer.position(tp, timeout_ms=0)
-            except KafkaError:
+            except KafkaError:  # not yet known (a reset in progress)
                 continue
             if position is not None:
-                result[tp] = max(0, high - position)
+                result[tp] = position
+        return result
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Log end minus the group's committed offset per assigned partition, asked of the broker.
+
+        Two round trips (the committed offsets, the end offsets), bounded by ``LAG_TIMEOUT_MS``, so it keeps
+        moving while fetching is paused. The log end is the larger of the broker's ListOffsets answer and the
+        last fetch's high watermark: the log end never moves back, and some brokers (Tansu) answer ListOffsets
+        with the last batch's first offset + 1. A partition without a commit counts from the position.
+        Raises ``KafkaError`` when the broker does not answer in time.
+        """
+        partitions = sorted(self.consumer.assignment())
+        if not partitions:
+            return {}
+        coordinator = self.consumer._coordinator  # noqa: SLF001 - one request for all partitions, bounded
+        committed = coordinator.fetch_committed_offsets(partitions, timeout_ms=LAG_TIMEOUT_MS)
+        ends = self.consumer.end_offsets(partitions, timeout_ms=LAG_TIMEOUT_MS)
+        positions = self.positions()
+        result = {}
+        for tp in partitions:
+            end = max(ends.get(tp) or 0, self.consumer.highwater(tp) or 0)
+            done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else positions.get(tp)
+            if done is not None:
+                result[tp] = max(0, end - done)
         return result
 
     def close(self, timeout_s: float) -> None:

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
-_CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -18,7 +18,7 @@ class WorkerMetrics:
         self.records_out = Counter("lstm_worker_records_out", "Labels acknowledged by the broker", registry=r)
         self.labels = Counter("lstm_worker_labels", "Labels stored, by label (review included)", ["label"], registry=r)
         self.confidence = Histogram("lstm_worker_confidence", "Top-1 score of stored labels",
-                                    buckets=_CONFIDENCE_BUCKETS, registry=r)
+                                    buckets=CONFIDENCE_BUCKETS, registry=r)
         self.routed_to_review = Counter("lstm_worker_review", "Labels sent to --review-topic (below --min-confidence)",
                                         registry=r)
         self.dead_letters = Counter("lstm_worker_dead_letters", "Records dead-lettered, by reason",
@@ -42,8 +42,9 @@ class WorkerMetrics:
         self.end_to_end_seconds = Histogram(
             "lstm_worker_end_to_end_seconds",
             "Record timestamp to broker acknowledgement of its label", buckets=_SECONDS_BUCKETS, registry=r)
-        self.consumer_lag = Gauge("lstm_worker_consumer_lag", "High watermark minus position, per partition",
-                                  ["topic", "partition"], registry=r)
+        self.consumer_lag = Gauge(
+            "lstm_worker_consumer_lag", "Log end minus the group's committed offset per assigned partition, asked of "
+            "the broker every 5 s (it moves while fetching is paused)", ["topic", "partition"], registry=r)
         self.in_flight = Gauge("lstm_worker_in_flight", "Records polled but not yet acknowledged", registry=r)
         self.paused = Gauge("lstm_worker_fetch_paused", "1 while fetching is paused for backpressure", registry=r)
         self.ready = Gauge("lstm_worker_ready", "1 while /readyz answers 200 (alert on pods not ready for long)",
@@ -68,6 +69,25 @@ class WorkerMetrics:
         self.shadow_labels_dropped = Counter(
             "lstm_worker_shadow_labels_dropped", "Shadow labels not sent to --shadow-topic while the primary's sends "
             "were held", registry=r)
+        # Drift of the recent labels from the bundle's reference, per model (worker/drift.py); NaN until the
+        # --drift-window is full, absent for a bundle without a reference.
+        self.drift_label_divergence = Gauge(
+            "lstm_worker_drift_label_divergence", "Jensen-Shannon divergence (base 2, 0-1) of the last --drift-window "
+            "labels' mix from the mix the model predicted on held-out documents at export", ["model"], registry=r)
+        self.drift_low_confidence_share = Gauge(
+            "lstm_worker_drift_low_confidence_share", "Share of the last --drift-window labels scoring below "
+            "lstm_worker_drift_low_confidence_threshold", ["model"], registry=r)
+        self.drift_low_confidence_reference = Gauge(
+            "lstm_worker_drift_low_confidence_reference", "Share of the held-out documents at export that scored "
+            "below the same threshold", ["model"], registry=r)
+        self.drift_low_confidence_threshold = Gauge(
+            "lstm_worker_drift_low_confidence_threshold", "--min-confidence, or the score the 10 % least confident "
+            "held-out documents had at export", ["model"], registry=r)
+        self.drift_confidence_shift = Gauge(
+            "lstm_worker_drift_confidence_shift", "Mean top-1 score of the last --drift-window labels minus its mean "
+            "on the held-out documents at export", ["model"], registry=r)
+        self.drift_window_records = Gauge("lstm_worker_drift_window_records", "Labels in the drift window",
+                                          ["model"], registry=r)
         self.model_swaps = Counter("lstm_worker_model_swaps", "Switches to a newly promoted model", registry=r)
         self.model_reload_failures = Counter(
             "lstm_worker_model_reload_failures", "Promoted versions refused at load (the old model kept serving)",

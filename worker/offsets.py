@@ -8,6 +8,14 @@ yet acknowledged (or one past the highest registered, when all are), so a
 commit never passes a record whose result is not safely stored, whatever order
 the acks arrive in; it is also where to read again after a rewind.
 
+A partition with nothing in flight commits the consumer's *position* instead,
+when that is further: the position passes what the broker never delivers
+(transaction commit and abort markers, records of aborted transactions), and
+it passes a record only once ``poll`` returned it, so every record below it was
+registered here and, with nothing in flight, answered. On a topic written by
+transactional producers, "one past the last record" stays one short of the log
+end per marker: a drained partition would show a lag of 1 for ever.
+
 Partitions are tracked from assignment to revocation only. On revocation a
 partition's state is dropped and its *epoch* bumped: acks that arrive later for
 records of the old assignment are ignored, and records polled for a partition
@@ -108,8 +116,12 @@ class OffsetTracker:
             return True
 
     @staticmethod
-    def _safe_offset(state: _PartitionState) -> int | None:
-        return next(iter(state.pending)) if state.pending else state.next_offset
+    def _safe_offset(state: _PartitionState, position: int | None = None) -> int | None:
+        if state.pending:
+            return next(iter(state.pending))
+        if position is None or (state.next_offset is not None and position < state.next_offset):
+            return state.next_offset
+        return position  # nothing in flight: past the markers (and aborted records) the consumer skipped
 
     def resume_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Where to read again after losing these partitions: the lowest unacknowledged offset.
@@ -126,16 +138,36 @@ class OffsetTracker:
                     result[tp] = safe
             return result
 
-    def committable(self, partitions: list[TopicPartition] | None = None) -> dict[TopicPartition, int]:
-        """Offsets that are safe to commit and newer than the last commit."""
+    def committable(self, partitions: list[TopicPartition] | None = None,
+                    positions: dict[TopicPartition, int] | None = None, *,
+                    idle_only: bool = False) -> dict[TopicPartition, int]:
+        """Offsets that are safe to commit and newer than the last commit.
+
+        ``positions``: the consumer's position per partition, read on the thread that polls, after the last
+        poll's records were registered; a partition with nothing in flight commits it. ``idle_only``: only
+        partitions with nothing in flight (the others commit with their next batch).
+        """
+        positions = positions or {}
         with self._lock:
             result = {}
             for tp, state in self._states.items():
-                if partitions is not None and tp not in partitions:
+                if partitions is not None and tp not in partitions or idle_only and state.pending:
                     continue
-                safe = self._safe_offset(state)
+                safe = self._safe_offset(state, positions.get(tp))
                 if safe is not None and (state.committed is None or safe > state.committed):
                     result[tp] = safe
+            return result
+
+    def past_markers(self, offsets: dict[TopicPartition, int],
+                     positions: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """``offsets`` (one past a batch's last record, per partition), moved up to the consumer's position
+        where nothing was registered after the batch: what its transaction may commit (see the module doc)."""
+        with self._lock:
+            result = dict(offsets)
+            for tp, offset in offsets.items():
+                state, position = self._states.get(tp), positions.get(tp)
+                if state is not None and position is not None and state.next_offset == offset < position:
+                    result[tp] = position
             return result
 
     def mark_committed(self, offsets: dict[TopicPartition, int]) -> None:

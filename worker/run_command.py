@@ -34,6 +34,9 @@ from worker.settings import (
 @option("--review-topic", default=None,
         help="Where labels below --min-confidence go instead of --output-topic (same JSON plus the reason, same key "
              "and headers, same delivery guarantee).")
+@option("--drift-window", default=1000, type=click.IntRange(1),
+        help="The drift gauges compare the last this many labels with the bundle's reference (label mix, share "
+             "below the confidence threshold, mean confidence); NaN until that many arrived, reset by a model swap.")
 @option("--shadow-model", default=None, type=click.Path(path_type=Path),
         help="A bundle or store whose model scores the same batches after the primary answered; only metrics (and "
              "--shadow-topic) see its results. A store is watched like --model's.")
@@ -50,7 +53,8 @@ from worker.settings import (
         help="Pause fetching above this many records polled but not yet answered (0 = 4 x --batch-size, "
              "at least 1024).")
 @option("--commit-interval-ms", default=1000, type=click.IntRange(1),
-        help="How often offsets of answered records are committed (at-least-once).")
+        help="How often offsets of answered records are committed (at-least-once); with --exactly-once, how often "
+             "a partition with nothing in flight commits a position that moved past transaction markers.")
 @option("--metrics-port", default=0, type=click.IntRange(0, 65535),
         help="Serve /metrics, /healthz, /readyz on this port (0 = off).")
 @option("--metrics-host", default="0.0.0.0", help="Address the metrics server listens on.")

@@ -76,6 +76,8 @@ class WorkerSettings:
     # Labels whose top score is below min_confidence go to review_topic (or carry low_confidence: true).
     min_confidence: float = 0.0
     review_topic: str | None = None
+    # Labels in the sliding window the drift gauges compare with the bundle's reference (worker/drift.py).
+    drift_window: int = 1000
     bootstrap_servers: tuple[str, ...] = ("localhost:9092",)
     group_id: str = "lstm-worker"
     output_topic: str = ""
@@ -222,7 +224,8 @@ def build_settings(
         _require(0 < rest["shadow_sample"] <= 1, "--shadow-sample", f"must be in (0, 1], got {rest['shadow_sample']}")
     positive = {"batch_size": "--batch-size", "max_batch_tokens": "--max-batch-tokens", "top_k": "--top-k",
                 "max_message_bytes": "--max-message-bytes", "session_timeout_ms": "--session-timeout-ms",
-                "tokens_per_call": "--tokens-per-call", "commit_interval_ms": "--commit-interval-ms"}
+                "tokens_per_call": "--tokens-per-call", "commit_interval_ms": "--commit-interval-ms",
+                "drift_window": "--drift-window"}
     for key, option in positive.items():
         if key in rest:
             _require(rest[key] >= 1, option, f"must be at least 1, got {rest[key]}")

@@ -504,7 +504,7 @@ def test_dev_overlay_references_no_secret(rendered: dict[str, list[Obj]]) -> Non
 
 
 @pytest.mark.parametrize("kustomization", AUTOSCALED)
-def test_keda_falls_back_and_ignores_transaction_markers(rendered: dict[str, list[Obj]], kustomization: str) -> None:
+def test_keda_falls_back_and_wakes_on_any_lag(rendered: dict[str, list[Obj]], kustomization: str) -> None:
     (scaled,) = of_kind(rendered[kustomization], "ScaledObject")
     spec, annotations = scaled["spec"], scaled["metadata"]["annotations"]
     partitions = int(annotations[PARTITIONS_ANNOTATION])
@@ -515,8 +515,8 @@ def test_keda_falls_back_and_ignores_transaction_markers(rendered: dict[str, lis
     (trigger,) = spec["triggers"]
     metadata = trigger["metadata"]
     assert metadata["limitToPartitionsWithLag"] == "true" and metadata["allowIdleConsumers"] == "false"
-    # One control record per partition after the last transaction must not count as work.
-    assert int(metadata["activationLagThreshold"]) >= partitions
+    # The worker commits past transaction markers, so an idle group reads 0: one waiting record is work.
+    assert metadata["activationLagThreshold"] == "0" and partitions >= spec["maxReplicaCount"]
     assert annotations["lstm-worker.io/lag-threshold-basis"].split(":")[0] in {"measured", "estimate"}
     target = spec["scaleTargetRef"]
     assert target.get("kind", "Deployment") == worker_deployment(rendered[kustomization])["kind"]
@@ -631,8 +631,6 @@ MUTATIONS = {
     "no-fallback": (lambda o: _so(o)["spec"].pop("fallback"), "spec.fallback is required"),
     "idle-partitions": (lambda o: _so(o)["spec"]["triggers"][0]["metadata"].pop("limitToPartitionsWithLag"),
                         "limitToPartitionsWithLag must be"),
-    "activation-zero": (lambda o: _so(o)["spec"]["triggers"][0]["metadata"].update(activationLagThreshold="0"),
-                        "activationLagThreshold 0 < 12 partitions"),
     "unexplained-threshold": (lambda o: _so(o)["metadata"]["annotations"].pop("lstm-worker.io/lag-threshold-basis"),
                               "lag-threshold-basis must say"),
     "tag-without-model": (lambda o: worker_container(o).update(image="ghcr.io/lstm-worker/lstm-worker:0.1.0"),
@@ -812,6 +810,10 @@ MONITORING_MUTATIONS = {
                               "alert LstmWorkerFetchPaused on lstm_worker_fetch_paused is required"),
     "no-send-stalled-alert": ("monitoring", lambda o: _drop_alert(o, "LstmWorkerSendStalled"),
                               "alert LstmWorkerSendStalled on lstm_worker_send_stalled is required"),
+    "no-drift-alert": ("monitoring", lambda o: _drop_alert(o, "LstmWorkerDriftLabelMix"),
+                       "alert LstmWorkerDriftLabelMix on lstm_worker_drift_label_divergence is required"),
+    "lag-alert-without-lag": ("monitoring", lambda o: _alert(o, "LstmWorkerLagGrowing").update(
+        expr="sum(lstm_worker_in_flight) > 5000"), "alert LstmWorkerLagGrowing on lstm_worker_consumer_lag"),
     "send-errors-page": ("monitoring",
                          lambda o: _alert(o, "LstmWorkerSendErrors")["labels"].update(severity="critical"),
                          "pages on send errors"),
@@ -840,10 +842,20 @@ def test_every_alert_has_a_unit_test(rendered: dict[str, list[Obj]]) -> None:
 
 WORKER_ALERT_CHANGES = {
     "shipped": (None, None, False),
-    # The lag alerts without the one-per-partition allowance fire on a caught-up transactional topic.
-    "lag-without-marker-allowance": ("LstmWorkerLagNotConsumed", {"expr": (
-        "sum by (topic) (max by (topic, partition) (lstm_worker_consumer_lag)) > 0 "
-        "and on () sum(rate(lstm_worker_records_in_total[10m])) == 0")}, True),
+    # The old allowance of one record per partition for transaction markers hides records that wait: the
+    # worker commits past the markers now, so lag 1 is a record.
+    "lag-with-marker-allowance": ("LstmWorkerLagNotConsumed", {"expr": (
+        "sum by (topic) (max by (topic, partition) (lstm_worker_consumer_lag)) - count by (topic) (max by "
+        "(topic, partition) (lstm_worker_consumer_lag)) > 0 and on () sum(rate(lstm_worker_records_in_total[10m])) "
+        "== 0")}, True),
+    # A drift threshold inside the normal range (20NG test windows reach 0.009) fires on a healthy stream.
+    "drift-threshold-in-normal-range": ("LstmWorkerDriftLabelMix", {"expr": (
+        "avg by (model) (lstm_worker_drift_label_divergence) > 0.005")}, True),
+    # Comparing the low-confidence share with a fixed number instead of the reference's share.
+    "low-confidence-without-reference": ("LstmWorkerDriftLowConfidence", {"expr": (
+        "avg by (model) (lstm_worker_drift_low_confidence_share) > 0.2")}, True),
+    # A drift alert without `for` fires on a short burst.
+    "drift-without-for": ("LstmWorkerDriftLabelMix", {"for": "0s"}, True),
     # Paging on the first send error fires on one oversize record, dead-lettered as designed.
     "send-errors-without-for": ("LstmWorkerSendErrors", {"for": "0s"}, True),
     # Without `or vector(0)`, no dead-letter series (none yet) silences the no-output alert.

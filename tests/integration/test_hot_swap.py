@@ -69,7 +69,12 @@ def test_promote_mid_stream_then_refuse_a_tampered_version(broker, workers, news
     late = [json.loads(m.value)["model"] for m in answered if not m.is_dead_letter
             and m.key.decode().startswith("c")]
     assert late and set(late) == {"tiny@2"}
+    # The drift window started afresh with version 2: it holds exactly the labels version 2 scored.
+    by_v2 = sum(1 for m in answered if not m.is_dead_letter and json.loads(m.value)["model"] == "tiny@2")
+    window = f'lstm_worker_drift_window_records{{model="tiny@2"}} {float(by_v2)}'
+    wait_until(lambda: window in worker.get("/metrics")[1], 30, window)
     _, metrics = worker.get("/metrics")
+    assert not [line for line in metrics.splitlines() if line.startswith("lstm_worker_drift_") and "tiny@1" in line]
     assert "lstm_worker_model_reload_failures_total 1.0" in metrics
     assert 'lstm_worker_model_info{' in metrics and 'store_version="2"' in metrics
     refused = run_cli("lstm-worker", "promote", "--store", str(store), "3")

@@ -3,8 +3,9 @@
 A worker labels real documents; /usr/bin/prometheus (Debian's `prometheus`, installed by deploy/validate.sh,
 which runs first in `make test`) scrapes its /metrics every second and also loads the shipped alert rules.
 The test reads the worker's series back through Prometheus' HTTP query API, checks that every metric the
-Grafana dashboard queries is one the live worker exports, that every panel query runs on Prometheus, and
-that every alert rule evaluates without error."""
+Grafana dashboard queries is one the live worker exports, that every panel query runs on Prometheus, that
+the drift gauges and the broker-side lag read back as the worker exports them, and that every alert rule
+evaluates without error."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy import dashboard
 from tests.support.data import json_records
@@ -119,7 +121,8 @@ def test_prometheus_scrapes_a_live_worker(broker, workers, news_docs, unique_nam
         pytest.skip(f"deploy tools venv {TOOLS_PYTHON.parent.parent} is absent: run deploy/validate.sh once")
     bootstrap = broker.bootstrap_servers
     topic, labels, dlq = create_stream(bootstrap, unique_name, partitions=2)
-    worker = workers.start(bootstrap, topic, f"{unique_name}-g")
+    # A drift window the 121 records fill, so the drift gauges hold numbers, not NaN.
+    worker = workers.start(bootstrap, topic, f"{unique_name}-g", "--drift-window", "50")
     worker.wait_ready()
     with prometheus(binary, f"127.0.0.1:{worker.metrics_port}", tmp_path) as url:
         # Two rounds: a counter's series appears with its first increment, and rate() counts only
@@ -151,10 +154,23 @@ def test_prometheus_scrapes_a_live_worker(broker, workers, news_docs, unique_nam
             got = query(url, "sum(rate(lstm_worker_records_out_total[30s]))")
             return bool(got) and float(got[0]["value"][1]) > 0
         wait_until(rate_positive, 10, "rate(lstm_worker_records_out_total[30s]) > 0 in Prometheus")
+        # The drift gauges of the served model and the broker-side lag, read back through Prometheus.
+        own = {(f.name, s.labels.get("model")): s.value for f in text_string_to_metric_families(worker.get(
+            "/metrics")[1]) for s in f.samples if f.name.startswith("lstm_worker_drift_")}  # every label counted
+        wait_until(lambda: [float(r["value"][1]) for r in query(url, "lstm_worker_drift_window_records")] == [50.0],
+                   20, "Prometheus sees a full drift window")
+        for name in ("lstm_worker_drift_label_divergence", "lstm_worker_drift_low_confidence_share",
+                     "lstm_worker_drift_confidence_shift", "lstm_worker_drift_low_confidence_reference"):
+            [series] = query(url, name)
+            assert float(series["value"][1]) == pytest.approx(own[(name, series["metric"]["model"])]), name
+        [divergence] = query(url, "lstm_worker_drift_label_divergence")
+        assert 0 <= float(divergence["value"][1]) <= 1
+        wait_until(lambda: [float(r["value"][1]) for r in query(url, "sum(lstm_worker_consumer_lag)")] == [0.0], 20,
+                   "the broker-side lag of the drained topic reads 0 in Prometheus")
         info = query(url, "lstm_worker_model_info")
         assert len(info) == 1 and info[0]["value"][1] == "1", info
         assert info[0]["metric"]["model"] and info[0]["metric"]["version"] and info[0]["metric"]["pod"] == "worker-0"
-        assert info[0]["metric"]["job"] == JOB
+        assert info[0]["metric"]["job"] == JOB and divergence["metric"]["model"] == info[0]["metric"]["model"]
         dead = query(url, "sum by (reason) (lstm_worker_dead_letters_total)")
         assert [float(d["value"][1]) for d in dead] == [1.0], dead
         assert float(query(url, "lstm_worker_ready")[0]["value"][1]) == 1

@@ -144,14 +144,21 @@ class FakeProducer:
 
 
 class FakeConsumer:
-    """Serves fixed records per partition; the test can revoke partitions as a rebalance would."""
+    """Serves fixed records per partition; the test can revoke partitions as a rebalance would.
 
-    def __init__(self, broker: FakeBroker, records: list[InputRecord]):
+    ``log_ends``: a partition's log end when its last record is not (a transactional topic ends with a
+    commit marker). Like kafka-python, the position passes offsets that hold no record (markers) as soon as
+    the records before them were handed out.
+    """
+
+    def __init__(self, broker: FakeBroker, records: list[InputRecord],
+                 log_ends: dict[TopicPartition, int] | None = None):
         self.broker = broker
         self.records: dict[TopicPartition, list[InputRecord]] = {}
         for record in records:
             self.records.setdefault(record.tp, []).append(record)
-        self.positions = {tp: 0 for tp in self.records}
+        self.log_ends = {tp: rs[-1].offset + 1 for tp, rs in self.records.items()} | (log_ends or {})
+        self.next_index = {tp: 0 for tp in self.records}
         self.owned: set[TopicPartition] = set()
         self.paused = False
         self.hooks: Any = None
@@ -178,7 +185,7 @@ class FakeConsumer:
         self.hooks.release(partitions, lost=False, committed=offsets or None, error=None)
         self.owned -= set(partitions)
         for tp in partitions:  # the next owner starts from the commit
-            self.positions[tp] = self._index(tp, self.broker.committed.get(tp, rewind.get(tp, 0)))
+            self.next_index[tp] = self._index(tp, self.broker.committed.get(tp, rewind.get(tp, 0)))
 
     def _index(self, tp: TopicPartition, offset: int) -> int:
         return next((i for i, r in enumerate(self.records[tp]) if r.offset >= offset), len(self.records[tp]))
@@ -192,8 +199,8 @@ class FakeConsumer:
         out: list[InputRecord] = []
         if not self.paused:
             for tp in sorted(self.owned):
-                take = self.records[tp][self.positions[tp]:self.positions[tp] + max_records - len(out)]
-                self.positions[tp] += len(take)
+                take = self.records[tp][self.next_index[tp]:self.next_index[tp] + max_records - len(out)]
+                self.next_index[tp] += len(take)
                 out.extend(take)
         if not out:
             time.sleep(min(timeout_ms, 5) / 1000)
@@ -215,8 +222,13 @@ class FakeConsumer:
     def membership_in_doubt(self) -> bool:
         return False
 
+    def positions(self) -> dict[TopicPartition, int]:
+        """The next record's offset; past the last record, the log end (markers are skipped)."""
+        return {tp: self.records[tp][i].offset if i < len(self.records[tp]) else self.log_ends[tp]
+                for tp, i in self.next_index.items() if tp in self.owned}
+
     def lag(self) -> dict[TopicPartition, int]:
-        return {tp: len(rs) - self.positions[tp] for tp, rs in self.records.items() if tp in self.owned}
+        return {tp: self.log_ends[tp] - self.broker.committed.get(tp, 0) for tp in self.owned}
 
     def close(self, timeout_s: float) -> None:
         if self.owned:
@@ -226,6 +238,7 @@ class FakeConsumer:
 @dataclass(frozen=True)
 class FakeBundle:
     model_id: str = "fake@1"
+    drift_reference: Any = None
 
 
 class FakeEngine:
@@ -234,9 +247,10 @@ class FakeEngine:
     labels = ("ham", "spam")
     BOOM = 666
 
-    def __init__(self, before_predict: Callable[[], None] = lambda: None, model_id: str = "fake@1"):
+    def __init__(self, before_predict: Callable[[], None] = lambda: None, model_id: str = "fake@1",
+                 drift_reference: Any = None):
         self.before_predict = before_predict
-        self.bundle = FakeBundle(model_id)
+        self.bundle = FakeBundle(model_id, drift_reference)
         self.calls = 0
         self.closed = False
 

@@ -105,3 +105,29 @@ def test_a_partition_assigned_again_without_a_revocation_starts_over():
     assert not tracker.is_current(stale[1]) and tracker.pending_count() == 0
     fresh = tracker.register(P0, 1)  # read again from the rewind: no out-of-order refusal
     assert tracker.is_current(fresh)
+
+
+def test_a_partition_with_nothing_in_flight_commits_the_position_past_its_markers():
+    tracker = tracker_for(P0, P1)
+    tickets = [tracker.register(P0, offset) for offset in (0, 1, 2, 4, 5)]  # a marker at 3
+    for ticket in tickets[:4]:
+        tracker.ack(ticket)
+    assert tracker.committable(positions={P0: 7}) == {P0: 5}  # 5 is in flight: the position does not count
+    tracker.ack(tickets[4])
+    assert tracker.committable(positions={P0: 7}) == {P0: 7}  # drained: past the marker at 6
+    assert tracker.committable(positions={P0: 5}) == {P0: 6}  # a position behind what was registered: ignored
+    assert tracker.committable() == {P0: 6}
+    assert tracker.committable(positions={P1: 9}) == {P0: 6, P1: 9}  # nothing read yet: where the consumer is
+    assert tracker.committable(positions={P1: 9}, idle_only=True) == {P0: 6, P1: 9}
+    tracker.register(P1, 9)
+    assert tracker.committable(positions={P1: 11}, idle_only=True) == {P0: 6}
+
+
+def test_a_batch_transaction_commits_the_position_only_when_nothing_was_read_after_it():
+    tracker = tracker_for(P0)
+    for offset in (0, 1, 2):
+        tracker.register(P0, offset)
+    assert tracker.past_markers({P0: 3}, {P0: 4}) == {P0: 4}  # the batch ends what was read: past its marker
+    tracker.register(P0, 4)
+    assert tracker.past_markers({P0: 3}, {P0: 6}) == {P0: 3}  # 4 was read after the batch: it is not answered
+    assert tracker.past_markers({P0: 3}, {}) == {P0: 3}

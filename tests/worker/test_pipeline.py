@@ -79,18 +79,18 @@ class Run:
 def run_pipeline(mode: str, records: list[InputRecord], *, until: Callable[[Run], bool] | None = None,
                  during: Callable[[Run, FakeConsumer], None] | None = None, engine: FakeEngine | None = None,
                  shadow_engine: FakeEngine | None = None, timeout_s: float = 20, settings_options: dict | None = None,
-                 **producer_options) -> Run:
+                 log_ends: dict[TopicPartition, int] | None = None, **producer_options) -> Run:
+    options = dict(batch_size=16, max_wait_ms=5, commit_interval_ms=10, send_retry_backoff_max_s=0.2,
+                   shutdown_timeout_s=5, max_message_bytes=200_000) | (settings_options or {})
     settings = build_settings(topic=TOPIC, model=Path("unused"), exactly_once=mode == "exactly-once",
-                              transactional_id="t-0" if mode == "exactly-once" else None, batch_size=16,
-                              max_wait_ms=5, commit_interval_ms=10, send_retry_backoff_max_s=0.2,
-                              shutdown_timeout_s=5, max_message_bytes=200_000,
+                              transactional_id="t-0" if mode == "exactly-once" else None,
                               shadow_model=Path("unused") if shadow_engine else None,
-                              shadow_topic=f"{TOPIC}.shadow" if shadow_engine else None, **(settings_options or {}))
+                              shadow_topic=f"{TOPIC}.shadow" if shadow_engine else None, **options)
     broker, log, metrics, tracker = FakeBroker(), RecordingLog(), WorkerMetrics(), OffsetTracker()
     health = HealthState(30)
     health.model_loaded = True
     producer = FakeProducer(broker, **producer_options)
-    consumer = FakeConsumer(broker, records)
+    consumer = FakeConsumer(broker, records, log_ends)
     common = (settings, producer, consumer, tracker, metrics, log)
     guarantee = (ExactlyOnce(*common, new_producer=lambda: producer) if settings.exactly_once
                  else AtLeastOnce(*common))

@@ -84,9 +84,10 @@ class AtLeastOnce(Guarantee):
     def maybe_commit(self, now: float) -> None:
         if now - self._last_commit >= self.settings.commit_interval_ms / 1000:
             self._last_commit = now
-            self.commit_offsets(self.tracker.committable())
+            self.commit_offsets(self.tracker.committable(positions=self.consumer.positions()))
 
     def offsets_to_commit(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        # On the consumer's I/O thread, inside poll: no position read here; the next owner commits past markers.
         return self.tracker.committable(partitions)
 
     def drain(self, deadline: float) -> None:
@@ -99,7 +100,7 @@ class AtLeastOnce(Guarantee):
                 self.log.warning("flush_failed", error=f"{type(exc).__name__}: {exc}")
             if not self._take_outcomes(time.monotonic()) or time.monotonic() >= deadline:
                 break
-        self.commit_offsets(self.tracker.committable())
+        self.commit_offsets(self.tracker.committable(positions=self.consumer.positions()))
 
     # -- sending ---------------------------------------------------------------------------------------
     def _send(self, message: Message, now: float) -> None:

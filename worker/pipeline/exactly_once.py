@@ -12,6 +12,13 @@ backoff (messages refused as too large one rung smaller); later batches wait
 behind it, fetching pauses and ``/readyz`` says why, as for a failed send in
 at-least-once mode. Records are answered only when their transaction commits.
 
+The offsets a transaction commits are one past the batch's last record, or the
+consumer's position where nothing was polled after the batch (it passes the
+transaction markers of a transactional input, see :mod:`worker.offsets`). A
+partition whose position moves on later with nothing in flight (a marker read
+after its batch committed) gets a transaction of offsets alone, at most once per
+``--commit-interval-ms``, so a drained partition ends at its log end.
+
 A producer that cannot go on is replaced: when an abort gets no answer, or the
 broker aborted our transaction for running past its timeout (it bumps the epoch,
 which looks like fencing), a new producer with the same transactional id takes
@@ -33,7 +40,7 @@ from worker.exceptions import StartupError
 from worker.pipeline.guarantee import Guarantee
 from worker.pipeline.messages import Message, smaller
 from worker.pipeline.ports import Producer
-from worker.pipeline.send_failures import FailureKind, classify
+from worker.pipeline.send_failures import FailureKind, backoff_s, classify
 
 
 class ExactlyOnce(Guarantee):
@@ -42,6 +49,8 @@ class ExactlyOnce(Guarantee):
         self._new_producer = new_producer  # a started producer with our transactional id (init_transactions done)
         self._pending: deque[list[Message]] = deque()  # batches not yet committed, oldest first
         self._timeout_s = self.settings.flush_timeout_s
+        self._next_offsets_commit = 0.0  # when a transaction of offsets alone may run next (monotonic)
+        self._offsets_failures = 0
 
     def publish(self, messages: list[Message], now: float) -> None:
         if messages:
@@ -55,22 +64,47 @@ class ExactlyOnce(Guarantee):
         # Our partitions may be someone else's after a freeze: no transaction until the group answers again.
         while self._pending and self.fatal is None and self.retry_due(now) and not self.consumer.membership_in_doubt():
             batch = [m for m in self._pending[0] if self.tracker.is_current(m.entry.ticket)]
-            if batch and not self._transact(batch, now, deadline):
+            if batch and not self._transact(batch, self._offsets_after(batch), now, deadline):
                 return
             self._pending.popleft()
             now = time.monotonic()
             if self.stall is not None:
                 self.recovered(now, batches_waiting=len(self._pending))
 
+    def maybe_commit(self, now: float, deadline: float | None = None) -> None:
+        """With no batch waiting: commit positions that moved past what the last transactions committed."""
+        if self._pending or self.stall is not None or self.fatal is not None or now < self._next_offsets_commit:
+            return
+        self._next_offsets_commit = now + self.settings.commit_interval_ms / 1000
+        offsets = self.tracker.committable(positions=self.consumer.positions(), idle_only=True)
+        if not offsets or self.consumer.membership_in_doubt():
+            return
+        if self._transact([], offsets, now, deadline):
+            self._offsets_failures = 0
+            return
+        self._offsets_failures += 1  # not a stall: nothing waits behind it; tried again after a backoff
+        self._next_offsets_commit = time.monotonic() + backoff_s(self._offsets_failures,
+                                                                 self.settings.send_retry_backoff_max_s)
+
     def drain(self, deadline: float) -> None:
         """Commit what waits, while time is left; what is not committed is read again after the restart."""
         if self.stall is not None:
             self.stall.retry_at = time.monotonic()  # one last try, now
         self.service(time.monotonic(), deadline)
+        if not self._pending and self.stall is None and time.monotonic() < deadline:
+            self._next_offsets_commit = 0.0
+            self.maybe_commit(time.monotonic(), deadline)
 
     # -- one batch, one transaction -----------------------------------------------------------------------
-    def _transact(self, batch: list[Message], now: float, deadline: float | None) -> bool:
-        """True when the batch is committed; else it is aborted, updated in place for the retry, and False."""
+    def _offsets_after(self, batch: list[Message]) -> dict[TopicPartition, int]:
+        return self.tracker.past_markers(_offsets_after(batch), self.consumer.positions())
+
+    def _transact(self, batch: list[Message], offsets: dict[TopicPartition, int], now: float,
+                  deadline: float | None) -> bool:
+        """True when the batch and ``offsets`` are committed; else the transaction is aborted and False.
+
+        A batch that failed is updated in place for its retry; offsets alone are tried again later.
+        """
         timeout = self._timeout_s if deadline is None else max(0.1, min(self._timeout_s, deadline - now))
         started = time.monotonic()
         try:
@@ -91,7 +125,6 @@ class ExactlyOnce(Guarantee):
                 self._pending[0] = [message for message, _ in sent]
                 error = failures[0]
                 raise error if isinstance(error, KafkaError) else KafkaError(f"send failed: {error!r}")
-            offsets = _offsets_after(batch)
             if offsets and self.consumer.membership_in_doubt():
                 raise KafkaError("no heartbeat answered for longer than the session timeout: the group may have "
                                  "moved these partitions; the batch waits")
@@ -102,11 +135,13 @@ class ExactlyOnce(Guarantee):
                                      "the group may have moved these partitions; the batch waits")
             self.producer.commit(timeout)
         except Exception as exc:  # noqa: BLE001 - Kafka and start-up errors are retried; anything else is a bug
-            self._abort(batch, exc, started)
+            if self._abort(exc, started):
+                self._log_aborted(batch, offsets, exc)
             return False
         stored_at = time.time()
         for message, _ in sent:
             self.answered(message, stored_at)
+        self.tracker.mark_committed(offsets)
         self.metrics.commits.labels("ok").inc()
         return True
 
@@ -122,11 +157,12 @@ class ExactlyOnce(Guarantee):
                                  source=message.entry.source.as_id(), rung=message.rung, error=str(exc))
                 message = smaller(message, self.settings)
 
-    def _abort(self, batch: list[Message], exc: BaseException, started: float) -> None:
+    def _abort(self, exc: BaseException, started: float) -> bool:
+        """End the failed transaction; False when the worker cannot go on (``fatal`` says why)."""
         self.metrics.commits.labels("aborted").inc()
         if not isinstance(exc, KafkaError | StartupError):
             self.fatal = f"transaction failed: {type(exc).__name__}: {exc}"
-            return
+            return False
         fence = self.producer.fenced_by(exc) if self.producer is not None else None
         timed_out = time.monotonic() - started >= self.settings.transaction_timeout_ms / 1000
         if fence is not None and not timed_out:
@@ -136,7 +172,7 @@ class ExactlyOnce(Guarantee):
                                 "worker its own --transactional-id (the default is unique per host and slot)")
             self.fatal = f"producer fenced ({type(fence).__name__}: {fence}): another worker started with " \
                          f"transactional id {self.settings.transactional_id!r} and took over"
-            return
+            return False
         if fence is None and self.producer is not None:
             try:
                 self.producer.abort(self._timeout_s)
@@ -144,8 +180,16 @@ class ExactlyOnce(Guarantee):
                 fence = abort_error
         if fence is not None:  # no answer to the abort, or the broker timed the transaction out: start afresh
             self._replace_producer(fence)
+        return True
+
+    def _log_aborted(self, batch: list[Message], offsets: dict[TopicPartition, int], exc: BaseException) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        if not batch:  # offsets alone: nothing waits behind them
+            self.log.warning("transaction_aborted", error=error, records=0,
+                             offsets={f"{tp.topic}[{tp.partition}]": o for tp, o in offsets.items()})
+            return
         first = batch[0].entry.ticket
-        self.log.warning("transaction_aborted", error=f"{type(exc).__name__}: {exc}", records=len(batch),
+        self.log.warning("transaction_aborted", error=error, records=len(batch),
                          partition=first.partition.partition, first_offset=first.offset)
         self.schedule_retry(batch[0].topic, exc, time.monotonic(), partition=first.partition.partition,
                             offset=first.offset, batches_waiting=len(self._pending))

@@ -23,6 +23,8 @@ from typing import Any
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
+from worker import codec
+from worker.drift import DriftMonitor
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
 from worker.pipeline.messages import Message
@@ -58,6 +60,7 @@ class Guarantee:
         self.fatal: str | None = None  # set when only a restart helps; the loop then stops and exits 1
         self.stall: Stall | None = None
         self._commits_failing: tuple[float, str] | None = None  # (since, error) while consumer commits fail
+        self.drift = DriftMonitor(metrics, settings.drift_window, settings.min_confidence, log)  # the loop serves it
 
     # -- what the loop calls ---------------------------------------------------------------------------
     def publish(self, messages: list[Message], now: float) -> None:
@@ -105,6 +108,7 @@ class Guarantee:
         self.metrics.records_out.inc()
         self.metrics.labels.labels(message.outcome.label).inc()
         self.metrics.confidence.observe(message.outcome.score)
+        self.drift.observe(message.model, message.outcome.label, codec.rounded_score(message.outcome))
         if message.topic == self.settings.review_topic:
             self.metrics.routed_to_review.inc()
         timestamp_ms = message.entry.record.timestamp_ms

@@ -33,6 +33,7 @@ from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
 from worker.pipeline.batch import OpenBatch
 from worker.pipeline.guarantee import Guarantee
+from worker.pipeline.lag import LagGauge
 from worker.pipeline.messages import Entry, Message, render
 from worker.pipeline.models import ModelWatcher, ServedModel, describe
 from worker.pipeline.ports import Consumer, InputRecord
@@ -40,7 +41,6 @@ from worker.pipeline.scoring import score
 from worker.pipeline.shadow import Shadow
 from worker.settings import WorkerSettings
 
-LAG_REFRESH_S = 5.0
 IDLE_POLL_MS = 100
 SCORING_POLL_MS = 5  # while a batch is scored: come back soon to publish it
 
@@ -60,7 +60,8 @@ class Pipeline:
         self._owned: set[TopicPartition] = set()
         self._paused = False
         self._resume_all = False
-        self._last_lag = 0.0
+        self._lag = LagGauge(consumer, metrics, log)
+        guarantee.drift.serve(served.model_id, served.engine.bundle.drift_reference)
 
     def request_stop(self) -> None:
         """Only sets a flag: safe from a signal handler."""
@@ -78,7 +79,8 @@ class Pipeline:
                 self._poll()
                 self._advance(time.monotonic())
                 self.guarantee.maybe_commit(time.monotonic())
-                self._report_lag()
+                self._report_health()  # a send that just failed shows on /readyz before the lag query waits
+                self._lag.maybe_report(time.monotonic(), self._owned)
         except Exception as exc:  # a bug or an unexpected broker error: drain what we can, exit non-zero
             failure = f"{type(exc).__name__}: {exc}"
             self.log.exception("loop_failed")
@@ -162,6 +164,7 @@ class Pipeline:
         self._open = reopened
         self.metrics.model_swaps.inc()
         describe(self.metrics, new)
+        self.guarantee.drift.serve(new.model_id, new.engine.bundle.drift_reference)  # a fresh window
         old_labels, new_labels = old.engine.labels, new.engine.labels
         self.log.info("model_swapped", old=old.model_id, new=new.model_id, version=new.version,
                       labels_changed=old_labels != new_labels)
@@ -192,9 +195,7 @@ class Pipeline:
             self._set_paused(False)
         in_flight = self.tracker.pending_count()
         self.metrics.in_flight.set(in_flight)
-        # While results cannot get out, more input would only queue up behind them.
-        self.health.send_problem = problem = self.guarantee.problem()
-        self.metrics.ready.set(1 if self.health.ready()[0] else 0)
+        problem = self._report_health()  # while results cannot get out, more input would only queue behind them
         limit = self.settings.in_flight_limit
         if not self._paused and (in_flight >= limit or problem):
             self.consumer.pause()
@@ -203,17 +204,15 @@ class Pipeline:
             self.consumer.resume()
             self._set_paused(False)
 
+    def _report_health(self) -> str | None:
+        """Why results are not getting out (None while they flow), on /readyz and in lstm_worker_ready."""
+        self.health.send_problem = problem = self.guarantee.problem()
+        self.metrics.ready.set(1 if self.health.ready()[0] else 0)
+        return problem
+
     def _set_paused(self, paused: bool) -> None:
         self._paused = paused
         self.metrics.paused.set(1 if paused else 0)
-
-    def _report_lag(self) -> None:
-        now = time.monotonic()
-        if now - self._last_lag < LAG_REFRESH_S:
-            return
-        self._last_lag = now
-        for tp, lag in self.consumer.lag().items():
-            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     # -- rebalance hooks (worker.kafka_io.RebalanceListener, while the loop is inside poll) ----------------
     def offsets_to_commit(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
@@ -235,11 +234,7 @@ class Pipeline:
         dropped = self._open.drop(set(partitions))
         self.metrics.dropped_revoked.inc(dropped)
         self._owned -= set(partitions)
-        for tp in partitions:
-            try:
-                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
-            except KeyError:
-                pass  # no lag was reported for it yet
+        self._lag.forget(partitions)
         self._report_assigned()
         report = self.log.warning if lost else self.log.info
         report("partitions_lost" if lost else "partitions_revoked", partitions=_names(partitions), dropped=dropped,

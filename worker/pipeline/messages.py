@@ -75,6 +75,7 @@ class Message:
     value: bytes | None
     headers: Headers
     shadow: bool = False  # a shadow model's label (--shadow-topic): it answers nothing and commits nothing
+    model: str = ""  # the model that scored a label (the drift window counts the served model's only)
 
     @property
     def reason(self) -> str | None:
@@ -99,7 +100,8 @@ def render(entry: Entry, outcome: Any, settings: WorkerSettings, model_id: str, 
         body = codec.output_body(record_id=entry.decoded.id, prediction=outcome, model_id=model_id,
                                  source=entry.source, min_confidence=settings.min_confidence, for_review=review)
         return Message(entry, outcome, rung, settings.review_topic if review else settings.output_topic, record.key,
-                       codec.to_json(body).encode("utf-8"), codec.output_headers(record.headers, model_id))
+                       codec.to_json(body).encode("utf-8"), codec.output_headers(record.headers, model_id),
+                       model=model_id)
     rejection = outcome if isinstance(outcome, codec.Rejection) else _OUTPUT_TOO_LARGE
     headers = codec.dead_letter_headers(record.headers if step.keep_headers else [], rejection, entry.source)
     value = record.value

@@ -1,0 +1,56 @@
+"""lstm-export writes the drift reference: the training label mix from lstm-train's metrics.json, and the
+predicted-label mix and top-1 confidence of the published graph on the held-out documents."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.bundle import load_bundle
+from export.drift_reference import measure, training_label_counts
+from worker.engine import InferenceEngine
+
+
+def test_the_bundle_carries_the_reference_of_its_held_out_documents(tiny_bundle_dir: Path,
+                                                                     tiny_checkpoint_dir: Path) -> None:
+    bundle = load_bundle(tiny_bundle_dir)
+    reference = bundle.drift_reference
+    assert reference is not None
+    validation = [json.loads(line) for line in (tiny_checkpoint_dir / "validation.jsonl").read_text().splitlines()
+                  if line.strip()]
+    assert reference.documents == len(validation)
+    # Recomputed here through the engine a worker serves with.
+    engine = InferenceEngine(bundle, provider="cpu", threads=1)
+    probabilities = engine.predict_proba([engine.token_ids(row["text"]) for row in validation])
+    engine.close()
+    predicted = Counter(probabilities.argmax(axis=1).tolist())
+    assert reference.predicted_labels == pytest.approx(
+        {label: predicted[i] / len(validation) for i, label in enumerate(bundle.labels)}, abs=1e-5)
+    assert reference.confidence_mean == pytest.approx(float(probabilities.max(axis=1).mean()), abs=1e-5)
+    assert reference.quantile(0.5) == pytest.approx(float(np.median(probabilities.max(axis=1))), abs=1e-5)
+    counts = json.loads((tiny_checkpoint_dir / "metrics.json").read_text())["data"]["train_label_counts"]
+    assert sum(counts.values()) == 4000 * 0.85  # the training part of --max-train-samples 4000
+    assert reference.training_labels == pytest.approx({k: v / sum(counts.values()) for k, v in counts.items()},
+                                                      abs=1e-5)
+    assert reference.training_labels_source.startswith("training split")
+
+
+def test_a_checkpoint_without_training_counts_falls_back_to_its_validation_labels() -> None:
+    counts, source = training_label_counts({"data": {"train": 10}}, ["b", "a", "b"], ["a", "b", "c"])
+    assert counts == {"a": 1, "b": 2, "c": 0} and source.startswith("validation split")
+    counts, source = training_label_counts({"data": {"train_label_counts": {"a": 5, "c": 1}}}, ["b"], ["a", "b", "c"])
+    assert counts == {"a": 5, "b": 0, "c": 1} and source.startswith("training split")
+
+
+def test_measure_refuses_probabilities_that_do_not_fit_the_labels() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        measure(np.ones((3, 2)) / 2, ["a", "b", "c"], {"a": 1}, "t")
+    reference = measure(np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8]]), ["a", "b"], {"a": 3, "b": 1}, "t")
+    assert reference.predicted_labels == pytest.approx({"a": 1 / 3, "b": 2 / 3}, abs=1e-6)
+    assert reference.training_labels == {"a": 0.75, "b": 0.25}
+    assert reference.confidence_quantiles[0] == 0.6 and reference.confidence_quantiles[-1] == 0.9
+    assert sum(reference.confidence_histogram["shares"]) == pytest.approx(1.0, abs=1e-5)
