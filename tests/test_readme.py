@@ -35,7 +35,8 @@ def anchors(path: Path) -> set[str]:
         slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
         seen[slug] = seen.get(slug, -1) + 1
         found.add(slug if seen[slug] == 0 else f"{slug}-{seen[slug]}")
-    return found
+    # Explicit HTML anchors (<a id="...">), which GitHub keeps, name places inside a section.
+    return found | set(re.findall(r'<a id="([^"]+)"></a>', text_outside_code(path)))
 
 
 def relative_links(path: Path) -> list[str]:
