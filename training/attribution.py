@@ -1,23 +1,38 @@
 """Per-position attributions: how much each token of a document moved the probability of its predicted label.
 
-Every component of an exported model is linear in pooled features, so its class
-scores split exactly over positions (``component_scores``):
+Every component of an exported model scores the classes linearly from pooled
+features. A position's *share* of a component's class scores is, to first order,
+how much those scores fall when the position is deleted (``component_scores``):
 
-- a max-pooled dimension's term ``W[c, d] * max_t h[t, d]`` belongs to the position
-  that won the max (split evenly between tied winners);
-- a mean-pooled term ``W[c, D + d] * h[t, d] / L`` belongs to position ``t``, an
-  attention-pooled one ``W[c, d] * alpha_t * h[t, d]`` too, and the word shortcut's
-  max and mean over word vectors split the same way;
-- the TF-IDF branch's margin already is a sum over positions.
+- max pooling: only the position holding a dimension's maximum matters (the first,
+  if tied). Without it the maximum falls to the runner-up, so it gets
+  ``W[c, d] * (max - runner-up)``. Over word vectors (the word shortcut), where
+  every occurrence of a word repeats its value, the runner-up is the largest
+  value of another word, since deleting a word deletes all its occurrences;
+- mean pooling: deleting position ``t`` moves the mean by about ``-(h_t - mean) / L``,
+  so it gets ``W[c, D + d] * (h_t - mean) / L``; attention pooling likewise
+  ``alpha_t * (h_t - pooled)``, as the other weights renormalise;
+- the TF-IDF branch: its margin is a sum over positions already.
 
-The shares of one component sum to its scores less the bias (tested). Components
-are then combined by their first-order effect on the final probability of the
-predicted label ``y``: a softmax component with probabilities ``p`` and mixing
+So the shares of a component sum exactly to its scores less its *reference*
+scores: the same classifier applied to the runner-ups in max-pooled dimensions and
+to the pooled value in the others (the bias alone for the TF-IDF branch; tested).
+Shares of the raw terms instead (``W * max`` at the winner, ``W * h_t / L`` at
+every position) also sum to the scores but credit frequent words ("the", "of")
+with most of the mean; against single-word deletion they ranked tokens worse
+(docs/worker.md, Explanations).
+
+Components are combined by their first-order effect on the final probability of
+the predicted label ``y``: a softmax component with probabilities ``p`` and mixing
 weight ``m`` contributes ``m * p_y * (a[t, y] - sum_c p_c a[t, c])`` at position
-``t`` (the derivative of ``m * softmax(z)_y`` along the position's scores). An
+``t`` (the derivative of ``m * softmax(z)_y`` along the position's shares ``a``). An
 ensemble member has ``m = (1 - bow_weight) / members``, the TF-IDF branch
 ``m = bow_weight`` with its scores scaled by its sharpness. ``y`` is the argmax of
-the final probabilities, chosen in the graph, and pads get exactly 0.
+the final probabilities, chosen in the graph; pads get exactly 0.
+
+Where two positions tie for a maximum, PyTorch and ONNX Runtime may pick different
+winners (their states differ in the last bits), but the runner-up then equals the
+maximum and the share is about 0 either way, so the two still agree.
 
 :class:`ExplainingModel` is what ``lstm-export`` writes: the same probabilities
 as :class:`training.model.ProbabilityModel` (same operations) plus these
@@ -39,11 +54,9 @@ from training.model import (
     time_mask,
 )
 
-# Positions within about this of a dimension's maximum share its max-pooled term (see _max_block).
-MAX_SHARE_TEMPERATURE = 0.01
-# exp() of anything lower is a weight of no consequence; clamping keeps it out of float32's denormal range,
-# where the CPU's arithmetic is many times slower.
-LOWEST_EXPONENT = -20.0
+# Classes less likely than e^-60 times the top one count as 0 in the combination: their products would
+# fall into float32's denormal range, where the CPU's arithmetic is many times slower.
+LOWEST_LOG_PROBABILITY = -60.0
 
 
 @dataclass(frozen=True)
@@ -52,31 +65,43 @@ class Component:
 
     mix: float  # its weight in the final probability mixture
     logits: torch.Tensor  # [B, C]
-    shares: torch.Tensor  # [B, T, C]: sums over T to logits less the bias
+    shares: torch.Tensor  # [B, T, C]: sum over T = logits less the reference scores
 
 
-def _max_block(x: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``[B, T, C]``: the terms ``weight[c, f] * pooled[f]`` of a max-pooled block, each at its winner(s).
+def runner_up(x: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor, winner: torch.Tensor,
+              repeated_values: bool) -> torch.Tensor:
+    """``[B, F]``: what each max-pooled dimension falls to without its winner (0 when nothing is left).
 
-    The winner is a soft argmax: positions within about :data:`MAX_SHARE_TEMPERATURE` of a
-    dimension's maximum share its term. LSTM states saturate near ±1, where many positions lie
-    within float rounding of the maximum; a hard winner would then be picked by the last bits,
-    which differ between PyTorch and ONNX Runtime. Deleting one of several near-equal positions
-    barely lowers the maximum, so sharing is also what a deletion test sees. The shares of a
-    dimension sum to 1, so the block's terms sum to its part of the scores exactly.
+    ``repeated_values``: a value at another position equal to the maximum is the same word again
+    (word vectors), so the runner-up is the largest value strictly below the maximum.
     """
-    closeness = ((x - pooled.unsqueeze(1)) / MAX_SHARE_TEMPERATURE).clamp(LOWEST_EXPONENT, 0.0)  # pads may be > max
-    weights = torch.exp(closeness) * mask  # [B, T, F]
-    per_unit_weight = (pooled / weights.sum(dim=1)).unsqueeze(2) * weight.t()  # [B, F, C]
-    return torch.bmm(weights, per_unit_weight)
+    masked = x.masked_fill(~mask, float("-inf"))
+    excluded = masked >= pooled.unsqueeze(1) if repeated_values else winner
+    second = masked.masked_fill(excluded, float("-inf")).amax(dim=1)
+    return torch.where(torch.isinf(second), torch.zeros_like(second), second)
 
 
-def _lstm_blocks(model: LSTMClassifier, words: torch.Tensor, states: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-    """The pooled blocks of the classifier's input, in order: (how it is pooled, what is pooled)."""
+def _max_block(x: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor, weight: torch.Tensor,
+               repeated_values: bool) -> torch.Tensor:
+    """``[B, T, C]``: ``weight[c, f] * (max_f - runner-up_f)`` at the position that won dimension ``f``."""
+    steps = torch.arange(x.size(1), device=x.device).view(1, -1, 1)
+    winner = steps == x.masked_fill(~mask, float("-inf")).argmax(dim=1, keepdim=True)  # [B, T, F]: first max
+    lead = pooled - runner_up(x, mask, pooled, winner, repeated_values)  # [B, F]
+    return torch.bmm(winner.to(x.dtype), lead.unsqueeze(2) * weight.t())
+
+
+def _centred_block(x: torch.Tensor, pooled: torch.Tensor, weight: torch.Tensor, position_weights: torch.Tensor):
+    """``[B, T, C]``: ``weight @ (x_t - pooled) * position_weights[t]`` (``1/L`` for a mean, alpha for attention)."""
+    return (x @ weight.t() - (pooled @ weight.t()).unsqueeze(1)) * position_weights
+
+
+def _lstm_blocks(model: LSTMClassifier, words: torch.Tensor,
+                 states: torch.Tensor) -> list[tuple[str, torch.Tensor, bool]]:
+    """The pooled blocks of the classifier's input, in order: (how it is pooled, what, whether word vectors)."""
     pooling = model.config.pooling
-    blocks = [("max", states), ("mean", states)] if pooling == "max_mean" else [(pooling, states)]
+    blocks = [("max", states, False), ("mean", states, False)] if pooling == "max_mean" else [(pooling, states, False)]
     if model.config.word_shortcut:
-        blocks += [("max", words), ("mean", words)]
+        blocks += [("max", words, True), ("mean", words, True)]
     return blocks
 
 
@@ -87,15 +112,15 @@ def lstm_component(model: LSTMClassifier, ids: torch.Tensor, lengths: torch.Tens
         features = torch.cat([features, masked_max_mean(words, mask, lengths)], dim=-1)
     logits = model.classifier(model.head_dropout(features))  # as LSTMClassifier.forward
     shares, start = None, 0
-    for pooling, x in _lstm_blocks(model, words, states):
+    for pooling, x, of_words in _lstm_blocks(model, words, states):
         end = start + x.size(-1)
-        weight = model.classifier.weight[:, start:end]
+        weight, pooled = model.classifier.weight[:, start:end], features[:, start:end]
         if pooling == "max":
-            block = _max_block(x, mask, features[:, start:end], weight)
+            block = _max_block(x, mask, pooled, weight, repeated_values=of_words)
         elif pooling == "mean":
-            block = (x @ weight.t()) * (mask / lengths.view(-1, 1, 1).to(x.dtype))
-        else:  # attention: the pooled vector is sum_t alpha_t h_t
-            block = (x @ weight.t()) * model.attention_weights(states, mask)
+            block = _centred_block(x, pooled, weight, mask / lengths.view(-1, 1, 1).to(x.dtype))
+        else:
+            block = _centred_block(x, pooled, weight, model.attention_weights(states, mask))
         shares, start = block if shares is None else shares + block, end
     return Component(mix, logits, shares)
 
@@ -128,8 +153,7 @@ def predicted_label_attributions(probabilities: torch.Tensor, components: list[C
     predicted = (classes == probabilities.argmax(dim=-1, keepdim=True)).to(probabilities.dtype)  # [B, C] one-hot
     total = torch.zeros_like(mask)
     for component in components:
-        # softmax, with classes below e^-60 of the top one counted as 0 (out of the denormal range)
-        p = torch.exp(torch.log_softmax(component.logits, dim=-1).clamp(min=3 * LOWEST_EXPONENT))
+        p = torch.exp(torch.log_softmax(component.logits, dim=-1).clamp(min=LOWEST_LOG_PROBABILITY))
         p_predicted = (p * predicted).sum(dim=-1, keepdim=True)  # [B, 1]
         # sum_c (1[c = y] - p_c) * shares[t, c]: the position's pull toward y against the component's average class
         effect = torch.bmm(component.shares, (predicted - p).unsqueeze(2)).squeeze(2)  # [B, T]
