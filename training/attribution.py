@@ -68,14 +68,13 @@ class Component:
     shares: torch.Tensor  # [B, T, C]: sum over T = logits less the reference scores
 
 
-def runner_up(x: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor, winner: torch.Tensor,
-              repeated_values: bool) -> torch.Tensor:
+def runner_up(masked: torch.Tensor, pooled: torch.Tensor, winner: torch.Tensor, repeated_values: bool) -> torch.Tensor:
     """``[B, F]``: what each max-pooled dimension falls to without its winner (0 when nothing is left).
 
-    ``repeated_values``: a value at another position equal to the maximum is the same word again
-    (word vectors), so the runner-up is the largest value strictly below the maximum.
+    ``masked``: the pooled values with pads at -inf. ``repeated_values``: a value at another position
+    equal to the maximum is the same word again (word vectors), so the runner-up is the largest value
+    strictly below the maximum.
     """
-    masked = x.masked_fill(~mask, float("-inf"))
     excluded = masked >= pooled.unsqueeze(1) if repeated_values else winner
     second = masked.masked_fill(excluded, float("-inf")).amax(dim=1)
     return torch.where(torch.isinf(second), torch.zeros_like(second), second)
@@ -84,9 +83,10 @@ def runner_up(x: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor, winner:
 def _max_block(x: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor, weight: torch.Tensor,
                repeated_values: bool) -> torch.Tensor:
     """``[B, T, C]``: ``weight[c, f] * (max_f - runner-up_f)`` at the position that won dimension ``f``."""
+    masked = x.masked_fill(~mask, float("-inf"))
     steps = torch.arange(x.size(1), device=x.device).view(1, -1, 1)
-    winner = steps == x.masked_fill(~mask, float("-inf")).argmax(dim=1, keepdim=True)  # [B, T, F]: first max
-    lead = pooled - runner_up(x, mask, pooled, winner, repeated_values)  # [B, F]
+    winner = steps == masked.argmax(dim=1, keepdim=True)  # [B, T, F]: the first position holding the max
+    lead = pooled - runner_up(masked, pooled, winner, repeated_values)  # [B, F]
     return torch.bmm(winner.to(x.dtype), lead.unsqueeze(2) * weight.t())
 
 
