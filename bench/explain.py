@@ -19,7 +19,10 @@ deleted in turn): the share they have in common, beside the share a random
 choice of K would have. Documents with no more distinct
 tokens than K are skipped (a random draw would be the explained set). Cost: the
 same CLI on the same documents with and without ``--explain K``, in alternating
-rounds (best of each; the CLI's own docs/s, model loading excluded).
+rounds (best of each; the CLI's own docs/s, model loading excluded). With
+``--plain-baseline``, the same model exported before attributions existed is
+measured beside the ``--bundle`` of the same vocabulary and labels, both without
+``--explain``: the plain path of a bundle with attributions should cost the same.
 Writes ``bench/results/explain-<timestamp>.json``.
 """
 
@@ -170,6 +173,16 @@ def measure(bundle: Path, texts: list[str], throughput_texts: list[str], k: int,
     }
 
 
+def plain_path(baseline: Path, bundle: Path, texts_path: Path, rounds: int, threads: int, work: Path) -> dict:
+    """classify without --explain: a bundle without attributions vs one with them, alternating rounds."""
+    old, new = [], []
+    for _ in range(rounds):
+        old.append(classify(baseline, texts_path, work / "old.jsonl", threads, 0))
+        new.append(classify(bundle, texts_path, work / "new.jsonl", threads, 0))
+    return {"baseline": str(baseline), "bundle": str(bundle), "baseline_docs_per_s": old, "bundle_docs_per_s": new,
+            "ratio_of_best": round(max(new) / max(old), 3)}
+
+
 @click.command()
 @click.option("--bundle", "bundles", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True,
               required=True, help="A bundle exported with attributions (repeat to compare several).")
@@ -183,9 +196,11 @@ def measure(bundle: Path, texts: list[str], throughput_texts: list[str], k: int,
 @click.option("--throughput-docs", default=3000, show_default=True, help="Documents per throughput run.")
 @click.option("--rounds", default=3, show_default=True, help="Alternating throughput rounds; the best of each.")
 @click.option("--threads", default=0, show_default=True, help="--threads of the CLI (0 = one per usable CPU).")
+@click.option("--plain-baseline", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The same model as one --bundle, exported before attributions: plain classify speed of both.")
 @click.option("--output", type=click.Path(path_type=Path), default=ROOT / "bench/results", show_default=True)
 def main(bundles: tuple[Path, ...], data: str, docs: int, k: int, draws: int, occlusion_docs: int,
-         throughput_docs: int, rounds: int, threads: int, output: Path) -> None:
+         throughput_docs: int, rounds: int, threads: int, plain_baseline: Path | None, output: Path) -> None:
     """Deletion test of --explain on held-out documents, and its cost in classify throughput."""
     dataset = load_dataset(data, seed=0)
     texts = random.Random(0).sample(list(dataset.test_texts), docs)
@@ -205,10 +220,23 @@ def main(bundles: tuple[Path, ...], data: str, docs: int, k: int, draws: int, oc
                    f"{o['mean_overlap_of_a_random_choice']:.0%}); throughput with --explain "
                    f"{k} {max(t['explain_docs_per_s']):.0f} vs {max(t['plain_docs_per_s']):.0f} docs/s "
                    f"({t['ratio_of_best']:.2f}x)")
+    plain = None
+    if plain_baseline is not None:
+        old = load_bundle(plain_baseline)
+        twin = next((b for b in bundles if (load_bundle(b).vocab, load_bundle(b).labels) == (old.vocab, old.labels)),
+                    None)
+        if twin is None:
+            raise click.UsageError("--plain-baseline must be the same model (vocabulary, labels) as one --bundle")
+        with tempfile.TemporaryDirectory(prefix="bench-explain-") as work:
+            texts_path = Path(work) / "speed.jsonl"
+            texts_path.write_text("".join(json.dumps({"text": t}) + "\n" for t in throughput_texts))
+            plain = plain_path(plain_baseline, twin, texts_path, rounds, threads, Path(work))
+        click.echo(f"plain classify: {max(plain['bundle_docs_per_s']):.0f} docs/s with attributions in the graph vs "
+                   f"{max(plain['baseline_docs_per_s']):.0f} without ({plain['ratio_of_best']:.2f}x)")
     stamp = time.strftime("%Y%m%dT%H%M%S")
     result = {"command": "python -m bench.explain " + " ".join(sys.argv[1:]), "docs": docs, "k": k,
               "draws": draws, "threads": threads, "split": "20 Newsgroups bydate test", "bar": BAR,
-              "load_average_1_5_15": list(os.getloadavg()), "measured_at": stamp, "bundles": rows}
+              "load_average_1_5_15": list(os.getloadavg()), "measured_at": stamp, "bundles": rows, "plain_path": plain}
     output.mkdir(parents=True, exist_ok=True)
     (output / f"explain-{stamp}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
     click.echo(f"wrote {output / f'explain-{stamp}.json'}")

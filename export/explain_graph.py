@@ -36,6 +36,18 @@ def _needed_for(graph: onnx.GraphProto, output: str) -> set[int]:
     return needed
 
 
+def _constant_nodes(graph: onnx.GraphProto) -> set[int]:
+    """Indices of the nodes computed from initializers alone (``explain`` excepted): ONNX Runtime folds those
+    into initializers when it loads the graph, in the main graph (not inside a branch)."""
+    constant = {init.name for init in graph.initializer} - {INPUT_EXPLAIN}
+    indices = set()
+    for index, node in enumerate(graph.node):
+        if all(name in constant for name in node.input if name) and not _outer_names(node):
+            constant.update(node.output)
+            indices.add(index)
+    return indices
+
+
 def _outer_names(node: onnx.NodeProto) -> list[str]:
     """Names a node's subgraphs (if any) read from the enclosing scope."""
     names = []
@@ -53,7 +65,9 @@ def explain_on_request(model: onnx.ModelProto) -> onnx.ModelProto:
     outputs = [o.name for o in graph.output]
     if outputs != [OUTPUT_PROBABILITIES, OUTPUT_ATTRIBUTIONS]:
         raise ExportError(f"expected the outputs {OUTPUT_PROBABILITIES}, {OUTPUT_ATTRIBUTIONS}; got {outputs}")
-    main = _needed_for(graph, OUTPUT_PROBABILITIES)
+    # Constant nodes the attributions need (weight slices, transposes) stay outside the branch, where they are
+    # folded at load time instead of running on every explained call.
+    main = _needed_for(graph, OUTPUT_PROBABILITIES) | (_needed_for(graph, OUTPUT_ATTRIBUTIONS) & _constant_nodes(graph))
     explained = _needed_for(graph, OUTPUT_ATTRIBUTIONS) - main
     if not explained:
         raise ExportError("the attributions share every node with the probabilities; nothing to gate")

@@ -68,25 +68,23 @@ class Component:
     shares: torch.Tensor  # [B, T, C]: sum over T = logits less the reference scores
 
 
-def runner_up(masked: torch.Tensor, pooled: torch.Tensor, winner: torch.Tensor, repeated_values: bool) -> torch.Tensor:
-    """``[B, F]``: what each max-pooled dimension falls to without its winner (0 when nothing is left).
-
-    ``masked``: the pooled values with pads at -inf. ``repeated_values``: a value at another position
-    equal to the maximum is the same word again (word vectors), so the runner-up is the largest value
-    strictly below the maximum.
-    """
-    excluded = masked >= pooled.unsqueeze(1) if repeated_values else winner
-    second = masked.masked_fill(excluded, float("-inf")).amax(dim=1)
-    return torch.where(torch.isinf(second), torch.zeros_like(second), second)
-
-
 def _max_block(x: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor, weight: torch.Tensor,
                repeated_values: bool) -> torch.Tensor:
-    """``[B, T, C]``: ``weight[c, f] * (max_f - runner-up_f)`` at the position that won dimension ``f``."""
+    """``[B, T, C]``: ``weight[c, f] * (max_f - runner-up_f)`` at the position that won dimension ``f``.
+
+    The runner-up is 0 when nothing is left. ``repeated_values`` (word vectors): a value at another
+    position equal to the maximum is the same word again, so the runner-up is the largest value
+    strictly below the maximum.
+    """
     masked = x.masked_fill(~mask, float("-inf"))
     steps = torch.arange(x.size(1), device=x.device).view(1, -1, 1)
-    winner = steps == masked.argmax(dim=1, keepdim=True)  # [B, T, F]: the first position holding the max
-    lead = pooled - runner_up(masked, pooled, winner, repeated_values)  # [B, F]
+    if repeated_values:
+        winner = steps == masked.argmax(dim=1, keepdim=True)  # [B, T, F]: the first position holding the max
+        second = masked.masked_fill(masked >= pooled.unsqueeze(1), float("-inf")).amax(dim=1)
+    else:  # the two best in one pass, with a column of -inf so that a one-token document has a second
+        best = torch.cat([masked, torch.full_like(masked[:, :1], float("-inf"))], dim=1).topk(2, dim=1)
+        winner, second = steps == best.indices[:, :1], best.values[:, 1]
+    lead = pooled - torch.where(torch.isinf(second), torch.zeros_like(second), second)  # [B, F]
     return torch.bmm(winner.to(x.dtype), lead.unsqueeze(2) * weight.t())
 
 
@@ -96,12 +94,16 @@ def _centred_block(x: torch.Tensor, pooled: torch.Tensor, weight: torch.Tensor, 
 
 
 def _lstm_blocks(model: LSTMClassifier, words: torch.Tensor,
-                 states: torch.Tensor) -> list[tuple[str, torch.Tensor, bool]]:
-    """The pooled blocks of the classifier's input, in order: (how it is pooled, what, whether word vectors)."""
-    pooling = model.config.pooling
-    blocks = [("max", states, False), ("mean", states, False)] if pooling == "max_mean" else [(pooling, states, False)]
+                 states: torch.Tensor) -> list[tuple[str, torch.Tensor, int, bool]]:
+    """The pooled blocks of the classifier's input, in order: (how pooled, what, its width, whether word vectors).
+
+    Widths come from the configuration, not the tensors, so the exported weight slices are constants.
+    """
+    pooling, width = model.config.pooling, model.encoder.output_size
+    blocks = [("max", states, width, False), ("mean", states, width, False)] if pooling == "max_mean" else \
+        [(pooling, states, width, False)]
     if model.config.word_shortcut:
-        blocks += [("max", words, True), ("mean", words, True)]
+        blocks += [("max", words, model.config.embed_dim, True), ("mean", words, model.config.embed_dim, True)]
     return blocks
 
 
@@ -112,8 +114,8 @@ def lstm_component(model: LSTMClassifier, ids: torch.Tensor, lengths: torch.Tens
         features = torch.cat([features, masked_max_mean(words, mask, lengths)], dim=-1)
     logits = model.classifier(model.head_dropout(features))  # as LSTMClassifier.forward
     shares, start = None, 0
-    for pooling, x, of_words in _lstm_blocks(model, words, states):
-        end = start + x.size(-1)
+    for pooling, x, width, of_words in _lstm_blocks(model, words, states):
+        end = start + width
         weight, pooled = model.classifier.weight[:, start:end], features[:, start:end]
         if pooling == "max":
             block = _max_block(x, mask, pooled, weight, repeated_values=of_words)
