@@ -134,11 +134,12 @@ def classify(texts: tuple[str, ...], model: Path, input_path: str | None, output
 
     One output line per input line, in input order, the same JSON as
     `lstm-worker run` publishes without "source": {"id", "label", "score",
-    "top_k", "model"}, and "explanation" with --explain; the id is the input JSON's "id", else the 1-based line
-    number. A line that cannot be classified (invalid JSON with --input-format
-    json, missing or empty text, invalid UTF-8, too large) gets {"id", "error":
-    {"type", "message"}} instead, with the same types as the worker's dead
-    letters, and the run goes on.
+    "top_k", "model"}, and "explanation" with --explain; the id is the input
+    JSON's "id", else the 1-based line number. A line that cannot be
+    classified (invalid JSON with --input-format json, missing or empty text,
+    invalid UTF-8, too large) gets {"id", "error": {"type", "message"}}
+    instead, with the same types as the worker's dead letters, and the run
+    goes on.
 
     Exit status: 0 every line classified; 1 failed while running; 2 could not
     start (a bad option, bundle or provider); 3 finished, but some lines got
