@@ -9,7 +9,9 @@ handed to ONNX Runtime. Nothing here unpickles: the bundle is JSON + ONNX.
 Format 2 adds a self-test (``core.selftest``): inputs and the probabilities
 the exporter expected, which every consumer re-computes with the engine it
 serves with. Format 1 bundles (exported before it) still load; they carry
-no self-test and the worker says so.
+no self-test and the worker says so. A bundle exported with attributions names
+them in ``model.attributions`` (``--explain``); one exported before them still
+loads and serves plain predictions.
 
 The checksums detect corruption and accidental edits, not a deliberate
 attacker who rewrites the manifest too; sign the bundle (or its digest)
@@ -40,6 +42,9 @@ SUPPORTED_FORMAT_VERSIONS = (1, 2)
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE, VOCAB_FILE, LABELS_FILE = "model.onnx", "vocab.json", "labels.json"
 INPUT_IDS, INPUT_LENGTHS, OUTPUT_PROBABILITIES = "input_ids", "lengths", "probabilities"
+# Per-position attributions for the predicted label, computed only when the boolean input is fed true
+# (export/explain_graph.py). Bundles exported before them have neither and still serve plain predictions.
+INPUT_EXPLAIN, OUTPUT_ATTRIBUTIONS = "explain", "attributions"
 MANIFEST_DIGEST_KEY = "manifest_sha256"
 # A manifest is a few KiB; refusing huge ones keeps a hostile file from exhausting memory.
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
@@ -95,6 +100,12 @@ class Bundle:
         return str(self.manifest["model"]["output"])
 
     @property
+    def attribution_names(self) -> tuple[str, str] | None:
+        """(the boolean input that asks for attributions, their output); None for bundles exported without."""
+        entry = self.manifest["model"].get("attributions")
+        return None if entry is None else (str(entry["input"]), str(entry["output"]))
+
+    @property
     def name(self) -> str:
         return str(self.manifest["name"])
 
@@ -140,8 +151,12 @@ def write_bundle(
     extra: dict[str, Any] | None = None,
     self_test: SelfTest | None = None,
     self_test_report: dict[str, Any] | None = None,
+    attributions: bool = True,
 ) -> Path:
     """Write a complete bundle into ``directory`` (created; must be empty or absent).
+
+    ``attributions``: the graph has the ``explain`` input and ``attributions`` output of
+    ``export.explain_graph`` (every graph ``lstm-export`` writes does).
 
     With ``self_test`` the bundle is format 2; without, format 1 (the exporter's scratch bundles,
     which exist only to be gated, are written that way; a published bundle always has one).
@@ -173,6 +188,7 @@ def write_bundle(
             "file": MODEL_FILE,
             "inputs": {"ids": INPUT_IDS, "lengths": INPUT_LENGTHS},
             "output": OUTPUT_PROBABILITIES,
+            **({"attributions": {"input": INPUT_EXPLAIN, "output": OUTPUT_ATTRIBUTIONS}} if attributions else {}),
             "opset": opset,
             "quantization": quantization,
             "num_classes": len(labels),
@@ -267,7 +283,10 @@ def load_bundle(path: str | Path) -> Bundle:
         for key in ("name", "version"):
             manifest[key]  # noqa: B018 - presence check
         model = manifest["model"]
-        for name in (model["inputs"]["ids"], model["inputs"]["lengths"], model["output"]):
+        names = [model["inputs"]["ids"], model["inputs"]["lengths"], model["output"]]
+        if "attributions" in model:  # optional: bundles exported before explanations lack it
+            names += [model["attributions"]["input"], model["attributions"]["output"]]
+        for name in names:
             if not isinstance(name, str) or not name:
                 raise ValueError(f"model input/output names must be non-empty strings, got {name!r}")
     except (KeyError, TypeError, ValueError) as exc:

@@ -16,6 +16,7 @@ import torch
 from core.bundle import Preprocessing
 from core.vocab import Vocabulary
 from export.exceptions import CheckpointError
+from training.attribution import ExplainingModel
 from training.model import ModelConfig, ProbabilityModel, build_model
 
 CHECKPOINT_FILE, VALIDATION_FILE, METRICS_FILE = "checkpoint.pt", "validation.jsonl", "metrics.json"
@@ -34,7 +35,7 @@ class Checkpoint:
     provenance: dict[str, Any]
 
     def probability_model(self) -> ProbabilityModel:
-        """A fresh eval-mode copy of the trained model with a softmax head (what gets exported)."""
+        """A fresh eval-mode copy of the trained model with a softmax head (the probabilities that get exported)."""
         classifier = build_model(self.model_config)
         try:
             classifier.load_state_dict(self.state_dict)
@@ -42,6 +43,10 @@ class Checkpoint:
             path = self.directory / CHECKPOINT_FILE
             raise CheckpointError(f"{path}: weights do not fit model_config: {exc}") from None
         return ProbabilityModel(classifier).eval()
+
+    def explaining_model(self) -> ExplainingModel:
+        """What gets exported: the same probabilities, and the predicted label's attributions per position."""
+        return ExplainingModel(self.probability_model().classifier).eval()
 
 
 def _sha256(path: Path) -> str:

@@ -2,6 +2,9 @@
 
 The legacy TorchScript exporter (``dynamo=False``) is used on purpose: it
 exports this model in well under a second, the dynamo exporter took 90 s.
+The graph has two outputs, the probabilities and the attributions of the
+predicted label (``training.attribution``); the latter run only when the input
+``explain`` is fed true (``export.explain_graph``).
 """
 
 from __future__ import annotations
@@ -12,16 +15,18 @@ import warnings
 import onnx
 import torch
 
-from core.bundle import INPUT_IDS, INPUT_LENGTHS, OUTPUT_PROBABILITIES
+from core.bundle import INPUT_IDS, INPUT_LENGTHS, OUTPUT_ATTRIBUTIONS, OUTPUT_PROBABILITIES
 from export.exceptions import ExportError
-from training.model import ProbabilityModel
+from export.explain_graph import explain_on_request
+from training.attribution import ExplainingModel
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 11  # GatherElements (the within-length reversal) needs opset 11; 11-21 export and pass the gates
 
 
-def export_onnx(model: ProbabilityModel, opset: int = DEFAULT_OPSET) -> bytes:
-    """Serialized ONNX model: ``input_ids`` int64 [batch, seq], ``lengths`` int64 [batch] → probabilities."""
+def export_onnx(model: ExplainingModel, opset: int = DEFAULT_OPSET) -> bytes:
+    """Serialized ONNX model: ``input_ids`` int64 [batch, seq], ``lengths`` int64 [batch] (and the optional
+    bool ``explain``) → probabilities [batch, classes], attributions [batch, seq] (empty unless explained)."""
     # Example of width 3 with unequal lengths so the tracer sees the general (padded) case.
     ids = torch.tensor([[2, 3, 4], [5, 6, 0]], dtype=torch.int64)
     lengths = torch.tensor([3, 2], dtype=torch.int64)
@@ -37,21 +42,22 @@ def export_onnx(model: ProbabilityModel, opset: int = DEFAULT_OPSET) -> bytes:
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_IDS, INPUT_LENGTHS],
-                output_names=[OUTPUT_PROBABILITIES],
+                output_names=[OUTPUT_PROBABILITIES, OUTPUT_ATTRIBUTIONS],
                 dynamic_axes={
                     INPUT_IDS: {0: "batch", 1: "sequence"},
                     INPUT_LENGTHS: {0: "batch"},
                     OUTPUT_PROBABILITIES: {0: "batch"},
+                    OUTPUT_ATTRIBUTIONS: {0: "batch", 1: "sequence"},
                 },
             )
     except Exception as exc:  # torch.onnx raises a variety of errors for unsupported opsets/ops
         raise ExportError(f"torch.onnx.export failed at opset {opset}: {exc}") from exc
-    data = buffer.getvalue()
+    graph = explain_on_request(onnx.load_from_string(buffer.getvalue()))
     try:
-        onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+        onnx.checker.check_model(graph, full_check=True)
     except Exception as exc:
         raise ExportError(f"the exported ONNX graph does not pass onnx.checker: {exc}") from exc
-    return data
+    return graph.SerializeToString()
 
 
 def graph_op_types(model_bytes: bytes) -> dict[str, int]:

@@ -8,6 +8,10 @@
 2. Padding invariance: a short document scored alone must score the same
    inside a batch padded to much longer documents, on ONNX Runtime, since the
    worker batches whatever arrives together.
+
+Both gates cover the attributions (``--explain``) too, with the same documents
+and batches: they are probabilities' worth (a first-order change of the predicted
+label's probability), so they get the probabilities' tolerances.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 from core.text import tokenize
 from core.vocab import Vocabulary, pad_batch
 from export.exceptions import PaddingInvarianceError, ParityError
-from training.model import ProbabilityModel
+from training.attribution import ExplainingModel
 from worker.engine import InferenceEngine
 
 PARITY_TOLERANCE = 1e-4
@@ -33,7 +37,7 @@ INVARIANCE_COMPANIONS = 63
 INVARIANCE_PROBES = 8
 
 
-def after_reference_hook(model: ProbabilityModel) -> None:
+def after_reference_hook(model: ExplainingModel) -> None:
     """Called after the PyTorch reference is computed and before ONNX export. Does nothing.
 
     Tests replace it to perturb the weights, i.e. to export a model that really
@@ -81,17 +85,37 @@ def batch_plan(n: int, sizes: Sequence[int] = BATCH_SIZES) -> list[tuple[int, in
     return plan
 
 
-def torch_probabilities(model: ProbabilityModel, id_lists: Sequence[Sequence[int]], plan) -> np.ndarray:
-    parts = []
+def torch_outputs(model: ExplainingModel, id_lists: Sequence[Sequence[int]],
+                  plan) -> tuple[np.ndarray, list[np.ndarray]]:
+    """PyTorch's probabilities ``[n, classes]`` and each document's attributions (one per token)."""
+    probabilities, attributions = [], []
     with torch.inference_mode():
         for start, end in plan:
             ids, lengths = pad_batch(id_lists[start:end])
-            parts.append(model(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy())
-    return np.concatenate(parts).astype(np.float32)
+            p, a = model(torch.from_numpy(ids), torch.from_numpy(lengths))
+            probabilities.append(p.numpy())
+            attributions += [row[:n] for row, n in zip(a.numpy().astype(np.float32), lengths, strict=True)]
+    return np.concatenate(probabilities).astype(np.float32), attributions
 
 
-def onnx_probabilities(engine: InferenceEngine, id_lists: Sequence[Sequence[int]], plan) -> np.ndarray:
-    return np.concatenate([engine.run_padded(*pad_batch(id_lists[s:e])) for s, e in plan])
+def torch_probabilities(model: ExplainingModel, id_lists: Sequence[Sequence[int]], plan) -> np.ndarray:
+    return torch_outputs(model, id_lists, plan)[0]
+
+
+def onnx_outputs(engine: InferenceEngine, id_lists: Sequence[Sequence[int]],
+                 plan) -> tuple[np.ndarray, list[np.ndarray]]:
+    """ONNX Runtime's answers in exactly the batches of ``plan`` (an explaining engine)."""
+    probabilities, attributions = [], []
+    for start, end in plan:
+        ids, lengths = pad_batch(id_lists[start:end])
+        p, a = engine.run_explained(ids, lengths)
+        probabilities.append(p)
+        attributions += [row[:n] for row, n in zip(a, lengths, strict=True)]
+    return np.concatenate(probabilities), attributions
+
+
+def largest_difference(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray]) -> float:
+    return max(float(np.abs(a - b).max()) for a, b in zip(ours, theirs, strict=True))
 
 
 def check_parity(
@@ -99,14 +123,17 @@ def check_parity(
     reference: np.ndarray,
     docs: ParityDocuments,
     plan: list[tuple[int, int]],
+    reference_attributions: list[np.ndarray],
     tolerance: float = PARITY_TOLERANCE,
 ) -> dict:
-    """Compare ONNX Runtime with the PyTorch ``reference``; raise :class:`ParityError` on any difference."""
-    batched = onnx_probabilities(engine, docs.id_lists, plan)
-    serving = engine.predict_proba(docs.id_lists)  # the worker's path: sorted, token-budgeted sub-batches
+    """Compare ONNX Runtime (an explaining engine) with the PyTorch ``reference``; raise :class:`ParityError`."""
+    batched, batched_attributions = onnx_outputs(engine, docs.id_lists, plan)
+    serving, serving_attributions = engine.predict_explained(docs.id_lists)  # the worker's path: sub-batches
     diffs = {name: np.abs(out - reference) for name, out in (("batched", batched), ("serving", serving))}
     mismatches = {name: int((out.argmax(1) != reference.argmax(1)).sum()) for name, out in
                   (("batched", batched), ("serving", serving))}
+    attribution_diffs = {name: largest_difference(out, reference_attributions) for name, out in
+                         (("batched", batched_attributions), ("serving", serving_attributions))}
     worst = int(diffs["batched"].max(axis=1).argmax())
     lengths = [len(x) for x in docs.id_lists]
     report = {
@@ -123,10 +150,18 @@ def check_parity(
         "argmax_mismatches": mismatches["batched"],
         "argmax_mismatches_serving_path": mismatches["serving"],
         "worst_document_index": worst,
+        "attributions": {
+            "tolerance": tolerance,
+            "max_abs_diff": attribution_diffs["batched"],
+            "max_abs_diff_serving_path": attribution_diffs["serving"],
+            "largest_abs_attribution": max(float(np.abs(a).max()) for a in reference_attributions),
+        },
     }
     failed = [
         f"{name}: max |Δp| {diffs[name].max():.3g} > {tolerance:g}" for name in diffs if diffs[name].max() > tolerance
-    ] + [f"{name}: {count} argmax differences" for name, count in mismatches.items() if count]
+    ] + [f"{name}: {count} argmax differences" for name, count in mismatches.items() if count] + [
+        f"{name}: attributions differ by {diff:.3g} > {tolerance:g}" for name, diff in attribution_diffs.items()
+        if diff > tolerance]
     if failed:
         raise ParityError(
             "parity gate failed, ONNX Runtime does not answer like PyTorch on "
@@ -142,18 +177,21 @@ def check_padding_invariance(
     id_lists: Sequence[Sequence[int]],
     tolerance: float = INVARIANCE_TOLERANCE,
 ) -> dict:
-    """Short documents alone vs. in a batch with the 63 longest ones (first and middle row)."""
+    """Short documents alone vs. in a batch with the 63 longest ones (first and middle row); an explaining engine."""
     order = np.argsort([len(x) for x in id_lists], kind="stable")
     probes = [id_lists[i] for i in order[:INVARIANCE_PROBES]]
     companions = [id_lists[i] for i in order[::-1][:INVARIANCE_COMPANIONS]]
-    worst, label_changes = 0.0, 0
+    worst = worst_attribution = 0.0
+    label_changes = 0
     for probe in probes:
-        alone = engine.run_padded(*pad_batch([probe]))[0]
+        alone, alone_attributions = engine.run_explained(*pad_batch([probe]))
         for row in (0, len(companions) // 2):
             batch = companions[:row] + [probe] + companions[row:]
-            inside = engine.run_padded(*pad_batch(batch))[row]
-            worst = max(worst, float(np.abs(alone - inside).max()))
-            label_changes += int(alone.argmax() != inside.argmax())
+            inside, inside_attributions = engine.run_explained(*pad_batch(batch))
+            worst = max(worst, float(np.abs(alone[0] - inside[row]).max()))
+            worst_attribution = max(worst_attribution, float(np.abs(
+                alone_attributions[0] - inside_attributions[row, : len(probe)]).max()))
+            label_changes += int(alone[0].argmax() != inside[row].argmax())
     report = {
         "passed": False,
         "tolerance": tolerance,
@@ -161,13 +199,14 @@ def check_padding_invariance(
         "batch_size": len(companions) + 1,
         "padded_to": max(len(c) for c in companions),
         "max_abs_diff": worst,
+        "attributions_max_abs_diff": worst_attribution,
         "label_changes": label_changes,
     }
-    if worst > tolerance or label_changes:
+    if max(worst, worst_attribution) > tolerance or label_changes:
         raise PaddingInvarianceError(
-            f"padding-invariance gate failed: a short document's scores change by {worst:.3g} "
-            f"(> {tolerance:g}, {label_changes} label changes) when batched with {len(companions)} long documents; "
-            "no bundle written",
+            f"padding-invariance gate failed: a short document's scores change by {worst:.3g} and its "
+            f"attributions by {worst_attribution:.3g} (> {tolerance:g}, {label_changes} label changes) when batched "
+            f"with {len(companions)} long documents; no bundle written",
             report,
         )
     report["passed"] = True

@@ -116,13 +116,13 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
     _check_output(output)
     checkpoint = load_checkpoint(config.checkpoint)
     validation = load_validation(config.checkpoint, checkpoint.labels, config.parity_data)
-    model = checkpoint.probability_model()
+    model = checkpoint.explaining_model()
     max_len = checkpoint.preprocessing.max_len
     texts = [text for text, _ in validation]
     docs = parity.select_documents(texts, checkpoint.vocab, max_len, max(config.parity_docs, parity.MIN_PARITY_DOCS))
     plan = parity.batch_plan(len(docs.id_lists))
     log(f"PyTorch reference on {len(docs.id_lists)} validation documents")
-    reference = parity.torch_probabilities(model, docs.id_lists, plan)
+    reference, reference_attributions = parity.torch_outputs(model, docs.id_lists, plan)
     candidates = selftest_inputs.candidates([checkpoint.vocab.token_ids(t, max_len) for t in texts], max_len)
     log(f"self-test: choosing inputs among {len(candidates)} shuffled validation token bags")
     chosen = selftest_inputs.select(candidates, parity.torch_probabilities(model, candidates, parity.batch_plan(
@@ -149,10 +149,11 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
     try:
         # Gate the model exactly as it will be served: through a written, verified bundle and the engine.
         fp32_engine = InferenceEngine(load_bundle(write_bundle(scratch / "fp32", onnx_model=fp32_bytes, **common)),
-                                      provider="cpu", threads=config.threads)
-        log("parity gate: ONNX Runtime vs PyTorch")
-        report = {"onnx": parity.check_parity(fp32_engine, reference, docs, plan)}
-        log(f"  max |Δp| {report['onnx']['max_abs_diff']:.2e} on {report['onnx']['documents_compared']} documents")
+                                      provider="cpu", threads=config.threads, explain=True)
+        log("parity gate: ONNX Runtime vs PyTorch (probabilities and attributions)")
+        report = {"onnx": parity.check_parity(fp32_engine, reference, docs, plan, reference_attributions)}
+        log(f"  max |Δp| {report['onnx']['max_abs_diff']:.2e}, attributions "
+            f"{report['onnx']['attributions']['max_abs_diff']:.2e} on {report['onnx']['documents_compared']} documents")
         gold = [checkpoint.labels.index(label) for _, label in validation]
         all_ids = [fp32_engine.token_ids(text) for text in texts]
         held_out = fp32_engine.predict_proba(all_ids)
@@ -171,7 +172,7 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
             final_engine = InferenceEngine(
                 load_bundle(write_bundle(scratch / "int8", onnx_model=final_bytes, quantization=config.quantize,
                                          **common)),
-                provider="cpu", threads=config.threads)
+                provider="cpu", threads=config.threads, explain=True)
             report["quantization"] = {**quantize.check_int8(fp32_engine, final_engine, all_ids, gold, ops,
                                                             method=details["method"]), **details}
             report["validation_accuracy"] = report["quantization"]["int8_accuracy"]
@@ -196,7 +197,7 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
                                  test_inputs, expected, checkpoint.labels, max_len, len(candidates)), **common)
         # The published bundle must verify, and pass its self-test, exactly as a consumer will load it.
         try:
-            open_verified(load_bundle(final), provider="cpu", threads=config.threads).close()
+            open_verified(load_bundle(final), provider="cpu", threads=config.threads, explain=True).close()
         except SelfTestError as exc:
             raise ParityError(f"self-test gate failed: {exc}; no bundle written",
                               {"self_test": exc.result.describe() if exc.result else str(exc)}) from None
@@ -234,6 +235,8 @@ def summary(bundle_dir: Path) -> str:
         f"bundle {bundle.model_id} written to {bundle.path}",
         f"  parity: {report['onnx']['documents_compared']} documents, batch sizes {report['onnx']['batch_sizes']}, "
         f"max |Δp| {report['onnx']['max_abs_diff']:.2e}, argmax mismatches {report['onnx']['argmax_mismatches']}",
+        f"  attributions (--explain): max |Δ| {report['onnx']['attributions']['max_abs_diff']:.2e} vs PyTorch "
+        f"(largest attribution {report['onnx']['attributions']['largest_abs_attribution']:.2e})",
         f"  padding invariance: max |Δp| {report['padding_invariance']['max_abs_diff']:.2e}"
         + ("" if report["padding_invariance"]["passed"] else
            f" WARNING: NOT batch-invariant ({report['padding_invariance']['label_changes']} label changes), "

@@ -138,19 +138,25 @@ class LSTMClassifier(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, classes]`` for right-padded ``ids [B, T]`` with ``lengths [B]`` (each >= 1)."""
-        words = self.embed_dropout(self.embedding(ids))
-        states = self.encoder(words, lengths)
-        mask = time_mask(lengths, ids.size(1)).unsqueeze(-1)
-        features = self._pool(states, mask, lengths)
+        words, states, mask = self.encode(ids, lengths)
+        features = self.pool(states, mask, lengths)
         if self.config.word_shortcut:
             features = torch.cat([features, masked_max_mean(words, mask, lengths)], dim=-1)
         return self.classifier(self.head_dropout(features))
 
-    def _pool(self, states: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(word vectors [B, T, E], LSTM states [B, T, F], mask [B, T, 1])``: what the pooling reads."""
+        words = self.embed_dropout(self.embedding(ids))
+        return words, self.encoder(words, lengths), time_mask(lengths, ids.size(1)).unsqueeze(-1)
+
+    def attention_weights(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``[B, T, 1]``: softmax over the real positions of the attention scores (pads get 0)."""
+        return torch.softmax(self.attention(states).masked_fill(~mask, float("-inf")), dim=1)
+
+    def pool(self, states: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         pooling = self.config.pooling
         if pooling == "attention":
-            scores = self.attention(states).masked_fill(~mask, float("-inf"))
-            return (torch.softmax(scores, dim=1) * states).sum(dim=1)
+            return (self.attention_weights(states, mask) * states).sum(dim=1)
         if pooling == "mean":
             return masked_mean(states, mask, lengths)
         if pooling == "max":
@@ -173,8 +179,13 @@ class EnsembleClassifier(nn.Module):
         self.members = nn.ModuleList(LSTMClassifier(single) for _ in range(config.members))
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        log_probabilities = torch.stack([torch.log_softmax(m(ids, lengths), dim=-1) for m in self.members])
-        return torch.logsumexp(log_probabilities, dim=0) - math.log(len(self.members))
+        return self.combine([m(ids, lengths) for m in self.members])
+
+    @staticmethod
+    def combine(member_logits: list[torch.Tensor]) -> torch.Tensor:
+        """Log of the mean of the members' softmax probabilities."""
+        log_probabilities = torch.stack([torch.log_softmax(logits, dim=-1) for logits in member_logits])
+        return torch.logsumexp(log_probabilities, dim=0) - math.log(len(member_logits))
 
 
 class BagOfWordsBranch(nn.Module):
@@ -197,13 +208,16 @@ class BagOfWordsBranch(nn.Module):
         self.register_buffer("bias", torch.zeros(num_classes))
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.per_position(ids, lengths).sum(dim=1) + self.bias
+
+    def per_position(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``[B, T, classes]``: each position's share of the margins (their sum, plus the bias, is the margins)."""
         counted = (time_mask(lengths, ids.shape[1]) & (ids > self.unk_id)).float()  # pads (id 0) too
         same_word = (ids.unsqueeze(2) == ids.unsqueeze(1)).float() * counted.unsqueeze(1)
         occurrences = (same_word.sum(dim=2) * counted).clamp(min=1.0)  # [B, T]: c_t
         values = (1.0 + torch.log(occurrences)) * self.idf[ids] * counted
         norm = torch.sqrt((values * values / occurrences).sum(dim=1, keepdim=True)).clamp(min=1e-12)
-        weighted = (values / occurrences / norm).unsqueeze(2) * self.weight[ids]
-        return weighted.sum(dim=1) + self.bias
+        return (values / occurrences / norm).unsqueeze(2) * self.weight[ids]
 
 
 class HybridClassifier(nn.Module):
@@ -216,9 +230,13 @@ class HybridClassifier(nn.Module):
         self.bag_of_words = BagOfWordsBranch(config.vocab_size, config.num_classes)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.mix(self.lstm(ids, lengths), self.config.bow_sharpness * self.bag_of_words(ids, lengths))
+
+    def mix(self, lstm_logits: torch.Tensor, linear_logits: torch.Tensor) -> torch.Tensor:
+        """Log of ``(1 - bow_weight) * softmax(lstm) + bow_weight * softmax(linear)``."""
         weight = self.config.bow_weight
-        lstm = torch.log_softmax(self.lstm(ids, lengths), dim=-1) + math.log(1.0 - weight)
-        linear = torch.log_softmax(self.config.bow_sharpness * self.bag_of_words(ids, lengths), dim=-1)
+        lstm = torch.log_softmax(lstm_logits, dim=-1) + math.log(1.0 - weight)
+        linear = torch.log_softmax(linear_logits, dim=-1)
         return torch.logsumexp(torch.stack([lstm, linear + math.log(weight)]), dim=0)
 
 

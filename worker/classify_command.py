@@ -21,8 +21,9 @@ from typing import IO, Any
 import click
 
 from worker import codec
-from worker.engine import InferenceEngine
+from worker.engine import InferenceEngine, Prediction
 from worker.exceptions import WorkerError
+from worker.explanations import explain_all
 from worker.options import EXIT_SOME_REJECTED, CannotStart, engine_options, open_engine, option
 
 
@@ -33,6 +34,7 @@ class ClassifySettings:
     input_format: str
     max_message_bytes: int
     min_confidence: float
+    explain: int = 0
 
 
 def numbered_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
@@ -75,8 +77,7 @@ def classify_chunk(
             result = codec.Decoded(result.text, number)  # the codec's fallback id is the Kafka position; here the line
         decoded.append(result)
     texts = [item for item in decoded if isinstance(item, codec.Decoded)]
-    predictions = iter(engine.to_predictions(
-        engine.predict_proba([engine.token_ids(item.text) for item in texts]), settings.top_k) if texts else [])
+    predictions = iter(predict(engine, [engine.token_ids(item.text) for item in texts], settings) if texts else [])
     model_id = engine.bundle.model_id
     lines = []
     for (number, line), item in zip(chunk, decoded, strict=True):
@@ -87,6 +88,14 @@ def classify_chunk(
             body = codec.error_body(_json_id(line, number), item)
         lines.append(codec.to_json(body))
     return lines, len(decoded) - len(texts)
+
+
+def predict(engine: InferenceEngine, id_lists: list[list[int]], settings: ClassifySettings) -> list[Prediction]:
+    if not settings.explain:
+        return engine.to_predictions(engine.predict_proba(id_lists), settings.top_k)
+    probabilities, attributions = engine.predict_explained(id_lists)
+    return engine.to_predictions(probabilities, settings.top_k,
+                                 explain_all(id_lists, attributions, engine.bundle.vocab, settings.explain))
 
 
 def open_input(texts: tuple[str, ...], input_path: str | None) -> IO[bytes]:
@@ -120,16 +129,17 @@ def open_output(output_path: str) -> IO[str]:
 @option("--output", "output_path", default="-", help="JSONL file to write, '-' for stdout.")
 def classify(texts: tuple[str, ...], model: Path, input_path: str | None, output_path: str, batch_size: int,
              rows_per_call: int, tokens_per_call: int, provider: str, threads: int, input_format: str,
-             text_field: str, top_k: int, min_confidence: float, max_message_bytes: int) -> None:
+             text_field: str, top_k: int, min_confidence: float, explain: int, max_message_bytes: int) -> None:
     """Classify TEXT arguments, or lines of --input (JSONL or plain text), into JSONL predictions.
 
     One output line per input line, in input order, the same JSON as
     `lstm-worker run` publishes without "source": {"id", "label", "score",
-    "top_k", "model"}; the id is the input JSON's "id", else the 1-based line
-    number. A line that cannot be classified (invalid JSON with --input-format
-    json, missing or empty text, invalid UTF-8, too large) gets {"id", "error":
-    {"type", "message"}} instead, with the same types as the worker's dead
-    letters, and the run goes on.
+    "top_k", "model"}, and "explanation" with --explain; the id is the input
+    JSON's "id", else the 1-based line number. A line that cannot be
+    classified (invalid JSON with --input-format json, missing or empty text,
+    invalid UTF-8, too large) gets {"id", "error": {"type", "message"}}
+    instead, with the same types as the worker's dead letters, and the run
+    goes on.
 
     Exit status: 0 every line classified; 1 failed while running; 2 could not
     start (a bad option, bundle or provider); 3 finished, but some lines got
@@ -138,9 +148,9 @@ def classify(texts: tuple[str, ...], model: Path, input_path: str | None, output
     if not text_field:
         raise click.BadParameter("must not be empty", param_hint="--text-field")
     settings = ClassifySettings(top_k, text_field, "text" if texts else input_format, max_message_bytes,
-                                min_confidence)
+                                min_confidence, explain)
     engine = open_engine(model, provider=provider, threads=threads, rows_per_call=rows_per_call,
-                         tokens_per_call=tokens_per_call)
+                         tokens_per_call=tokens_per_call, explain=explain > 0)
     source = open_input(texts, input_path)
     sink = open_output(output_path)
     total = rejected = 0

@@ -165,7 +165,8 @@ def output_body(*, record_id: Any, prediction: Any, model_id: str, source: Sourc
                 min_confidence: float = 0.0, for_review: bool = False) -> dict[str, Any]:
     """The label message: what ``run`` publishes and ``classify`` writes (``classify`` has no ``source``).
 
-    Below ``min_confidence`` it says so (``low_confidence``); sent for review, it also says why.
+    Below ``min_confidence`` it says so (``low_confidence``); sent for review, it also says why. A
+    prediction made with ``--explain`` carries its ``explanation`` (worker/explanations.py).
     """
     body: dict[str, Any] = {
         "id": record_id,
@@ -174,6 +175,8 @@ def output_body(*, record_id: Any, prediction: Any, model_id: str, source: Sourc
         "top_k": [{"label": name, "score": round(float(p), 6)} for name, p in prediction.top_k],
         "model": model_id,
     }
+    if getattr(prediction, "explanation", None) is not None:
+        body["explanation"] = [{"token": token, "weight": weight} for token, weight in prediction.explanation]
     if source is not None:
         body["source"] = {"topic": source.topic, "partition": source.partition, "offset": source.offset}
     if low_confidence(prediction, min_confidence):

@@ -18,16 +18,19 @@ Before serving, a bundle proves itself on this machine: ``open_verified`` runs
 the bundle's self-test (``core.selftest``) through this very session and
 provider and refuses the bundle when ONNX Runtime here disagrees with the
 exporter's reference, which a checksum cannot see (docs/models.md).
+
+An engine opened with ``explain`` also serves :meth:`InferenceEngine.predict_explained`:
+the same calls, fed ``explain=True``, return each position's attribution to the
+predicted label as well (``export/explain_graph.py``); plain calls never compute them.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -36,14 +39,13 @@ from core.bundle import Bundle
 from core.exceptions import BundleError
 from core.vocab import pad_batch
 from worker.exceptions import EngineError, InferenceError
+from worker.runtime import CUDA, PROVIDERS, choose_providers, open_session, usable_cpus  # noqa: F401 - re-exported
 
-PROVIDERS = ("auto", "cpu", "cuda")
 # Rows per ONNX Runtime call when the caller leaves it to the engine. On the CPU small calls keep the
 # LSTM's per-step state in cache and ORT's memory arena small (docs/worker.md, Inference threads);
 # a GPU wants bigger calls.
 CPU_ROWS_PER_CALL = 16
 GPU_ROWS_PER_CALL = 64
-_CUDA, _CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class Prediction:
     label: str
     score: float
     top_k: tuple[tuple[str, float], ...]
+    # With --explain: the tokens that raised the label's probability most, (token, weight), strongest first.
+    explanation: tuple[tuple[str, float], ...] | None = None
 
 
 class SelfTestError(EngineError):
@@ -71,66 +75,18 @@ class SelfTestResult:
     tolerance: float
     provider: str
     reference: str
+    # Explaining engines only: whether the attributions came back finite, one per token and 0 at the pads.
+    attributions_ok: bool = True
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_diff <= self.tolerance and self.argmax_mismatches == 0
+        return self.max_abs_diff <= self.tolerance and self.argmax_mismatches == 0 and self.attributions_ok
 
     def describe(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
         return (f"self-test {verdict}: max |Δp| {self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e}), "
                 f"{self.argmax_mismatches} argmax mismatches on {self.n} inputs, provider {self.provider}, "
-                f"expected by {self.reference}")
-
-
-def open_session(model: bytes, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
-    """An ONNX Runtime session of exactly these (already verified) bytes.
-
-    Handed the bytes directly, ONNX Runtime keeps a second copy of the model for the session's
-    lifetime (measured: +104 MB RSS for the 47 MB default bundle, +58 MB from a file). So on Linux
-    the bytes go to an anonymous in-memory file, the session opens it by path, and the file is
-    closed again: the memory of a path load, and still no file on disk that could be swapped
-    after the checksum was verified.
-    """
-    try:
-        fd = os.memfd_create("model.onnx", os.MFD_CLOEXEC)
-    except (AttributeError, OSError):  # not Linux, or memfd refused (seccomp): keep the bytes route
-        return ort.InferenceSession(model, options, providers=providers)
-    try:
-        with open(fd, "wb", closefd=False) as handle:
-            handle.write(model)
-        return ort.InferenceSession(f"/proc/self/fd/{fd}", options, providers=providers)
-    finally:
-        os.close(fd)
-
-
-def choose_providers(requested: str) -> list[str]:
-    """ONNX Runtime providers for ``auto|cpu|cuda``; ``cuda`` without CUDA is an error."""
-    if requested not in PROVIDERS:
-        raise EngineError(f"unknown provider {requested!r}; choose one of {', '.join(PROVIDERS)}")
-    available = ort.get_available_providers()
-    if requested == "cpu":
-        return [_CPU]
-    if _CUDA in available:
-        return [_CUDA, _CPU]
-    if requested == "cuda":
-        raise EngineError(
-            "provider 'cuda' requested but this onnxruntime has no CUDAExecutionProvider "
-            f"(available: {', '.join(available)}); install onnxruntime-gpu on a GPU machine or use --provider cpu"
-        )
-    return [_CPU]
-
-
-def usable_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (a pod's limit)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus)
+                f"expected by {self.reference}" + ("" if self.attributions_ok else "; malformed attributions"))
 
 
 class InferenceEngine:
@@ -144,13 +100,18 @@ class InferenceEngine:
         rows_per_call: int = 0,
         tokens_per_call: int = 16384,
         sort_by_length: bool = True,
+        explain: bool = False,
     ):
+        """``explain``: also serve :meth:`predict_explained`; refused for a bundle exported without attributions."""
         self.bundle = bundle
+        if explain and bundle.attribution_names is None:
+            raise EngineError(f"--explain: {bundle.model_id} ({bundle.path}) was exported without attributions; "
+                              "re-export it with this version's lstm-export to explain its labels")
         self.max_len = bundle.preprocessing.max_len
         self.tokens_per_call = max(tokens_per_call, self.max_len)
         self.sort_by_length = sort_by_length
         providers = choose_providers(provider)
-        on_gpu = self.on_gpu = providers[0] == _CUDA
+        on_gpu = self.on_gpu = providers[0] == CUDA
         self.rows_per_call = rows_per_call or (GPU_ROWS_PER_CALL if on_gpu else CPU_ROWS_PER_CALL)
         # On a GPU one caller feeds the device; on the CPU, ``threads`` single-threaded calls run at once.
         self.runners = 1 if on_gpu else (threads or usable_cpus())
@@ -160,6 +121,8 @@ class InferenceEngine:
         options.inter_op_num_threads = 1
         # Idle ORT threads spin by default; on a shared CPU that spinning is taken from the Kafka client.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Errors only: ORT warns at every load that the overridable ``explain`` input is not a constant, by design.
+        options.log_severity_level = 3
         try:
             model = bundle.read_model()
         except (BundleError, OSError) as exc:
@@ -169,11 +132,17 @@ class InferenceEngine:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise EngineError(f"{bundle.model_path}: ONNX Runtime could not load the model: {exc}") from exc
         active = self.session.get_providers()
-        if provider == "cuda" and _CUDA not in active:
+        if provider == "cuda" and CUDA not in active:
             raise EngineError(f"provider 'cuda' requested but ONNX Runtime could not start it (active: {active})")
-        self.provider = "cuda" if _CUDA in active else "cpu"
+        self.provider = "cuda" if CUDA in active else "cpu"
         self._ids_name, self._lengths_name = bundle.input_names
         self._output_name = bundle.output_name
+        self.explains = explain
+        if explain:
+            self._explain_name, self._attributions_name = bundle.attribution_names  # type: ignore[misc]
+            if self._attributions_name not in {o.name for o in self.session.get_outputs()}:
+                raise EngineError(f"{bundle.model_path}: the graph has no output {self._attributions_name!r} "
+                                  "although the manifest names it; re-export the model")
         self.labels = bundle.labels
         self._pool = ThreadPoolExecutor(self.runners, thread_name_prefix="ort") if self.runners > 1 else None
         # Set by self_test(); None until then and for format 1 bundles, which carry no self-test.
@@ -188,7 +157,15 @@ class InferenceEngine:
         test = self.bundle.self_test
         if test is None:
             return None
-        got = np.concatenate([self.run_padded(*pad_batch(test.inputs[start:end])) for start, end in test.batches])
+        batches = [pad_batch(test.inputs[start:end]) for start, end in test.batches]
+        attributions_ok = True
+        if self.explains:  # the self-test then runs the graph path explaining engines serve
+            outputs = [self.run_explained(ids, lengths) for ids, lengths in batches]
+            got = np.concatenate([probabilities for probabilities, _ in outputs])
+            attributions_ok = all(well_formed(a, ids, lengths) for (ids, lengths), (_, a) in
+                                  zip(batches, outputs, strict=True))
+        else:
+            got = np.concatenate([self.run_padded(ids, lengths) for ids, lengths in batches])
         expected = np.asarray(test.expected, dtype=np.float32)
         self.self_test_result = SelfTestResult(
             n=len(test.inputs),
@@ -197,6 +174,7 @@ class InferenceEngine:
             tolerance=test.tolerance,
             provider=self.provider,
             reference=test.reference,
+            attributions_ok=attributions_ok,
         )
         return self.self_test_result
 
@@ -231,21 +209,43 @@ class InferenceEngine:
         except Exception as exc:
             raise InferenceError(f"inference failed on a batch of {len(lengths)}: {exc}") from exc
 
+    def run_explained(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One ONNX Runtime call that also computes the attributions: ``(probabilities, attributions [n, width])``."""
+        feed = {self._ids_name: ids, self._lengths_name: lengths, self._explain_name: np.array(True)}
+        try:
+            probabilities, attributions = self.session.run([self._output_name, self._attributions_name], feed)
+        except Exception as exc:
+            raise InferenceError(f"inference failed on a batch of {len(lengths)}: {exc}") from exc
+        return probabilities, attributions
+
     def predict_proba(self, id_lists: Sequence[Sequence[int]]) -> np.ndarray:
         """Probabilities ``[n, classes]`` in the order of ``id_lists``."""
+        return self._predict(id_lists, explain=False)[0]
+
+    def predict_explained(self, id_lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Probabilities ``[n, classes]`` and each document's attributions (one per token), in input order."""
+        return self._predict(id_lists, explain=True)
+
+    def _predict(self, id_lists: Sequence[Sequence[int]], explain: bool) -> tuple[np.ndarray, list[np.ndarray]]:
         result = np.empty((len(id_lists), len(self.labels)), dtype=np.float32)
+        attributions: list[np.ndarray] = [np.empty(0, np.float32)] * len(id_lists)
+        run: Any = self.run_explained if explain else self.run_padded
         groups = self.sub_batches([len(x) for x in id_lists])
-        if self._pool is None or len(groups) == 1:
-            for group in groups:
-                result[group] = self.run_padded(*pad_batch([id_lists[i] for i in group]))
-            return result
         # Pad here, not in the runners: a runner then needs the GIL only to enter and leave ORT, so a
         # busy consumer thread cannot hold it up between calls.
-        padded = [pad_batch([id_lists[i] for i in group]) for group in groups]
-        futures = [self._pool.submit(self.run_padded, ids, lengths) for ids, lengths in padded]
-        for group, future in zip(groups, futures, strict=True):
-            result[group] = future.result()  # re-raises InferenceError of a group
-        return result
+        padded = (pad_batch([id_lists[i] for i in group]) for group in groups)
+        if self._pool is None or len(groups) == 1:
+            outputs = (run(ids, lengths) for ids, lengths in padded)
+        else:
+            futures = [self._pool.submit(run, ids, lengths) for ids, lengths in padded]
+            outputs = (future.result() for future in futures)  # re-raises InferenceError of a group
+        for group, output in zip(groups, outputs, strict=True):
+            if explain:
+                output, explained = output
+                for row, index in enumerate(group):
+                    attributions[index] = explained[row, : len(id_lists[index])]
+            result[group] = output
+        return result, attributions
 
     def close(self) -> None:
         if self._pool is not None:
@@ -254,7 +254,8 @@ class InferenceEngine:
     def predict_texts(self, texts: Sequence[str], top_k: int = 1) -> list[Prediction]:
         return self.to_predictions(self.predict_proba([self.token_ids(t) for t in texts]), top_k)
 
-    def to_predictions(self, probabilities: np.ndarray, top_k: int = 1) -> list[Prediction]:
+    def to_predictions(self, probabilities: np.ndarray, top_k: int = 1,
+                       explanations: Sequence[tuple[tuple[str, float], ...]] | None = None) -> list[Prediction]:
         k = max(1, min(top_k, len(self.labels)))
         best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
         labels = self.labels
@@ -263,9 +264,17 @@ class InferenceEngine:
                 labels[row[0]],
                 float(probs[row[0]]),
                 tuple((labels[j], float(probs[j])) for j in row),
+                None if explanations is None else explanations[i],
             )
-            for probs, row in zip(probabilities, best, strict=True)
+            for i, (probs, row) in enumerate(zip(probabilities, best, strict=True))
         ]
+
+
+def well_formed(attributions: np.ndarray, ids: np.ndarray, lengths: np.ndarray) -> bool:
+    """One finite attribution per position of the padded batch, exactly 0 at the pads."""
+    if attributions.shape != ids.shape or not np.isfinite(attributions).all():
+        return False
+    return not attributions[np.arange(ids.shape[1])[None, :] >= lengths[:, None]].any()
 
 
 def open_verified(bundle: Bundle, **engine_settings: object) -> InferenceEngine:

@@ -40,8 +40,9 @@ class CannotStart(click.ClickException):
 def open_engine(model: Path, **engine_settings: Any) -> InferenceEngine:
     """Load and verify the bundle (or a store's CURRENT), open it in ONNX Runtime and run its self-test.
 
-    A bad bundle, store, provider or a failed self-test is :class:`CannotStart`. The self-test's
-    measurement is on ``engine.self_test_result`` and in the line this prints.
+    A bad bundle, store, provider or a failed self-test is :class:`CannotStart`, and so is
+    ``explain=True`` for a bundle exported without attributions. The self-test's measurement is
+    on ``engine.self_test_result`` and in the line this prints.
     """
     try:
         bundle_path, store = resolve_model(model)
@@ -107,6 +108,10 @@ def engine_options(*, batch_size: int, batch_help: str) -> Callable:
         option("--min-confidence", default=0.0, type=click.FloatRange(0, 1),
                help="Labels whose top score is below this carry \"low_confidence\": true; run --review-topic sends "
                     "them there instead (0 = off; choosing it: docs/worker.md)."),
+        option("--explain", default=0, type=click.IntRange(0), metavar="K",
+               help="Each label also lists the K tokens of the document that raised its probability most, with "
+                    "their weights (0 = off; the bundle must have been exported with attributions; see "
+                    "docs/worker.md, Explanations)."),
         option("--max-message-bytes", default=1_000_000, type=click.IntRange(1),
                help="Larger inputs are not classified: dead-lettered (run) or an error record (classify), "
                     "as 'oversize'."),

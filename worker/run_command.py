@@ -136,7 +136,7 @@ def run_worker(settings: WorkerSettings) -> int:
     configure_logging(settings.log_format, settings.log_level)
     log = structlog.get_logger("lstm-worker")
     engine_settings = dict(provider=settings.provider, threads=settings.threads, rows_per_call=settings.rows_per_call,
-                           tokens_per_call=settings.tokens_per_call)
+                           tokens_per_call=settings.tokens_per_call, explain=settings.explain > 0)
     engine = open_engine(settings.model, **engine_settings)
     bundle = engine.bundle
     store = ModelStore(settings.model) if ModelStore.is_store(settings.model) else None
@@ -149,7 +149,9 @@ def run_worker(settings: WorkerSettings) -> int:
     describe(metrics, served)
     models = ModelWatcher(store, served, poll_s=settings.model_poll_s, engine_settings=engine_settings,
                           metrics=metrics, log=log)
-    shadow = _open_shadow(settings, engine_settings, metrics, log) if settings.shadow_model else None
+    # The shadow explains nothing: only its labels are compared and published.
+    shadow = _open_shadow(settings, {**engine_settings, "explain": False}, metrics, log) if settings.shadow_model \
+        else None
     source = sink = server = None
     try:
         source = KafkaSource(settings)

@@ -78,6 +78,8 @@ class WorkerSettings:
     review_topic: str | None = None
     # Labels in the sliding window the drift gauges compare with the bundle's reference (worker/drift.py).
     drift_window: int = 1000
+    # > 0: each label carries the K tokens that raised its probability most (worker/explanations.py).
+    explain: int = 0
     bootstrap_servers: tuple[str, ...] = ("localhost:9092",)
     group_id: str = "lstm-worker"
     output_topic: str = ""
@@ -230,7 +232,7 @@ def build_settings(
         if key in rest:
             _require(rest[key] >= 1, option, f"must be at least 1, got {rest[key]}")
     for key, option in {"max_wait_ms": "--max-wait-ms", "threads": "--threads", "rows_per_call": "--rows-per-call",
-                        "max_in_flight": "--max-in-flight"}.items():
+                        "max_in_flight": "--max-in-flight", "explain": "--explain"}.items():
         if key in rest:
             _require(rest[key] >= 0, option, f"must not be negative, got {rest[key]}")
     if "liveness_timeout_s" in rest:

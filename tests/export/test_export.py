@@ -57,8 +57,13 @@ def test_bundle_verifies_and_records_the_gates(tiny_bundle_dir: Path, tiny_check
     # The graph: named inputs/outputs with dynamic batch and sequence axes, opset 17, float LSTMs.
     graph = onnx.load(str(bundle.model_path))
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.graph.input}
-    assert dims == {"input_ids": ["batch", "sequence"], "lengths": ["batch"]}
-    assert [o.name for o in graph.graph.output] == ["probabilities"]
+    # explain: the optional boolean that asks for the attributions (an initializer gives its default, false).
+    assert dims == {"input_ids": ["batch", "sequence"], "lengths": ["batch"], "explain": []}
+    assert [o.name for o in graph.graph.output] == ["probabilities", "attributions"]
+    assert manifest["model"]["attributions"] == {"input": "explain", "output": "attributions"}
+    attributions = onnx_report["attributions"]
+    assert attributions["max_abs_diff"] <= 1e-4 and attributions["largest_abs_attribution"] > 0
+    assert report["padding_invariance"]["attributions_max_abs_diff"] <= 1e-5
     assert {o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")} == {17}
     assert any(node.op_type == "LSTM" for node in graph.graph.node)
     # No pickle anywhere: every file other than the ONNX protobuf is JSON.

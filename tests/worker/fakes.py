@@ -268,8 +268,8 @@ class FakeEngine:
         spam = np.array([min(0.99, 0.01 + 0.1 * (len(ids) % 10)) for ids in id_lists], dtype=np.float32)
         return np.stack([1 - spam, spam], axis=1)
 
-    def to_predictions(self, probabilities: np.ndarray, top_k: int = 1) -> list:
-        return InferenceEngine.to_predictions(self, probabilities, top_k)  # type: ignore[arg-type] - uses .labels
+    def to_predictions(self, probabilities: np.ndarray, top_k: int = 1, explanations: Any = None) -> list:
+        return InferenceEngine.to_predictions(self, probabilities, top_k, explanations)  # type: ignore[arg-type]
 
 
 class RecordingLog:

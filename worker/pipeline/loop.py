@@ -139,7 +139,7 @@ class Pipeline:
             self.metrics.batch_tokens.observe(batch.tokens)
             served = self.served
             self._scoring = batch.entries, self._inference.submit(
-                score, served.engine, batch.entries, s.top_k, self.metrics, self.log), served
+                score, served.engine, batch.entries, s.top_k, self.metrics, self.log, s.explain), served
         if finished is not None:  # published after the next batch started, so inference keeps running
             entries, future, served = finished
             self._publish(entries, future.result(), served.model_id, now)
