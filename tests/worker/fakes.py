@@ -161,6 +161,7 @@ class FakeConsumer:
         self.next_index = {tp: 0 for tp in self.records}
         self.owned: set[TopicPartition] = set()
         self.paused = False
+        self.in_doubt = False  # as if no heartbeat had been answered for a session timeout
         self.hooks: Any = None
         self._rebalance: Callable[[], None] | None = lambda: self._assign(sorted(self.records))
         self.lock = threading.Lock()
@@ -220,7 +221,7 @@ class FakeConsumer:
         return "group-metadata"
 
     def membership_in_doubt(self) -> bool:
-        return False
+        return self.in_doubt
 
     def positions(self) -> dict[TopicPartition, int]:
         """The next record's offset; past the last record, the log end (markers are skipped)."""

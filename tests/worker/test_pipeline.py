@@ -222,6 +222,21 @@ def test_a_refused_topic_stalls_the_partition_then_everything_goes_out_in_order(
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_an_idle_worker_whose_group_coordinator_stopped_answering_is_not_ready(mode: str) -> None:
+    seen: list[tuple[bool, str]] = []
+
+    def during(run: Run, consumer: FakeConsumer) -> None:
+        if set(run.answered()) >= {(0, o) for o in range(5)}:  # everything answered: nothing left to fail
+            consumer.in_doubt = True
+            seen.append(run.health.ready())
+
+    records = [doc(0, o) for o in range(5)]
+    run = run_pipeline(mode, records, during=during, until=lambda run: any(not ok for ok, _ in seen))
+    assert run.code == 0
+    assert any(not ok and "no heartbeat answered" in why for ok, why in seen), seen
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_an_unusable_producer_stops_the_worker_with_exit_1(mode: str) -> None:
     options = ({"fail_commit": lambda: ProducerFencedError("another producer took the id")}
                if mode == "exactly-once" else {"refuse": lambda w: IllegalStateError("producer closed")})

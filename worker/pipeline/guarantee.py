@@ -90,6 +90,9 @@ class Guarantee:
         stall = self.stall
         if stall is not None:
             return f"sends to {stall.topic!r} fail ({stall.error}), retry {stall.attempt} in progress: {stall.fix}"
+        if self.consumer.membership_in_doubt():  # an idle exactly-once worker sends and commits nothing to fail
+            return ("no heartbeat answered for a session timeout: the group coordinator is unreachable (or this "
+                    "process was frozen); commits are held until the group answers")
         failing = self._commits_failing
         if failing is not None and time.monotonic() - failing[0] >= OVERDUE_S:
             return (f"offset commits fail for {time.monotonic() - failing[0]:.0f} s ({failing[1]}): check that the "
