@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from training.config import EMBEDDING_INITS, POOLINGS, TrainConfig
+from training.config import AUTO, EMBEDDING_INITS, POOLINGS, TrainConfig
 
 DEFAULTS = TrainConfig(data="", output="")
 
@@ -16,6 +16,23 @@ def _version() -> str:
         return version("lstm-worker")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0.0.0+unknown"
+
+
+class BowWeight(click.ParamType):
+    """``auto`` or a number in [0, 1)."""
+
+    name = "auto|FLOAT"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or str(value).strip().lower() == AUTO:
+            return value if isinstance(value, float) else AUTO
+        try:
+            weight = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither 'auto' nor a number", param, ctx)
+        if not 0.0 <= weight < 1.0:
+            self.fail(f"{weight} is not in [0, 1)", param, ctx)
+        return weight
 
 
 def _opt(*names: str, env: str, help: str, **kwargs):
@@ -94,13 +111,15 @@ OPTIONS = [
     _opt("--members", type=click.IntRange(min=1), default=DEFAULTS.members, show_default=True, env="MEMBERS",
          help="Train this many LSTMs (each with its own validation fold and seed) and average their "
          "probabilities in one model; inference costs this many times one LSTM."),
-    _opt("--bow-weight", type=click.FloatRange(0.0, 1.0, max_open=True), default=DEFAULTS.bow_weight,
-         show_default=True, env="BOW_WEIGHT",
+    _opt("--bow-weight", type=BowWeight(), default=DEFAULTS.bow_weight, show_default=True, env="BOW_WEIGHT",
          help="Mix the LSTMs' probabilities with a linear TF-IDF + LinearSVC model over the same tokens, "
-         "fitted after them and exported in the same graph: (1 - w) x LSTM + w x linear (0 = LSTM only)."),
+         "fitted after them and exported in the same graph: (1 - w) x LSTM + w x linear (0 = LSTM only). "
+         "'auto': w and the sharpness are chosen on the members' validation folds, out of fold (each fold "
+         "scored by the member and a linear model that did not train on it); 0 when there are no folds."),
     _opt("--bow-sharpness", type=click.FloatRange(min=0.0, min_open=True), default=DEFAULTS.bow_sharpness,
          show_default=True, env="BOW_SHARPNESS",
-         help="The linear branch's probabilities are softmax(sharpness x SVM margin)."),
+         help="The linear branch's probabilities are softmax(sharpness x SVM margin) (with an explicit "
+         "--bow-weight; 'auto' chooses it too)."),
     _opt("--jobs", type=click.IntRange(min=0), default=DEFAULTS.jobs, show_default=True, env="JOBS",
          help="Members trained at once, one process each (0 = as many as the cores allow at --threads each; "
          "1 on a GPU)."),

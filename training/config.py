@@ -12,6 +12,8 @@ EMBEDDING_INITS = ("lsa", "lsa-sv", "random")
 # Same as training.model.POOLINGS (a test keeps them equal); repeated so `lstm-train --help`
 # and input errors answer without importing torch.
 POOLINGS = ("max", "mean", "attention", "max_mean")
+# --bow-weight auto: the branch's weight (and sharpness) are chosen out of fold on the members' validation folds.
+AUTO = "auto"
 # Keys that may differ between a run and its --resume without changing what is trained.
 # The bag-of-words branch is fitted after the LSTMs: changing it and resuming a finished run refits only it.
 RESUME_FREE_KEYS = frozenset({"resume", "threads", "device", "baseline", "output", "jobs", "bow_weight",
@@ -52,7 +54,7 @@ class TrainConfig:
     distill_sharpness: float = 6.0
     patience: int = 3
     members: int = 3
-    bow_weight: float = 0.0
+    bow_weight: float | str = AUTO
     bow_sharpness: float = 6.0
     jobs: int = 0
     seed: int = 0
@@ -80,13 +82,19 @@ class TrainConfig:
             (self.members * self.val_fraction < 1.0,
              "--members x --val-fraction must stay below 1: each member holds out its own validation fold"),
             (self.jobs >= 0, "--jobs must be >= 0"),
-            (0.0 <= self.bow_weight < 1.0, "--bow-weight must be in [0, 1)"),
+            (self.bow_weight == AUTO or isinstance(self.bow_weight, float | int) and 0.0 <= self.bow_weight < 1.0,
+             "--bow-weight must be 'auto' or in [0, 1)"),
             (self.bow_sharpness > 0, "--bow-sharpness must be positive"),
             (self.pooling in POOLINGS, f"--pooling must be one of {POOLINGS}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    @property
+    def bow_branch(self) -> bool:
+        """Whether the run may end with a linear branch: an explicit weight above 0, or one chosen out of fold."""
+        return self.bow_weight == AUTO or self.bow_weight > 0
 
     def model_config(self, vocab_size: int, num_classes: int) -> ModelConfig:
         from training.model import ModelConfig

@@ -29,22 +29,33 @@ import torch
 
 from core.vocab import Vocabulary
 from training.bag_of_words import with_bag_of_words
+from training.bow_selection import FoldScores, choose_bow_weight, fold_margins
 from training.checkpoint import BEST_FILE, LAST_FILE, load_checkpoint, make_checkpoint, save_checkpoint
-from training.config import TrainConfig
-from training.data import split_validation
+from training.config import AUTO, TrainConfig
+from training.data import validation_indices
 from training.model import build_model
-from training.predict import encode_all
+from training.predict import encode_all, predict_logits, softmax
 from training.trainer import Log, MemberSetup, TrainingData, TrainResult, initial_vectors, train
 
 MEMBER_DIR = "member-{}"
 
 
+def member_folds(full: TrainingData, config: TrainConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each member's ``(train, validation)`` indices into all training documents (its own validation fold)."""
+    return [validation_indices(full.train_labels, config.val_fraction, config.seed, fold=i)
+            for i in range(config.members)]
+
+
 def member_dataset(full: TrainingData, config: TrainConfig, index: int) -> TrainingData:
-    """Member ``index``'s train/validation split of all training documents (its own validation fold)."""
-    train_texts, train_labels, val_texts, val_labels = split_validation(
-        full.train_texts, full.train_labels, config.val_fraction, config.seed, fold=index)
-    return replace(full, train_texts=train_texts, train_labels=train_labels, val_texts=val_texts,
-                   val_labels=val_labels)
+    """Member ``index``'s train/validation split of all training documents."""
+    kept, held = member_folds(full, config)[index]
+    return _subset(full, kept, held)
+
+
+def _subset(full: TrainingData, kept: np.ndarray, held: np.ndarray) -> TrainingData:
+    return replace(full, train_texts=[full.train_texts[i] for i in kept],
+                   train_labels=[int(full.train_labels[i]) for i in kept],
+                   val_texts=[full.train_texts[i] for i in held], val_labels=[int(full.train_labels[i]) for i in held])
 
 
 def resolve_jobs(config: TrainConfig) -> int:
@@ -71,15 +82,18 @@ def _train_member(config: TrainConfig, dataset: TrainingData, setup: MemberSetup
     setup.output.mkdir(parents=True, exist_ok=True)
     if config.resume and not (setup.output / LAST_FILE).is_file():
         config = replace(config, resume=False)  # interrupted before this member's first epoch ended
-    result = train(config, dataset, torch.device(config.device),
-                   lambda line: print(f"[{setup.name}] {line}", flush=True), member=setup)
+    device = torch.device(config.device)
+    result = train(config, dataset, device, lambda line: print(f"[{setup.name}] {line}", flush=True), member=setup)
+    # Its fold, scored by the member that did not train on it: what --bow-weight auto chooses with.
+    val_ids = encode_all(setup.vocab, dataset.val_texts, config.max_len)
+    val_probabilities = softmax(predict_logits(result.model, val_ids, device)) if val_ids else None
     return {"member": setup.name, "seed": setup.seed, "output": str(setup.output),
             "train_documents": len(dataset.train_texts), "validation_documents": len(dataset.val_texts),
             "best_epoch": result.best_epoch, "best_val_macro_f1": _rounded(result.best_val_macro_f1),
             "epochs_run": len(result.history), "stopped_early": result.stopped_early,
             "train_seconds": round(result.train_seconds, 1), "train_cpu_seconds": round(result.train_cpu_seconds, 1),
             "distillation": result.distillation, "embedding_init": result.embedding_source,
-            "history": result.history}
+            "history": result.history, "val_probabilities": val_probabilities}
 
 
 def _rounded(value: float | None) -> float | None:
@@ -114,7 +128,8 @@ def train_ensemble(config: TrainConfig, full: TrainingData, log: Log = print) ->
             f"{time.perf_counter() - start:.1f}s")
     setups = [MemberSetup(f"member {i + 1}", output / MEMBER_DIR.format(i + 1), config.seed + i, vocab, vectors)
               for i in range(config.members)]
-    datasets = [member_dataset(full, config, i) for i in range(config.members)]
+    folds = member_folds(full, config)
+    datasets = [_subset(full, kept, held) for kept, held in folds]
     jobs = resolve_jobs(config)
     log(f"{config.members} member(s) in {output}/member-*, {jobs} at a time, "
         f"{len(datasets[0].train_texts)} train / {len(datasets[0].val_texts)} validation documents each")
@@ -133,10 +148,14 @@ def train_ensemble(config: TrainConfig, full: TrainingData, log: Log = print) ->
         prefix = f"members.{index}." if config.members > 1 else ""
         state.update({prefix + key: value for key, value in member_state.items()})
     model.load_state_dict(state)
-    if config.bow_weight > 0:
-        # On every training post, like the members together (and the baseline of such a run).
-        model = with_bag_of_words(model, encode_all(vocab, full.train_texts, config.max_len), full.train_labels,
-                                  weight=config.bow_weight, sharpness=config.bow_sharpness, seed=config.seed, log=log)
+    selection = None
+    if config.bow_branch:
+        all_ids = encode_all(vocab, full.train_texts, config.max_len)
+        weight, sharpness, selection = _branch_setting(config, full, folds, all_ids, summaries, len(vocab), log)
+        if weight > 0:
+            # On every training post, like the members together (and the baseline of such a run).
+            model = with_bag_of_words(model, all_ids, full.train_labels, weight=weight, sharpness=sharpness,
+                                      seed=config.seed, log=log)
     scores = [s["best_val_macro_f1"] for s in summaries]
     mean_f1 = None if None in scores else float(np.mean(scores))  # None: no validation split
     save_checkpoint(make_checkpoint(model=model, vocab=vocab, labels=list(full.label_names), max_len=config.max_len,
@@ -144,9 +163,33 @@ def train_ensemble(config: TrainConfig, full: TrainingData, log: Log = print) ->
                                     best_val_macro_f1=mean_f1), output / BEST_FILE)
     history = [{**record, "member": index + 1} for index, s in enumerate(summaries) for record in s["history"]]
     for s in summaries:
-        del s["history"]
+        del s["history"], s["val_probabilities"]
     return TrainResult(model, vocab, history, best_epoch=max(s["best_epoch"] for s in summaries),
                        best_val_macro_f1=mean_f1, train_seconds=elapsed, train_cpu_seconds=cpu,
                        stopped_early=all(s["stopped_early"] for s in summaries),
                        embedding_source=summaries[0]["embedding_init"], distillation=summaries[0]["distillation"],
-                       members=summaries)
+                       members=summaries, bow_selection=selection)
+
+
+def _branch_setting(config: TrainConfig, full: TrainingData, folds: list[tuple[np.ndarray, np.ndarray]],
+                    all_ids: list[np.ndarray], summaries: list[dict], vocab_size: int,
+                    log: Log) -> tuple[float, float, dict | None]:
+    """The branch's (weight, sharpness): the given ones, or chosen out of fold (with what was compared)."""
+    if config.bow_weight != AUTO:
+        return float(config.bow_weight), config.bow_sharpness, None
+    labels = np.asarray(full.train_labels)
+    scored = []
+    for (kept, held), summary in zip(folds, summaries, strict=True):
+        if len(held) and summary["val_probabilities"] is not None:
+            margins = fold_margins([all_ids[i] for i in held], [all_ids[i] for i in kept], labels[kept], vocab_size,
+                                   len(full.label_names), config.seed)
+            scored.append(FoldScores(summary["val_probabilities"], margins, labels[held]))
+    if not scored:
+        reason = "no validation folds (--val-fraction 0) to choose it on; pass --bow-weight W for a branch"
+        log(f"bag-of-words branch: none, {reason}")
+        return 0.0, config.bow_sharpness, {"weight": 0.0, "reason": reason}
+    choice = choose_bow_weight(scored)
+    log(f"bag-of-words branch: weight {choice['weight']} (sharpness {choice['sharpness']}) chosen out of fold on "
+        f"{choice['documents']} validation documents: accuracy {choice['accuracy']:.4f} mixed, "
+        f"{choice['lstm_accuracy']:.4f} LSTM alone, {choice['linear_accuracy']:.4f} linear alone")
+    return choice["weight"], choice["sharpness"], choice

@@ -74,7 +74,7 @@ def run_training(config: TrainConfig, log: Log = print) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     # Ensembles, and models with a bag-of-words branch (fitted after the LSTM trained in member-1/),
     # split all training documents themselves: each member holds out its own fold.
-    ensemble = config.members > 1 or config.bow_weight > 0
+    ensemble = config.members > 1 or config.bow_branch
     dataset, bad_rows = prepare_splits(replace(config, val_fraction=0.0) if ensemble else config)
     first = member_dataset(dataset, config, 0) if ensemble else dataset
     log(f"data: {len(first.train_texts)} train / {len(first.val_texts)} validation / "
@@ -113,8 +113,11 @@ def run_training(config: TrainConfig, log: Log = print) -> dict:
     })
     if ensemble:
         metrics["members"] = result.members
+    if result.bow_selection is not None:
+        metrics["bow_weight_selection"] = result.bow_selection
     if isinstance(result.model, HybridClassifier):
-        metrics["model"] = f"LSTM + linear TF-IDF branch (weight {config.bow_weight})"
+        metrics["model"] = (f"LSTM + linear TF-IDF branch (weight {result.model.config.bow_weight}, "
+                            f"sharpness {result.model.config.bow_sharpness})")
         metrics["parts"] = part_metrics(result.model, test_ids, dataset.test_labels, dataset.label_names, device)
     plot_confusion(output / "confusion_matrix.png", dataset.test_labels, probabilities.argmax(1), dataset.label_names)
     plot_learning_curves(output / "learning_curves.png", result.history)

@@ -89,6 +89,9 @@ def summary_table(metrics: dict) -> str:
     if "train_seconds" in metrics:
         lines.append(f"{'train s':<12}" + "".join(
             f"{values['train_seconds']:>14.1f}" if "train_seconds" in values else f"{'':>14}" for _, values in columns))
+    selection = metrics.get("bow_weight_selection")
+    if selection:
+        lines += ["", _selection_line(selection)]
     if metrics.get("confidence"):
         lines += ["", "lstm-worker --min-confidence T keeps the labels scoring T or more (the rest go to review):",
                   f"{'T':<12}{'kept':>14}{'accuracy':>14}"]
@@ -96,3 +99,12 @@ def summary_table(metrics: dict) -> str:
             accuracy = f"{row['accuracy']:>14.4f}" if row["accuracy"] is not None else f"{'-':>14}"
             lines.append(f"{row['min_confidence']:<12}{row['coverage']:>14.1%}{accuracy}")
     return "\n".join(lines)
+
+
+def _selection_line(selection: dict) -> str:
+    """How --bow-weight auto chose the linear branch's weight."""
+    if "reason" in selection:
+        return f"linear branch: none ({selection['reason']})"
+    return (f"linear branch weight {selection['weight']} (sharpness {selection['sharpness']}), chosen out of fold on "
+            f"{selection['documents']} validation documents: {selection['accuracy']:.4f} mixed vs "
+            f"{selection['lstm_accuracy']:.4f} LSTM alone and {selection['linear_accuracy']:.4f} linear alone")

@@ -56,6 +56,7 @@ class TrainResult:
     embedding_source: str
     distillation: dict = field(default_factory=dict)
     members: list[dict] = field(default_factory=list)  # ensembles: one summary per member
+    bow_selection: dict | None = None  # --bow-weight auto: the weight chosen out of fold and the scores compared
 
 
 def drop_words(ids: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:

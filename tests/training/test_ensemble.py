@@ -18,7 +18,8 @@ from training.pipeline import prepare_splits, run_training
 from training.predict import encode_all, predict_logits, softmax
 
 SMALL = {"epochs": 2, "batch_size": 16, "max_len": 40, "vocab_size": 200, "embed_dim": 8, "hidden_size": 8,
-         "val_fraction": 0.2, "baseline": False, "seed": 5, "members": 2, "distill_weight": 0.0}
+         "val_fraction": 0.2, "baseline": False, "seed": 5, "members": 2, "distill_weight": 0.0,
+         "bow_weight": 0.0}
 
 
 def test_members_hold_out_disjoint_folds_and_together_see_every_document(synthetic_jsonl: Path) -> None:
