@@ -32,7 +32,7 @@ class FoldScores:
     """One validation fold scored by models that did not train on it."""
 
     lstm_probabilities: np.ndarray  # [n, C] the member's probabilities
-    linear_margins: np.ndarray  # [n, C] the branch's margins, fitted without the fold
+    linear_margins: np.ndarray | None  # [n, C] the branch's margins, fitted without the fold (None: no branch)
     labels: np.ndarray  # [n]
 
 

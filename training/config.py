@@ -14,6 +14,7 @@ EMBEDDING_INITS = ("lsa", "lsa-sv", "random")
 POOLINGS = ("max", "mean", "attention", "max_mean")
 # --bow-weight auto: the branch's weight (and sharpness) are chosen out of fold on the members' validation folds.
 AUTO = "auto"
+MIN_BUDGET_SECONDS = 20.0
 # Keys that may differ between a run and its --resume without changing what is trained.
 # The bag-of-words branch is fitted after the LSTMs: changing it and resuming a finished run refits only it.
 RESUME_FREE_KEYS = frozenset({"resume", "threads", "device", "baseline", "output", "jobs", "bow_weight",
@@ -62,6 +63,7 @@ class TrainConfig:
     threads: int = 1
     baseline: bool = True
     resume: bool = False
+    time_budget: float | None = None  # seconds: search the settings within it (training.time_budget)
 
     def __post_init__(self) -> None:
         checks = [
@@ -86,6 +88,10 @@ class TrainConfig:
              "--bow-weight must be 'auto' or in [0, 1)"),
             (self.bow_sharpness > 0, "--bow-sharpness must be positive"),
             (self.pooling in POOLINGS, f"--pooling must be one of {POOLINGS}"),
+            (self.time_budget is None or self.time_budget >= MIN_BUDGET_SECONDS,
+             f"--time-budget must be at least {MIN_BUDGET_SECONDS:.0f}s"),
+            (self.time_budget is None or not self.resume,
+             "--resume continues a run with fixed settings; it cannot be combined with --time-budget"),
         ]
         for ok, message in checks:
             if not ok:
