@@ -35,6 +35,22 @@ class BowWeight(click.ParamType):
         return weight
 
 
+class Duration(click.ParamType):
+    """A wall time: ``90s``, ``20m``, ``1h``, ``1h30m`` or seconds; converted to seconds."""
+
+    name = "DURATION"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        from training.budget_plan import parse_duration
+
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 def _opt(*names: str, env: str, help: str, **kwargs):
     return click.option(*names, envvar=f"LSTM_TRAIN_{env}", show_envvar=True, help=help, **kwargs)
 
@@ -132,6 +148,10 @@ OPTIONS = [
          "machine (measured 4x faster than 2 on a shared 2-core box)."),
     _opt("--baseline/--no-baseline", default=DEFAULTS.baseline, show_default=True, env="BASELINE",
          help="Also train and report TF-IDF + LinearSVC on the same split."),
+    _opt("--time-budget", type=Duration(), default=None, env="TIME_BUDGET",
+         help="Instead of the settings above, search max length, hidden size, epochs, members and the branch "
+         "weight on validation data within this wall time (90s, 20m, 1h) and train the best found, all inside "
+         "it; the report lists the trials and why the final choice."),
     _opt("--resume", is_flag=True, default=False, env="RESUME",
          help="Continue the interrupted run in --output from its last.pt (same options required)."),
     _opt("--evaluate", "evaluate_dir", type=click.Path(), default=None, env="EVALUATE",
@@ -159,6 +179,7 @@ def main(data, output, evaluate_dir, **options) -> None:
     Examples:
       lstm-train --data ../shared/data/20news-bydate.tar.gz --output artifacts/default
       lstm-train --data tickets.csv --text-field body --label-field queue --output artifacts/tickets
+      lstm-train --data tickets.csv --label-field queue --output artifacts/tickets --time-budget 20m
       lstm-train --evaluate artifacts/default --data other.jsonl
     """
     from training.exceptions import TrainingError
