@@ -152,6 +152,10 @@ OPTIONS = [
          help="Instead of the settings above, search max length, hidden size, epochs, members and the branch "
          "weight on validation data within this wall time (90s, 20m, 1h) and train the best found, all inside "
          "it; the report lists the trials and why the final choice."),
+    _opt("--init-from", type=click.Path(exists=True), default=None, env="INIT_FROM",
+         help="Start from this checkpoint (folder or file): shared tokens keep their word vectors, the LSTMs "
+         "their weights, the output layer too if the labels are the same (a new label set gets a new one). "
+         "The LSTM options must match its shape."),
     _opt("--resume", is_flag=True, default=False, env="RESUME",
          help="Continue the interrupted run in --output from its last.pt (same options required)."),
     _opt("--evaluate", "evaluate_dir", type=click.Path(), default=None, env="EVALUATE",

@@ -64,6 +64,7 @@ class TrainConfig:
     baseline: bool = True
     resume: bool = False
     time_budget: float | None = None  # seconds: search the settings within it (training.time_budget)
+    init_from: str | None = None  # a checkpoint whose weights the run starts from (training.transfer)
 
     def __post_init__(self) -> None:
         checks = [
@@ -92,6 +93,8 @@ class TrainConfig:
              f"--time-budget must be at least {MIN_BUDGET_SECONDS:.0f}s"),
             (self.time_budget is None or not self.resume,
              "--resume continues a run with fixed settings; it cannot be combined with --time-budget"),
+            (self.time_budget is None or self.init_from is None,
+             "--init-from fixes the LSTM's shape, which --time-budget searches; use one or the other"),
         ]
         for ok, message in checks:
             if not ok:

@@ -40,6 +40,7 @@ from training.config import AUTO, TrainConfig
 from training.model import build_model
 from training.prepared import Features, PreparedData, shares_vocabulary
 from training.trainer import Log, MemberFit, MemberJob, TrainResult, fit_member
+from training.transfer import check_shape, init_report
 
 MEMBER_DIR = "member-{}"
 
@@ -107,6 +108,7 @@ def _jobs(config: TrainConfig, prepared: PreparedData, features: Features, outpu
           deadline: float | None) -> list[MemberJob]:
     full, shared = prepared.full, shares_vocabulary(config)
     labels = np.asarray(full.train_labels)
+    init = prepared.init_source(config)
     jobs = []
     for index, (kept, held) in enumerate(prepared.folds(config)):
         folder = None if output is None else output / MEMBER_DIR.format(index + 1) if shared else output
@@ -116,7 +118,7 @@ def _jobs(config: TrainConfig, prepared: PreparedData, features: Features, outpu
             train_ids=[features.ids[i] for i in kept], train_labels=labels[kept].tolist(),
             val_ids=[features.ids[i] for i in held], val_labels=labels[held].tolist(),
             label_names=list(full.label_names), teacher_margins=prepared.teacher_margins(config, index),
-            output=folder, deadline=deadline))
+            output=folder, deadline=deadline, init=init and init.for_member(index)))
     return jobs
 
 
@@ -139,6 +141,9 @@ def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = 
     if features.vectors is not None and not quiet:
         log(f"embeddings: {features.vectors.source} init{' for all members' if shared else ''}, coverage "
             f"{features.vectors.coverage:.1%}, {time.perf_counter() - start:.1f}s")
+    init = prepared.init_source(config)
+    if init is not None:
+        check_shape(init, config)
     jobs = _jobs(config, prepared, features, output, deadline)
     to_train = jobs[len(trained):]
     processes = min(resolve_jobs(config), max(1, len(to_train)))
@@ -171,11 +176,12 @@ def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = 
     scores = [fit.best_val_macro_f1 for fit in fits]
     mean_f1 = None if None in scores else float(np.mean(scores))  # None: no validation split
     best_epoch = max(fit.best_epoch for fit in fits)
+    started_from = None if init is None else init_report(init, features.vocab, list(full.label_names))
     if not shared:
         return TrainResult(model, features.vocab, fits[0].history, best_epoch, mean_f1, fits[0].train_seconds,
                            fits[0].train_cpu_seconds, fits[0].stopped_early, fits[0].embedding_source,
                            fits[0].distillation, val_score=val_score, cut_short=fits[0].cut_short,
-                           member_fits=fits)  # its checkpoint.pt is the one its training saved
+                           member_fits=fits, init=started_from)  # its checkpoint.pt is the one its training saved
     cpu = sum(fit.train_cpu_seconds for fit in fits) + time.process_time() - began_cpu
     history = [{**record, "member": index + 1} for index, fit in enumerate(fits) for record in fit.history]
     result = TrainResult(model, features.vocab, history, best_epoch=best_epoch, best_val_macro_f1=mean_f1,
@@ -184,7 +190,7 @@ def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = 
                          embedding_source=fits[0].embedding_source, distillation=fits[0].distillation,
                          members=[_summary(job, fit) for job, fit in zip(jobs, fits, strict=True)],
                          bow_selection=selection, val_score=val_score, cut_short=any(fit.cut_short for fit in fits),
-                         member_fits=fits)
+                         member_fits=fits, init=started_from)
     if output is not None:
         save_model(output / BEST_FILE, config, result, full.label_names)
     return result

@@ -147,6 +147,8 @@ def finish_run(run: Run, config: TrainConfig, result: TrainResult, log: Log, tim
         metrics["members"] = result.members
     if result.bow_selection is not None:
         metrics["bow_weight_selection"] = result.bow_selection
+    if result.init is not None:
+        metrics["init_from"] = result.init
     if isinstance(result.model, HybridClassifier):
         metrics["model"] = (f"LSTM + linear TF-IDF branch (weight {result.model.config.bow_weight}, "
                             f"sharpness {result.model.config.bow_sharpness})")

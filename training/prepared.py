@@ -19,6 +19,7 @@ from training.data import validation_indices
 from training.embeddings import InitialVectors, initial_vectors
 from training.predict import encode_all
 from training.trainer import TrainingData
+from training.transfer import InitSource, load_init_source
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,12 @@ class PreparedData:
         ids = self._cached(("ids", vocab_key, config.max_len),
                            lambda: encode_all(vocab, self.full.train_texts, config.max_len))
         return Features(vocab, vectors, ids)
+
+    def init_source(self, config: TrainConfig) -> InitSource | None:
+        """``--init-from``'s checkpoint, read once."""
+        if config.init_from is None:
+            return None
+        return self._cached(("init", config.init_from), lambda: load_init_source(config.init_from))
 
     def teacher_margins(self, config: TrainConfig, fold: int) -> np.ndarray | None:
         """Member ``fold``'s out-of-fold teacher margins if an earlier configuration computed them."""

@@ -7,8 +7,8 @@
    read and LSTM size, estimates every other trial. A trial trains two members on their own validation
    folds in memory and is scored by their pooled out-of-fold accuracy with the linear branch chosen
    out of fold (``train_configuration``'s ``val_score``): validation data only, never the test split.
-3. Trials run, cheapest-first after the base, while their estimate fits the search's share of the
-   budget (40%); the best score wins, ties going to the cheaper shape.
+3. Trials run, cheapest first after the base, while each fits together with one more member of the
+   best shape and the report's reserve; the best score wins, ties going to the cheaper shape.
 4. The final model is the winner with as many members (at most 3: the default's serving cost) as fit in
    what is left, less a reserve for scoring the test split and writing the report. The winning trial's
    two members are reused, so only the extra members train. Every step has a deadline inside the budget.
@@ -30,7 +30,6 @@ from training.predict import predict_logits
 from training.prepared import PreparedData
 from training.trainer import Log, TrainResult
 
-SEARCH_SHARE = 0.4  # of the budget, at most, for trials; the rest trains the final model and writes the report
 TRIAL_MEMBERS = 2  # folds a trial is scored on: two cores train two at once
 MAX_MEMBERS = 3  # the final model's: more would serve slower than the default
 SAFETY = 1.25  # estimates are multiplied by this before they are trusted
@@ -69,7 +68,8 @@ class Search:
         self.trials: list[dict] = []
         self.results: dict[Shape, TrainResult] = {}
         self.epoch_seconds: float | None = None  # of the base shape, per member, two at once
-        self.overhead = 0.0  # a trial's seconds beyond its epochs (processes, teachers, branch fits)
+        self.overhead = 0.0  # the probe's seconds beyond its epoch (processes, teachers, branch fits)
+        self.trial_overhead = 0.0  # the same for the latest trial (teachers by then prepared)
         self.fallback: TrainResult | None = None  # the best trial a deadline cut short: the model of last resort
         self.fallback_shape: Shape | None = None
         self.reserve = 5.0 + 0.01 * self.budget  # until the probe has timed scoring
@@ -77,13 +77,18 @@ class Search:
     def left(self) -> float:
         return self.started + self.budget - time.time()
 
-    def estimate(self, shape: Shape, members: int = TRIAL_MEMBERS) -> float:
-        """Seconds to train ``members`` members of ``shape``, from the probe's time per epoch."""
+    def estimate(self, shape: Shape, members: int = TRIAL_MEMBERS, overhead: float | None = None) -> float:
+        """Seconds to train ``members`` members of ``shape``, from the probe's time per epoch.
+
+        ``overhead``: the seconds beyond the epochs; by default the probe's, which include fitting the
+        members' teachers (a new member needs its own).
+        """
         base = self.shapes[0]
         scale = relative_work(shape, self.profile, self.config.embed_dim) / relative_work(
             base, self.profile, self.config.embed_dim)
         parallel = max(1.0, members / self.cores) if members > 1 else 1.0
-        return SAFETY * (self.overhead + parallel * self.epoch_seconds * scale * shape.epochs)
+        overhead = self.overhead if overhead is None else overhead
+        return SAFETY * (overhead + parallel * self.epoch_seconds * scale * shape.epochs)
 
     def run_trial(self, shape: Shape, deadline: float) -> TrainResult:
         began = time.time()
@@ -91,7 +96,8 @@ class Search:
                                      deadline=deadline, quiet=True)
         seconds = time.time() - began
         selection = result.bow_selection or {}
-        row = {"trial": len(self.trials) + 1, **shape.to_dict(), "members": TRIAL_MEMBERS,
+        number = sum(1 for t in self.trials if t["trial"] is not None) + 1
+        row = {"trial": number, **shape.to_dict(), "members": TRIAL_MEMBERS,
                "val_accuracy": result.val_score, "lstm_val_accuracy": selection.get("lstm_accuracy"),
                "linear_val_accuracy": selection.get("linear_accuracy"), "bow_weight": selection.get("weight"),
                "epochs_run": max(len([h for h in result.history if h.get("member") == m]) for m in (1, 2)),
@@ -113,7 +119,7 @@ class Search:
         shape = replace(self.shapes[0], epochs=1)
         result = self.run_trial(shape, deadline=deadline)
         self.epoch_seconds = _epoch_seconds(result)
-        self.overhead = max(0.0, self.trials[-1]["seconds"] - self.epoch_seconds)
+        self.overhead = self.trial_overhead = max(0.0, self.trials[-1]["seconds"] - self.epoch_seconds)
         self.reserve = self._report_reserve(result, shape)
 
     def _report_reserve(self, probe: TrainResult, shape: Shape) -> float:
@@ -131,16 +137,27 @@ class Search:
         return 5.0 + 0.01 * self.budget + SAFETY * (scoring + BASELINE_SECONDS_PER_DOCUMENT * len(full.train_texts))
 
     def search(self) -> None:
-        """The candidate shapes, the base first, then cheapest first, while their estimates fit the search's share."""
-        search_end = self.started + SEARCH_SHARE * self.budget
+        """The candidate shapes, the base first, then cheapest first, each while it fits.
+
+        A trial fits when it, then one more member of the best shape so far (or of it, if it wins), then
+        the report's reserve fit in what is left of the budget: the final model is never starved.
+        """
+        end = self.started + self.budget - self.reserve
         for shape in sorted(self.shapes, key=lambda s: (s != self.shapes[0], self.estimate(s))):
-            needed = self.estimate(shape)
-            if time.time() + needed > search_end:
+            needed = self.estimate(shape, overhead=self.trial_overhead)
+            best = self.best()
+            after = max(self.estimate(shape, 1), self.estimate(best, 1) if best in self.results else 0.0)
+            if time.time() + needed + after > end:
                 self.trials.append({"trial": None, **shape.to_dict(), "members": TRIAL_MEMBERS,
-                                    "status": f"skipped: estimated {needed:.0f}s, "
-                                              f"{max(0.0, search_end - time.time()):.0f}s of the search left"})
+                                    "status": f"skipped: estimated {needed:.0f}s, then {after:.0f}s for the final "
+                                              f"model's next member; {max(0.0, end - time.time()):.0f}s left"})
                 continue
-            self.run_trial(shape, deadline=search_end)
+            result = self.run_trial(shape, deadline=end - after)
+            ran = self.trials[-1]
+            scale = relative_work(shape, self.profile, self.config.embed_dim) / relative_work(
+                self.shapes[0], self.profile, self.config.embed_dim)
+            if not result.cut_short:  # teachers and vectors are prepared once: later trials cost less
+                self.trial_overhead = max(0.0, ran["seconds"] - ran["epochs_run"] * self.epoch_seconds * scale)
 
     def best(self) -> Shape:
         """The best scored shape; ties go to the cheaper one."""

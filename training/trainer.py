@@ -19,14 +19,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from core.vocab import PAD_ID, UNK_ID, Vocabulary
-from training.batching import BucketBatchSampler, collate
+from core.vocab import Vocabulary
+from training.batching import BucketBatchSampler, collate, drop_words
 from training.checkpoint import BEST_FILE, LAST_FILE, load_checkpoint, make_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.embeddings import InitialVectors
 from training.exceptions import CheckpointError
 from training.model import LSTMClassifier, build_model
 from training.predict import predict_logits, softmax, validation_scores
+from training.transfer import InitSource, apply_init
 
 Log = Callable[[str], None]
 
@@ -63,16 +64,7 @@ class TrainResult:
     val_score: float | None = None
     cut_short: bool = False  # a deadline stopped some member before its last epoch
     member_fits: list = field(default_factory=list)  # the trained members (MemberFit), for a search to reuse
-
-
-def drop_words(ids: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
-    """Replace a ``rate`` share of the real tokens by ``<unk>`` (training only).
-
-    A regulariser against memorising rare tokens (names, addresses) that identify a training
-    document's class but do not recur in later data. Pads stay pads, so lengths are unchanged.
-    """
-    dropped = (rng.random(ids.shape) < rate) & (ids != PAD_ID)
-    return np.where(dropped, UNK_ID, ids)
+    init: dict | None = None  # --init-from: what carried over
 
 
 @dataclass(frozen=True)
@@ -92,6 +84,7 @@ class MemberJob:
     teacher_margins: np.ndarray | None = None  # computed by an earlier configuration on the same documents
     output: Path | None = None  # checkpoint.pt and last.pt every epoch (--resume); None: nothing written
     deadline: float | None = None  # time.time() after which no batch starts
+    init: InitSource | None = None  # --init-from: the earlier model's weights this member starts from
 
 
 @dataclass
@@ -175,6 +168,9 @@ def fit_member(config: TrainConfig, job: MemberJob, device: torch.device, log: L
         with torch.no_grad():
             model.embedding.weight.copy_(torch.from_numpy(job.vectors.matrix))
         embedding_source = job.vectors.source
+    if resume_state is None and job.init is not None:
+        apply_init(model, job.init, job.vocab, list(job.label_names))
+        embedding_source = f"{embedding_source}, shared tokens from {job.init.path}"
     model.to(device)
 
     train_y = torch.as_tensor(job.train_labels, dtype=torch.long)
