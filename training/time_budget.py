@@ -70,6 +70,7 @@ class Search:
         self.epoch_seconds: float | None = None  # of the base shape, per member, two at once
         self.overhead = 0.0  # the probe's seconds beyond its epoch (processes, teachers, branch fits)
         self.trial_overhead = 0.0  # the same for the latest trial (teachers by then prepared)
+        self.teacher_seconds = 0.0  # one member's teacher: what a member beyond the trials' needs first
         self.fallback: TrainResult | None = None  # the best trial a deadline cut short: the model of last resort
         self.fallback_shape: Shape | None = None
         self.reserve = 5.0 + 0.01 * self.budget  # until the probe has timed scoring
@@ -80,8 +81,8 @@ class Search:
     def estimate(self, shape: Shape, members: int = TRIAL_MEMBERS, overhead: float | None = None) -> float:
         """Seconds to train ``members`` members of ``shape``, from the probe's time per epoch.
 
-        ``overhead``: the seconds beyond the epochs; by default the probe's, which include fitting the
-        members' teachers (a new member needs its own).
+        ``overhead``: the seconds beyond the epochs; by default what a new member needs (the latest
+        trial's, plus fitting its own teacher; at first the probe's, which include everything prepared once).
         """
         base = self.shapes[0]
         scale = relative_work(shape, self.profile, self.config.embed_dim) / relative_work(
@@ -120,6 +121,8 @@ class Search:
         result = self.run_trial(shape, deadline=deadline)
         self.epoch_seconds = _epoch_seconds(result)
         self.overhead = self.trial_overhead = max(0.0, self.trials[-1]["seconds"] - self.epoch_seconds)
+        self.teacher_seconds = max((m["distillation"].get("teacher_seconds", 0.0) for m in result.members),
+                                   default=0.0)
         self.reserve = self._report_reserve(result, shape)
 
     def _report_reserve(self, probe: TrainResult, shape: Shape) -> float:
@@ -156,8 +159,11 @@ class Search:
             ran = self.trials[-1]
             scale = relative_work(shape, self.profile, self.config.embed_dim) / relative_work(
                 self.shapes[0], self.profile, self.config.embed_dim)
-            if not result.cut_short:  # teachers and vectors are prepared once: later trials cost less
+            if not result.cut_short:  # a whole trial times epochs better than the probe's one epoch did
+                self.epoch_seconds = _epoch_seconds(result) / scale
+                # Teachers and vectors are prepared once: later trials (and new members) cost less beyond epochs.
                 self.trial_overhead = max(0.0, ran["seconds"] - ran["epochs_run"] * self.epoch_seconds * scale)
+                self.overhead = self.trial_overhead + self.teacher_seconds
 
     def best(self) -> Shape:
         """The best scored shape; ties go to the cheaper one."""
@@ -218,7 +224,7 @@ def plan_final(search: Search, shape: Shape, reserve: float) -> tuple[TrainConfi
 def budget_report(search: Search, final: TrainConfig, result: TrainResult, why: str, reserve: float) -> dict:
     """The ``time_budget`` section of ``metrics.json``."""
     return {"budget_seconds": search.budget, "cores": search.cores, "profile": search.profile.to_dict(),
-            "candidates": [s.to_dict() for s in search.shapes], "probe_epoch_seconds": round(search.epoch_seconds, 1),
+            "candidates": [s.to_dict() for s in search.shapes], "epoch_seconds": round(search.epoch_seconds, 1),
             "trial_overhead_seconds": round(search.overhead, 1), "report_reserve_seconds": round(reserve, 1),
             "trials": search.trials,
             "chosen": {"max_len": final.max_len, "hidden_size": final.hidden_size, "epochs": final.epochs,
