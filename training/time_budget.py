@@ -20,6 +20,7 @@ import os
 import time
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 from training.budget_plan import Shape, candidate_shapes, profile_data, relative_work
@@ -73,7 +74,7 @@ class Search:
         self.teacher_seconds = 0.0  # one member's teacher: what a member beyond the trials' needs first
         self.fallback: TrainResult | None = None  # the best trial a deadline cut short: the model of last resort
         self.fallback_shape: Shape | None = None
-        self.reserve = 5.0 + 0.01 * self.budget  # until the probe has timed scoring
+        self.scoring_seconds = 0.0  # per document and member, timed after the probe
 
     def left(self) -> float:
         return self.started + self.budget - time.time()
@@ -123,20 +124,22 @@ class Search:
         self.overhead = self.trial_overhead = max(0.0, self.trials[-1]["seconds"] - self.epoch_seconds)
         self.teacher_seconds = max((m["distillation"].get("teacher_seconds", 0.0) for m in result.members),
                                    default=0.0)
-        self.reserve = self._report_reserve(result, shape)
+        self.scoring_seconds = self._time_scoring(result, shape)
 
-    def _report_reserve(self, probe: TrainResult, shape: Shape) -> float:
-        """Seconds kept for the end: scoring the test split (the model, then its LSTM part alone), baseline, plots.
-
-        Timed: the probe's model scores a sample of training documents here, as the report will score the
-        test documents (one process, one member per probe member).
-        """
-        ids = self.prepared.features(_with_shape(self.config, shape, TRIAL_MEMBERS)).ids[:SCORING_SAMPLE]
+    def _time_scoring(self, probe: TrainResult, shape: Shape) -> float:
+        """Seconds to score one document with one member, timed: the probe's model scores a random sample of
+        training documents here, in this process, as the report will score the test split."""
+        ids = self.prepared.features(_with_shape(self.config, shape, TRIAL_MEMBERS)).ids
+        chosen = np.random.default_rng(0).choice(len(ids), size=min(SCORING_SAMPLE, len(ids)), replace=False)
         began = time.perf_counter()
-        predict_logits(probe.model, ids, torch.device("cpu"))
-        per_document = (time.perf_counter() - began) / max(1, len(ids))
+        predict_logits(probe.model, [ids[i] for i in chosen], torch.device("cpu"))
+        return (time.perf_counter() - began) / len(chosen) / TRIAL_MEMBERS
+
+    def reserve_for(self, members: int) -> float:
+        """Seconds kept for the end of a model of ``members`` members: scoring the test split (the model, then
+        its LSTM part alone), the baseline, the plots."""
         full = self.prepared.full
-        scoring = 2 * MAX_MEMBERS / TRIAL_MEMBERS * per_document * len(full.test_texts)
+        scoring = 2 * members * self.scoring_seconds * len(full.test_texts)
         return 5.0 + 0.01 * self.budget + SAFETY * (scoring + BASELINE_SECONDS_PER_DOCUMENT * len(full.train_texts))
 
     def search(self) -> None:
@@ -145,7 +148,7 @@ class Search:
         A trial fits when it, then one more member of the best shape so far (or of it, if it wins), then
         the report's reserve fit in what is left of the budget: the final model is never starved.
         """
-        end = self.started + self.budget - self.reserve
+        end = self.started + self.budget - self.reserve_for(MAX_MEMBERS)
         for shape in sorted(self.shapes, key=lambda s: (s != self.shapes[0], self.estimate(s))):
             needed = self.estimate(shape, overhead=self.trial_overhead)
             best = self.best()
@@ -177,47 +180,52 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def plan_final(search: Search, shape: Shape, reserve: float) -> tuple[TrainConfig, TrainResult | None, list, str]:
+def plan_final(search: Search, shape: Shape) -> tuple[TrainConfig, TrainResult | None, list, str]:
     """The final configuration; the trial result that already is the final model, if one is; members to reuse; why.
 
     Members first up to the cores (side by side they cost no more wall time than one), then epochs up to
     the command line's, then members up to :data:`MAX_MEMBERS`. A finished trial is reused: its members
     are the final model's first ones, or the whole model when nothing more fits in the time left.
     """
-    left = search.left() - reserve
     trial = search.results.get(shape)
+
+    def left(members: int) -> float:
+        return search.left() - search.reserve_for(members)
+
     if trial is not None and shape.epochs < search.config.epochs and len(search.results) == 1:
         # Only the one-epoch probe finished: train the base shape properly if that fits, else keep the probe.
         proper = replace(shape, epochs=search.config.epochs)
-        if search.estimate(replace(proper, epochs=1), 1) <= left:
+        if search.estimate(replace(proper, epochs=1), 1) <= left(TRIAL_MEMBERS):
             trial, shape = None, proper
 
     def wall(members: int, epochs: int) -> float:
         return search.estimate(replace(shape, epochs=epochs), members)
 
-    if trial is None and search.estimate(replace(shape, epochs=1), 1) > left:
+    if trial is None and search.estimate(replace(shape, epochs=1), 1) > left(1):
         trial = search.fallback  # no time to train anything more: the best there is, even if cut short
         if trial is not None:
             shape = search.fallback_shape
     if trial is not None:
         final = _with_shape(search.config, shape, TRIAL_MEMBERS)
-        extra = next((n for n in range(MAX_MEMBERS - TRIAL_MEMBERS, 0, -1) if wall(n, shape.epochs) <= left), 0)
+        extra = next((n for n in range(MAX_MEMBERS - TRIAL_MEMBERS, 0, -1)
+                      if wall(n, shape.epochs) <= left(TRIAL_MEMBERS + n)), 0)
         if not extra:
             return final, trial, [], (f"the best trial is the model: one more member would take about "
-                                      f"{wall(1, shape.epochs):.0f}s, {max(0.0, left):.0f}s were left")
+                                      f"{wall(1, shape.epochs):.0f}s, {max(0.0, left(TRIAL_MEMBERS + 1)):.0f}s "
+                                      "were left")
         why = (f"the best trial's {TRIAL_MEMBERS} members, plus {extra} more trained now (as many as fit in the "
-               f"{left:.0f}s left, at most {MAX_MEMBERS} in all)")
+               f"{left(TRIAL_MEMBERS + extra):.0f}s left, at most {MAX_MEMBERS} in all)")
         return replace(final, members=TRIAL_MEMBERS + extra), None, list(trial.member_fits), why
-    members = next((n for n in range(MAX_MEMBERS, 0, -1) if wall(n, shape.epochs) <= left), 0)
+    members = next((n for n in range(MAX_MEMBERS, 0, -1) if wall(n, shape.epochs) <= left(n)), 0)
     epochs = shape.epochs
     if not members:
         members = min(MAX_MEMBERS, search.cores)
-        epochs = next((e for e in range(shape.epochs, 0, -1) if wall(members, e) <= left), 1)
+        epochs = next((e for e in range(shape.epochs, 0, -1) if wall(members, e) <= left(members)), 1)
     probe = search.results.get(replace(shape, epochs=1))
     if probe is not None and epochs == 1 and members <= TRIAL_MEMBERS:
         return (_with_shape(search.config, replace(shape, epochs=1), TRIAL_MEMBERS), probe, [],
-                f"the probe is the model: {max(0.0, left):.0f}s left fit no more than it trained")
-    why = f"{members} member(s) of {epochs} epoch(s): what fits in the {max(0.0, left):.0f}s left"
+                f"the probe is the model: {max(0.0, left(members)):.0f}s left fit no more than it trained")
+    why = f"{members} member(s) of {epochs} epoch(s): what fits in the {max(0.0, left(members)):.0f}s left"
     return _with_shape(search.config, replace(shape, epochs=epochs), members), None, [], why
 
 
@@ -241,10 +249,10 @@ def train_within_budget(run, log: Log) -> tuple[TrainConfig, TrainResult, dict]:
         f"tokens per document p50 {lengths['p50']} / p95 {lengths['p95']} / max {lengths['max']}; candidates: "
         + ", ".join(f"max_len {s.max_len} hidden {s.hidden_size} {s.epochs} epochs" for s in search.shapes))
     search.probe(deadline=run.started + 0.5 * search.budget)
-    reserve = search.reserve
     search.search()
     shape = search.best()
-    final, result, reused, why = plan_final(search, shape, reserve)
+    final, result, reused, why = plan_final(search, shape)
+    reserve = search.reserve_for(final.members)
     log(f"final: max_len {final.max_len}, hidden {final.hidden_size}, {final.epochs} epochs, {final.members} "
         f"member(s): {why}")
     if result is None:
