@@ -169,7 +169,7 @@ def fit_member(config: TrainConfig, job: MemberJob, device: torch.device, log: L
             model.embedding.weight.copy_(torch.from_numpy(job.vectors.matrix))
         embedding_source = job.vectors.source
     if resume_state is None and job.init is not None:
-        apply_init(model, job.init, job.vocab, list(job.label_names))
+        apply_init(model, job.init, job.vocab, list(job.label_names), map_new_tokens=job.vectors is not None)
         embedding_source = f"{embedding_source}, shared tokens from {job.init.path}"
     model.to(device)
 

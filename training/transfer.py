@@ -80,12 +80,27 @@ def shared_tokens(source: InitSource, vocab: Vocabulary) -> tuple[np.ndarray, np
     return np.asarray(new_ids, dtype=np.int64), np.asarray(old_ids, dtype=np.int64)
 
 
-def apply_init(model: torch.nn.Module, source: InitSource, vocab: Vocabulary, labels: list[str]) -> None:
-    """Overwrite ``model``'s (one LSTMClassifier) weights with what carries over from ``source.members[0]``."""
+def apply_init(model: torch.nn.Module, source: InitSource, vocab: Vocabulary, labels: list[str],
+               map_new_tokens: bool = True) -> None:
+    """Overwrite ``model``'s (one LSTMClassifier) weights with what carries over from ``source.members[0]``.
+
+    ``map_new_tokens``: the model's word vectors are this run's starting vectors (LSA of the new data, or
+    a file), which live in another space than the old model's; the tokens the old vocabulary lacks get
+    theirs mapped into the old space by the linear map that best takes the shared tokens' new vectors to
+    their old ones (least squares). Left as they are, they are noise to the old LSTMs, and they are often
+    the words that matter most on new data (measured: 0.61 instead of 0.72 test accuracy from scratch).
+    """
     old = source.members[0]
     state = model.state_dict()
     new_ids, old_ids = shared_tokens(source, vocab)
-    state["embedding.weight"][torch.from_numpy(new_ids)] = old["embedding.weight"][torch.from_numpy(old_ids)]
+    embedding = state["embedding.weight"]
+    old_vectors = old["embedding.weight"][torch.from_numpy(old_ids)].to(embedding.dtype)
+    only_new = np.setdiff1d(np.arange(len(vocab)), new_ids)
+    if map_new_tokens and len(only_new) and len(new_ids) > embedding.shape[1]:
+        mapping = torch.linalg.lstsq(embedding[torch.from_numpy(new_ids)].double(), old_vectors.double()).solution
+        embedding[torch.from_numpy(only_new)] = (embedding[torch.from_numpy(only_new)].double() @ mapping).to(
+            embedding.dtype)
+    embedding[torch.from_numpy(new_ids)] = old_vectors
     carried = ("encoder.", "attention.") + (("classifier.",) if tuple(labels) == source.labels else ())
     for key in state:
         if key.startswith(carried):

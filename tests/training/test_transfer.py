@@ -7,6 +7,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,8 +16,10 @@ from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.ensemble import train_configuration
 from training.exceptions import TrainingError
+from training.model import LSTMClassifier, ModelConfig
 from training.pipeline import prepare_splits, run_training
 from training.prepared import PreparedData
+from training.transfer import InitSource, apply_init
 
 SMS = {"text_field": "2", "label_field": "1", "epochs": 1, "batch_size": 32, "max_len": 40, "vocab_size": 3000,
        "embed_dim": 16, "hidden_size": 16, "members": 1, "jobs": 1, "baseline": False, "seed": 2,
@@ -91,3 +94,33 @@ def test_the_cli_trains_from_a_checkpoint_and_reports_it(lstm_train, sms_spam: P
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["init_from"]["checkpoint"] == str(source) and metrics["config"]["init_from"] == str(source)
     assert metrics["accuracy"] > 0.85
+
+
+def test_new_tokens_vectors_are_mapped_into_the_old_models_space() -> None:
+    """Word vectors of another run live in another (here: linearly rotated) space; a token the old vocabulary
+    lacks gets its vector through the map fitted on the shared ones, so the old LSTM can read it."""
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(60)]
+    truth = rng.normal(size=(62, 8))  # what the old model's space would give every word (ids 2.. are words)
+    old_vocab = Vocabulary.build([" ".join(words[:45])], max_size=100)
+    new_vocab = Vocabulary.build([" ".join(words[15:])], max_size=100)
+    row = {w: 2 + i for i, w in enumerate(words)}
+
+    def vectors(vocab: Vocabulary) -> torch.Tensor:
+        return torch.tensor(np.stack([truth[row[t]] if t in row else np.zeros(8) for t in vocab.tokens]),
+                            dtype=torch.float32)
+
+    old_model = LSTMClassifier(ModelConfig(vocab_size=len(old_vocab), num_classes=2, embed_dim=8, hidden_size=4))
+    old_state = {**old_model.state_dict(), "embedding.weight": vectors(old_vocab)}
+    source = InitSource("old", (old_state,), tuple(old_vocab.tokens), ("a", "b"), {})
+    new_model = LSTMClassifier(ModelConfig(vocab_size=len(new_vocab), num_classes=2, embed_dim=8, hidden_size=4))
+    rotation = torch.tensor(rng.normal(size=(8, 8)), dtype=torch.float32)
+    with torch.no_grad():
+        new_model.embedding.weight.copy_(vectors(new_vocab) @ rotation)  # this run's own (rotated) vectors
+    apply_init(new_model, source, new_vocab, ["a", "b"])
+    only_new = [i for i, t in enumerate(new_vocab.tokens) if t not in set(old_vocab.tokens)]
+    assert len(only_new) == 15
+    torch.testing.assert_close(new_model.embedding.weight[only_new], vectors(new_vocab)[only_new], atol=1e-3,
+                               rtol=1e-3)
+    for key in ("encoder.forward_layers.0.weight_ih_l0", "classifier.weight"):
+        torch.testing.assert_close(new_model.state_dict()[key], old_state[key])
