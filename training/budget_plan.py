@@ -63,18 +63,20 @@ def profile_data(texts: Sequence[str], labels: Sequence[int], lowercase: bool = 
     percentiles = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 75, 90, 95, 99)}
     percentiles["max"] = int(lengths.max())
     counts = np.bincount(np.asarray(labels))
-    candidates = max_len_candidates(percentiles)
+    candidates = {*max_len_candidates(percentiles), _clip_length(percentiles["p99"])}
     return DataProfile(documents=len(texts), classes=int((counts > 0).sum()),
                        smallest_class=int(counts[counts > 0].min()), length_percentiles=percentiles,
                        mean_tokens_at={str(n): round(float(np.minimum(np.maximum(lengths, 1), n).mean()), 1)
-                                       for n in candidates})
+                                       for n in sorted(candidates, reverse=True)})
+
+
+def _clip_length(tokens: float) -> int:
+    return min(MAX_LEN_CAP, max(MIN_MAX_LEN, _round_up(tokens)))
 
 
 def max_len_candidates(percentiles: dict) -> list[int]:
     """The longest candidate reads 95% of the documents whole (capped at 256), the other 75% of them."""
-    high = min(MAX_LEN_CAP, max(MIN_MAX_LEN, _round_up(percentiles["p95"])))
-    low = min(MAX_LEN_CAP, max(MIN_MAX_LEN, _round_up(percentiles["p75"])))
-    return sorted({high, low}, reverse=True)
+    return sorted({_clip_length(percentiles["p95"]), _clip_length(percentiles["p75"])}, reverse=True)
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,17 @@ def candidate_shapes(profile: DataProfile, epochs: int) -> list[Shape]:
     shapes.append(Shape(base.max_len, max(16, hidden // 2), epochs))
     if epochs >= 4:
         shapes.append(Shape(base.max_len, hidden, epochs // 2))
+    return shapes
+
+
+def larger_shapes(best: Shape, profile: DataProfile) -> list[Shape]:
+    """A second round when time is left: the best shape made larger one way at a time (1.5x the hidden
+    units, 1.5x the epochs, reading up to the 99th percentile of lengths)."""
+    longest = _clip_length(profile.length_percentiles["p99"])
+    shapes = [Shape(best.max_len, _round_up(best.hidden_size * 1.5, 16), best.epochs),
+              Shape(best.max_len, best.hidden_size, best.epochs * 3 // 2)]
+    if longest > best.max_len:
+        shapes.append(Shape(longest, best.hidden_size, best.epochs))
     return shapes
 
 

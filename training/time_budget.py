@@ -8,7 +8,8 @@
    folds in memory and is scored by their pooled out-of-fold accuracy with the linear branch chosen
    out of fold (``train_configuration``'s ``val_score``): validation data only, never the test split.
 3. Trials run, cheapest first after the base, while each fits together with one more member of the
-   best shape and the report's reserve; the best score wins, ties going to the cheaper shape.
+   best shape and the report's reserve; with time left, the best shape made larger one way at a time
+   (hidden units, epochs, reading length) follows. The best score wins, ties going to the cheaper shape.
 4. The final model is the winner with as many members (at most 3: the default's serving cost) as fit in
    what is left, less a reserve for scoring the test split and writing the report. The winning trial's
    two members are reused, so only the extra members train. Every step has a deadline inside the budget.
@@ -23,7 +24,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from training.budget_plan import Shape, candidate_shapes, profile_data, relative_work
+from training.budget_plan import Shape, candidate_shapes, larger_shapes, profile_data, relative_work
 from training.checkpoint import BEST_FILE
 from training.config import TrainConfig
 from training.ensemble import save_model, train_configuration
@@ -143,30 +144,39 @@ class Search:
         return 5.0 + 0.01 * self.budget + SAFETY * (scoring + BASELINE_SECONDS_PER_DOCUMENT * len(full.train_texts))
 
     def search(self) -> None:
-        """The candidate shapes, the base first, then cheapest first, each while it fits.
+        """The candidate shapes, the base first, then cheapest first, each while it fits; then, with time left,
+        the best one made larger one way at a time (:func:`larger_shapes`).
 
         A trial fits when it, then one more member of the best shape so far (or of it, if it wins), then
         the report's reserve fit in what is left of the budget: the final model is never starved.
         """
-        end = self.started + self.budget - self.reserve_for(MAX_MEMBERS)
         for shape in sorted(self.shapes, key=lambda s: (s != self.shapes[0], self.estimate(s))):
-            needed = self.estimate(shape, overhead=self.trial_overhead)
-            best = self.best()
-            after = max(self.estimate(shape, 1), self.estimate(best, 1) if best in self.results else 0.0)
-            if time.time() + needed + after > end:
-                self.trials.append({"trial": None, **shape.to_dict(), "members": TRIAL_MEMBERS,
-                                    "status": f"skipped: estimated {needed:.0f}s, then {after:.0f}s for the final "
-                                              f"model's next member; {max(0.0, end - time.time()):.0f}s left"})
-                continue
-            result = self.run_trial(shape, deadline=end - after)
-            ran = self.trials[-1]
-            scale = relative_work(shape, self.profile, self.config.embed_dim) / relative_work(
-                self.shapes[0], self.profile, self.config.embed_dim)
-            if not result.cut_short:  # a whole trial times epochs better than the probe's one epoch did
-                self.epoch_seconds = _epoch_seconds(result) / scale
-                # Teachers and vectors are prepared once: later trials (and new members) cost less beyond epochs.
-                self.trial_overhead = max(0.0, ran["seconds"] - ran["epochs_run"] * self.epoch_seconds * scale)
-                self.overhead = self.trial_overhead + self.teacher_seconds
+            self._try(shape)
+        tried = {(t["max_len"], t["hidden_size"], t["epochs"]) for t in self.trials}
+        if self.results:
+            for shape in larger_shapes(self.best(), self.profile):
+                if (shape.max_len, shape.hidden_size, shape.epochs) not in tried:
+                    self._try(shape)
+
+    def _try(self, shape: Shape) -> None:
+        end = self.started + self.budget - self.reserve_for(MAX_MEMBERS)
+        needed = self.estimate(shape, overhead=self.trial_overhead)
+        best = self.best()
+        after = max(self.estimate(shape, 1), self.estimate(best, 1) if best in self.results else 0.0)
+        if time.time() + needed + after > end:
+            self.trials.append({"trial": None, **shape.to_dict(), "members": TRIAL_MEMBERS,
+                                "status": f"skipped: estimated {needed:.0f}s, then {after:.0f}s for the final "
+                                          f"model's next member; {max(0.0, end - time.time()):.0f}s left"})
+            return
+        result = self.run_trial(shape, deadline=end - after)
+        ran = self.trials[-1]
+        scale = relative_work(shape, self.profile, self.config.embed_dim) / relative_work(
+            self.shapes[0], self.profile, self.config.embed_dim)
+        if not result.cut_short:  # a whole trial times epochs better than the probe's one epoch did
+            self.epoch_seconds = _epoch_seconds(result) / scale
+            # Teachers and vectors are prepared once: later trials (and new members) cost less beyond epochs.
+            self.trial_overhead = max(0.0, ran["seconds"] - ran["epochs_run"] * self.epoch_seconds * scale)
+            self.overhead = self.trial_overhead + self.teacher_seconds
 
     def best(self) -> Shape:
         """The best scored shape; ties go to the cheaper one."""

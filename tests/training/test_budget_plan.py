@@ -11,6 +11,7 @@ from training.budget_plan import (
     MAX_LEN_CAP,
     Shape,
     candidate_shapes,
+    larger_shapes,
     max_len_candidates,
     parse_duration,
     profile_data,
@@ -59,3 +60,14 @@ def test_work_grows_with_tokens_read_and_lstm_size(sms_spam: Path) -> None:
     work = [relative_work(Shape(n, h, 10), profile, 128) for n, h in ((long, 64), (short, 64), (long, 32))]
     assert work[0] > work[1] > 0 and work[0] > work[2] > 0
     assert np.isclose(work[0] / work[2], 64 * (64 + 128) / (32 * (32 + 128)))
+
+
+def test_a_second_round_makes_the_best_shape_larger_one_way_at_a_time(sms_spam: Path) -> None:
+    data = load_dataset(sms_spam, text_field="2", label_field="1")
+    profile = profile_data(data.train_texts, data.train_labels)
+    best = Shape(40, 64, 10)
+    larger = larger_shapes(best, profile)
+    assert Shape(40, 96, 10) in larger and Shape(40, 64, 15) in larger
+    longest = [s for s in larger if s.max_len > best.max_len]
+    assert longest and longest[0].max_len >= profile.length_percentiles["p99"]
+    assert str(longest[0].max_len) in profile.mean_tokens_at  # its cost can be estimated
