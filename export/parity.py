@@ -35,6 +35,7 @@ MIN_PARITY_DOCS = 512
 BATCH_SIZES = (1, 7, 64, 2, 33, 128, 3, 16, 100, 5)
 INVARIANCE_COMPANIONS = 63
 INVARIANCE_PROBES = 8
+PARITY_SAMPLE_SEED = 0
 
 
 def after_reference_hook(model: ExplainingModel) -> None:
@@ -56,9 +57,13 @@ class ParityDocuments:
 def select_documents(texts: Sequence[str], vocab: Vocabulary, max_len: int, count: int) -> ParityDocuments:
     """Up to ``count`` real documents plus guaranteed edge cases (1 token, longer than ``max_len``).
 
-    A validation split smaller than :data:`MIN_PARITY_DOCS` is topped up with
-    prefixes of its own documents (still real text, new lengths).
+    Drawn at random (a fixed seed, so a rerun compares the same documents) from the whole split, not
+    from its head: ``validation.jsonl`` is written in class order, and its first documents would all
+    come from the first classes. A validation split smaller than :data:`MIN_PARITY_DOCS` is topped up
+    with prefixes of its own documents (still real text, new lengths).
     """
+    order = np.random.default_rng(PARITY_SAMPLE_SEED).permutation(len(texts))
+    texts = [texts[i] for i in order]
     chosen = list(texts[: max(count - 2, 1)])
     first_words = next((tokenize(t, vocab.lowercase, 1) for t in texts if tokenize(t, vocab.lowercase, 1)), ["a"])
     chosen.append(first_words[0])  # a 1-token document

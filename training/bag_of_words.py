@@ -69,13 +69,19 @@ def with_bag_of_words(lstm: torch.nn.Module, id_lists: Sequence[np.ndarray], lab
     return hybrid
 
 
-def linear_margins(model: HybridClassifier, id_lists: Sequence[np.ndarray]) -> np.ndarray:
-    """The branch's margins computed the scikit-learn way (sparse TF-IDF rows), for scoring it alone."""
-    idf, weight, bias = (model.bag_of_words.get_buffer(name).cpu().numpy().astype(np.float64)
-                         for name in ("idf", "weight", "bias"))  # the model may sit on a GPU
+def branch_margins(buffers: dict[str, torch.Tensor], id_lists: Sequence[np.ndarray]) -> np.ndarray:
+    """A fitted branch's margins computed the scikit-learn way (sparse TF-IDF rows), outside the graph."""
+    idf, weight, bias = (buffers[name].cpu().numpy().astype(np.float64)  # the model may sit on a GPU
+                         for name in ("idf", "weight", "bias"))
     tfidf = TfidfTransformer(sublinear_tf=True)
     tfidf.idf_ = idf  # the fitted branch's idf: the same transform fit_bag_of_words used
     return np.asarray(tfidf.transform(token_counts(id_lists, len(idf))) @ weight) + bias
+
+
+def linear_margins(model: HybridClassifier, id_lists: Sequence[np.ndarray]) -> np.ndarray:
+    """The branch of ``model`` alone, for scoring it in the report."""
+    return branch_margins({name: model.bag_of_words.get_buffer(name) for name in ("idf", "weight", "bias")},
+                          id_lists)
 
 
 def part_metrics(model: HybridClassifier, id_lists: Sequence[np.ndarray], labels: Sequence[int],

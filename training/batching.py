@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from core.vocab import pad_batch
+from core.vocab import PAD_ID, UNK_ID, pad_batch
 
 
 class BucketBatchSampler:
@@ -60,3 +60,13 @@ class BucketBatchSampler:
 def collate(id_lists: Sequence[np.ndarray], batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Right-padded ``(ids [b, L], lengths [b])`` for the documents in ``batch``."""
     return pad_batch([id_lists[i] for i in batch])
+
+
+def drop_words(ids: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Replace a ``rate`` share of the real tokens by ``<unk>`` (training only).
+
+    A regulariser against memorising rare tokens (names, addresses) that identify a training
+    document's class but do not recur in later data. Pads stay pads, so lengths are unchanged.
+    """
+    dropped = (rng.random(ids.shape) < rate) & (ids != PAD_ID)
+    return np.where(dropped, UNK_ID, ids)

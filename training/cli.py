@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from training.config import EMBEDDING_INITS, POOLINGS, TrainConfig
+from training.config import AUTO, EMBEDDING_INITS, POOLINGS, TrainConfig
 
 DEFAULTS = TrainConfig(data="", output="")
 
@@ -16,6 +16,39 @@ def _version() -> str:
         return version("lstm-worker")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0.0.0+unknown"
+
+
+class BowWeight(click.ParamType):
+    """``auto`` or a number in [0, 1)."""
+
+    name = "auto|FLOAT"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or str(value).strip().lower() == AUTO:
+            return value if isinstance(value, float) else AUTO
+        try:
+            weight = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither 'auto' nor a number", param, ctx)
+        if not 0.0 <= weight < 1.0:
+            self.fail(f"{weight} is not in [0, 1)", param, ctx)
+        return weight
+
+
+class Duration(click.ParamType):
+    """A wall time: ``90s``, ``20m``, ``1h``, ``1h30m`` or seconds; converted to seconds."""
+
+    name = "DURATION"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        from training.budget_plan import parse_duration
+
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def _opt(*names: str, env: str, help: str, **kwargs):
@@ -94,13 +127,15 @@ OPTIONS = [
     _opt("--members", type=click.IntRange(min=1), default=DEFAULTS.members, show_default=True, env="MEMBERS",
          help="Train this many LSTMs (each with its own validation fold and seed) and average their "
          "probabilities in one model; inference costs this many times one LSTM."),
-    _opt("--bow-weight", type=click.FloatRange(0.0, 1.0, max_open=True), default=DEFAULTS.bow_weight,
-         show_default=True, env="BOW_WEIGHT",
+    _opt("--bow-weight", type=BowWeight(), default=DEFAULTS.bow_weight, show_default=True, env="BOW_WEIGHT",
          help="Mix the LSTMs' probabilities with a linear TF-IDF + LinearSVC model over the same tokens, "
-         "fitted after them and exported in the same graph: (1 - w) x LSTM + w x linear (0 = LSTM only)."),
+         "fitted after them and exported in the same graph: (1 - w) x LSTM + w x linear (0 = LSTM only). "
+         "'auto': w and the sharpness are chosen on the members' validation folds, out of fold (each fold "
+         "scored by the member and a linear model that did not train on it); 0 when there are no folds."),
     _opt("--bow-sharpness", type=click.FloatRange(min=0.0, min_open=True), default=DEFAULTS.bow_sharpness,
          show_default=True, env="BOW_SHARPNESS",
-         help="The linear branch's probabilities are softmax(sharpness x SVM margin)."),
+         help="The linear branch's probabilities are softmax(sharpness x SVM margin) (with an explicit "
+         "--bow-weight; 'auto' chooses it too)."),
     _opt("--jobs", type=click.IntRange(min=0), default=DEFAULTS.jobs, show_default=True, env="JOBS",
          help="Members trained at once, one process each (0 = as many as the cores allow at --threads each; "
          "1 on a GPU)."),
@@ -113,6 +148,14 @@ OPTIONS = [
          "machine (measured 4x faster than 2 on a shared 2-core box)."),
     _opt("--baseline/--no-baseline", default=DEFAULTS.baseline, show_default=True, env="BASELINE",
          help="Also train and report TF-IDF + LinearSVC on the same split."),
+    _opt("--time-budget", type=Duration(), default=None, env="TIME_BUDGET",
+         help="Instead of the settings above, search max length, hidden size, epochs, members and the branch "
+         "weight on validation data within this wall time (90s, 20m, 1h) and train the best found, all inside "
+         "it; the report lists the trials and why the final choice."),
+    _opt("--init-from", type=click.Path(exists=True), default=None, env="INIT_FROM",
+         help="Start from this checkpoint (folder or file): shared tokens keep their word vectors, the LSTMs "
+         "their weights, the output layer too if the labels are the same (a new label set gets a new one). "
+         "The LSTM options must match its shape."),
     _opt("--resume", is_flag=True, default=False, env="RESUME",
          help="Continue the interrupted run in --output from its last.pt (same options required)."),
     _opt("--evaluate", "evaluate_dir", type=click.Path(), default=None, env="EVALUATE",
@@ -140,6 +183,7 @@ def main(data, output, evaluate_dir, **options) -> None:
     Examples:
       lstm-train --data ../shared/data/20news-bydate.tar.gz --output artifacts/default
       lstm-train --data tickets.csv --text-field body --label-field queue --output artifacts/tickets
+      lstm-train --data tickets.csv --label-field queue --output artifacts/tickets --time-budget 20m
       lstm-train --evaluate artifacts/default --data other.jsonl
     """
     from training.exceptions import TrainingError

@@ -12,6 +12,9 @@ EMBEDDING_INITS = ("lsa", "lsa-sv", "random")
 # Same as training.model.POOLINGS (a test keeps them equal); repeated so `lstm-train --help`
 # and input errors answer without importing torch.
 POOLINGS = ("max", "mean", "attention", "max_mean")
+# --bow-weight auto: the branch's weight (and sharpness) are chosen out of fold on the members' validation folds.
+AUTO = "auto"
+MIN_BUDGET_SECONDS = 20.0
 # Keys that may differ between a run and its --resume without changing what is trained.
 # The bag-of-words branch is fitted after the LSTMs: changing it and resuming a finished run refits only it.
 RESUME_FREE_KEYS = frozenset({"resume", "threads", "device", "baseline", "output", "jobs", "bow_weight",
@@ -52,7 +55,7 @@ class TrainConfig:
     distill_sharpness: float = 6.0
     patience: int = 3
     members: int = 3
-    bow_weight: float = 0.0
+    bow_weight: float | str = AUTO
     bow_sharpness: float = 6.0
     jobs: int = 0
     seed: int = 0
@@ -60,6 +63,8 @@ class TrainConfig:
     threads: int = 1
     baseline: bool = True
     resume: bool = False
+    time_budget: float | None = None  # seconds: search the settings within it (training.time_budget)
+    init_from: str | None = None  # a checkpoint whose weights the run starts from (training.transfer)
 
     def __post_init__(self) -> None:
         checks = [
@@ -80,13 +85,25 @@ class TrainConfig:
             (self.members * self.val_fraction < 1.0,
              "--members x --val-fraction must stay below 1: each member holds out its own validation fold"),
             (self.jobs >= 0, "--jobs must be >= 0"),
-            (0.0 <= self.bow_weight < 1.0, "--bow-weight must be in [0, 1)"),
+            (self.bow_weight == AUTO or isinstance(self.bow_weight, float | int) and 0.0 <= self.bow_weight < 1.0,
+             "--bow-weight must be 'auto' or in [0, 1)"),
             (self.bow_sharpness > 0, "--bow-sharpness must be positive"),
             (self.pooling in POOLINGS, f"--pooling must be one of {POOLINGS}"),
+            (self.time_budget is None or self.time_budget >= MIN_BUDGET_SECONDS,
+             f"--time-budget must be at least {MIN_BUDGET_SECONDS:.0f}s"),
+            (self.time_budget is None or not self.resume,
+             "--resume continues a run with fixed settings; it cannot be combined with --time-budget"),
+            (self.time_budget is None or self.init_from is None,
+             "--init-from fixes the LSTM's shape, which --time-budget searches; use one or the other"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    @property
+    def bow_branch(self) -> bool:
+        """Whether the run may end with a linear branch: an explicit weight above 0, or one chosen out of fold."""
+        return self.bow_weight == AUTO or self.bow_weight > 0
 
     def model_config(self, vocab_size: int, num_classes: int) -> ModelConfig:
         from training.model import ModelConfig

@@ -35,9 +35,13 @@ from training.readers import (
 from training.splits import stratified_split, stratified_subsample
 
 DEFAULT_TEST_FRACTION = 0.2
+# The test part of a file without --test-data is drawn with this seed, not --seed: runs with other seeds
+# (other validation folds, initialisations) are then scored on the same documents, and no seed is
+# ever tried against another on its own test split.
+TEST_SPLIT_SEED = 0
 
-__all__ = ["BadRow", "Dataset", "load_dataset", "split_validation", "load_evaluation_rows", "read_source",
-           "stratified_split", "stratified_subsample"]
+__all__ = ["BadRow", "Dataset", "load_dataset", "split_validation", "validation_indices", "load_evaluation_rows",
+           "read_source", "stratified_split", "stratified_subsample"]
 
 
 @dataclass
@@ -100,16 +104,22 @@ def _index_labels(rows: Rows, index: dict[str, int], source: str) -> tuple[list[
     return texts, labels, bad
 
 
-def split_validation(texts: Sequence[str], labels: Sequence[int], fraction: float, seed: int,
-                     fold: int = 0) -> tuple[list[str], list[int], list[str], list[int]]:
-    """``(train_texts, train_labels, val_texts, val_labels)``: validation fold ``fold`` of the training part.
+def validation_indices(labels: Sequence[int], fraction: float, seed: int,
+                       fold: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(kept, held_out)`` sorted indices: validation fold ``fold`` of the training part (none at fraction 0).
 
     One definition for the single model (fold 0, via ``load_dataset``) and an ensemble's members
     (fold k each), so member 1 validates on exactly the documents a single model would.
     """
     if fraction <= 0:
-        return list(texts), [int(y) for y in labels], [], []
-    kept, held = stratified_split(np.asarray(labels), fraction, seed + 1, fold=fold)
+        return np.arange(len(labels)), np.zeros(0, dtype=np.int64)
+    return stratified_split(np.asarray(labels), fraction, seed + 1, fold=fold)
+
+
+def split_validation(texts: Sequence[str], labels: Sequence[int], fraction: float, seed: int,
+                     fold: int = 0) -> tuple[list[str], list[int], list[str], list[int]]:
+    """``(train_texts, train_labels, val_texts, val_labels)``: :func:`validation_indices` applied to the texts."""
+    kept, held = validation_indices(labels, fraction, seed, fold)
     return (_take(texts, kept), [int(labels[i]) for i in kept], _take(texts, held), [int(labels[i]) for i in held])
 
 
@@ -127,7 +137,8 @@ def load_dataset(
     """Read ``data`` (and ``test_data``) into stratified train / validation / test splits.
 
     - 20 Newsgroups: its bydate train/test split (``test_data``, when given, replaces the test part).
-    - A file: ``test_data`` when given, else a stratified ``test_fraction`` of ``data`` held out.
+    - A file: ``test_data`` when given, else a stratified ``test_fraction`` of ``data`` held out, the
+      same documents whatever ``seed`` is (:data:`TEST_SPLIT_SEED`).
     - ``max_train_samples``: stratified subsample of the training part (taken before validation).
     - ``val_fraction``: stratified validation split taken from the training part (``lstm-train`` uses 0.1).
 
@@ -161,10 +172,10 @@ def load_dataset(
         bad_rows += [*parts["test"].bad_rows, *unknown]
         test_source = f"{data} (bydate test split)"
     else:
-        kept, held = stratified_split(np.asarray(labels), test_fraction, seed)
+        kept, held = stratified_split(np.asarray(labels), test_fraction, TEST_SPLIT_SEED)
         test_texts, test_labels = _take(texts, held), _take(labels, held)
         texts, labels = _take(texts, kept), _take(labels, kept)
-        test_source = f"{data} (stratified {test_fraction:.0%} held out, seed {seed})"
+        test_source = f"{data} (stratified {test_fraction:.0%} held out, fixed seed {TEST_SPLIT_SEED})"
     if not test_texts:
         raise DataError(f"{test_source}: no test rows with a label seen in training; pass --test-data FILE")
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from core.text import tokenize
 from core.vocab import PAD_ID, UNK_ID, Vocabulary
+from training.config import TrainConfig
 from training.exceptions import DataError
 
 # Target standard deviation of the initial vectors: the scale of PyTorch's
@@ -98,3 +99,12 @@ def glove_vectors(path: str | Path, vocab: Vocabulary, dim: int, seed: int) -> I
     std = float(vectors[found].std())
     vectors[~found] = rng.normal(0.0, std, (int((~found).sum()), dim))
     return InitialVectors(_scaled(vectors, rng), f"file:{path}", float(found[2:].mean()))
+
+
+def initial_vectors(config: TrainConfig, texts: Sequence[str], vocab: Vocabulary) -> InitialVectors | None:
+    """Starting word vectors (GloVe file or LSA of ``texts``), or None for random ones."""
+    if config.embeddings:
+        return glove_vectors(config.embeddings, vocab, config.embed_dim, config.seed)
+    if config.embedding_init in ("lsa", "lsa-sv"):
+        return lsa_vectors(texts, vocab, config.embed_dim, config.seed, weighted=config.embedding_init == "lsa-sv")
+    return None

@@ -14,6 +14,11 @@ What they share: one vocabulary and one set of initial word vectors, both built 
 training documents (no labels involved), because the exported graph has one tokenizer and one
 vocabulary. Members run in separate processes (``--jobs``, one PyTorch thread each by default), so
 on two cores two members take about the time of one.
+
+:func:`train_configuration` is the one way a configuration is trained: by a plain run (which gives it
+an output folder for checkpoints and ``--resume``) and by each trial of a ``--time-budget`` search
+(in memory, against a deadline). A single LSTM without a linear branch is its one-member case that
+builds its vocabulary from its own training part and saves straight into the output folder.
 """
 
 from __future__ import annotations
@@ -21,30 +26,23 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from core.vocab import Vocabulary
 from training.bag_of_words import with_bag_of_words
-from training.checkpoint import BEST_FILE, LAST_FILE, load_checkpoint, make_checkpoint, save_checkpoint
-from training.config import TrainConfig
-from training.data import split_validation
+from training.bow_selection import FoldScores, choose_bow_weight, fold_margins, mixed_probabilities
+from training.checkpoint import BEST_FILE, LAST_FILE, make_checkpoint, save_checkpoint
+from training.config import AUTO, TrainConfig
 from training.model import build_model
-from training.predict import encode_all
-from training.trainer import Log, MemberSetup, TrainingData, TrainResult, initial_vectors, train
+from training.prepared import Features, PreparedData, shares_vocabulary
+from training.trainer import Log, MemberFit, MemberJob, TrainResult, fit_member
+from training.transfer import check_shape, init_report
 
 MEMBER_DIR = "member-{}"
-
-
-def member_dataset(full: TrainingData, config: TrainConfig, index: int) -> TrainingData:
-    """Member ``index``'s train/validation split of all training documents (its own validation fold)."""
-    train_texts, train_labels, val_texts, val_labels = split_validation(
-        full.train_texts, full.train_labels, config.val_fraction, config.seed, fold=index)
-    return replace(full, train_texts=train_texts, train_labels=train_labels, val_texts=val_texts,
-                   val_labels=val_labels)
 
 
 def resolve_jobs(config: TrainConfig) -> int:
@@ -64,34 +62,40 @@ def resolve_jobs(config: TrainConfig) -> int:
     return max(1, min(config.members, 2 * cores // per_member))
 
 
-def _train_member(config: TrainConfig, dataset: TrainingData, setup: MemberSetup) -> dict:
-    """One member, in its own process or in this one; returns its summary (weights stay on disk)."""
+def _fit(config: TrainConfig, job: MemberJob, quiet: bool, log: Log | None = None) -> MemberFit:
+    """One member, in its own process or in this one."""
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    setup.output.mkdir(parents=True, exist_ok=True)
-    if config.resume and not (setup.output / LAST_FILE).is_file():
-        config = replace(config, resume=False)  # interrupted before this member's first epoch ended
-    result = train(config, dataset, torch.device(config.device),
-                   lambda line: print(f"[{setup.name}] {line}", flush=True), member=setup)
-    return {"member": setup.name, "seed": setup.seed, "output": str(setup.output),
-            "train_documents": len(dataset.train_texts), "validation_documents": len(dataset.val_texts),
-            "best_epoch": result.best_epoch, "best_val_macro_f1": _rounded(result.best_val_macro_f1),
-            "epochs_run": len(result.history), "stopped_early": result.stopped_early,
-            "train_seconds": round(result.train_seconds, 1), "train_cpu_seconds": round(result.train_cpu_seconds, 1),
-            "distillation": result.distillation, "embedding_init": result.embedding_source,
-            "history": result.history}
+    if job.output:
+        job.output.mkdir(parents=True, exist_ok=True)
+        if config.resume and job.name and not (job.output / LAST_FILE).is_file():
+            config = replace(config, resume=False)  # interrupted before this member's first epoch ended
+    if quiet:
+        log = _silent
+    elif log is None or job.name:
+        log = _Prefixed(job.name)
+    return fit_member(config, job, torch.device(config.device), log)
 
 
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 5)
+def _silent(line: str) -> None:
+    pass
 
 
-def _train_in_processes(config: TrainConfig, datasets: list[TrainingData], setups: list[MemberSetup],
-                        jobs: int) -> list[dict]:
-    """Members in ``jobs`` processes; the first member that fails stops the others and raises its error."""
+class _Prefixed:
+    """A member's log lines on stdout, tagged with its name (picklable, for member processes)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, line: str) -> None:
+        print(f"[{self.name}] {line}", flush=True)
+
+
+def _fit_in_processes(config: TrainConfig, jobs: list[MemberJob], processes: int, quiet: bool) -> list[MemberFit]:
+    """Members in ``processes`` processes; the first member that fails stops the others and raises its error."""
     # spawn, not fork: a forked child would inherit this process's PyTorch thread pool state.
-    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-        pending = [pool.apply_async(_train_member, (config, d, s)) for d, s in zip(datasets, setups, strict=True)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        pending = [pool.apply_async(_fit, (config, job, quiet)) for job in jobs]
         while not all(p.ready() for p in pending):
             for member in pending:
                 if member.ready() and not member.successful():
@@ -100,53 +104,159 @@ def _train_in_processes(config: TrainConfig, datasets: list[TrainingData], setup
         return [p.get() for p in pending]
 
 
-def train_ensemble(config: TrainConfig, full: TrainingData, log: Log = print) -> TrainResult:
-    """Train ``config.members`` members and write the averaged model to ``checkpoint.pt``.
+def _jobs(config: TrainConfig, prepared: PreparedData, features: Features, output: Path | None,
+          deadline: float | None) -> list[MemberJob]:
+    full, shared = prepared.full, shares_vocabulary(config)
+    labels = np.asarray(full.train_labels)
+    init = prepared.init_source(config)
+    jobs = []
+    for index, (kept, held) in enumerate(prepared.folds(config)):
+        folder = None if output is None else output / MEMBER_DIR.format(index + 1) if shared else output
+        jobs.append(MemberJob(
+            name=f"member {index + 1}" if shared else "", seed=config.seed + index, vocab=features.vocab,
+            vectors=features.vectors, train_texts=[full.train_texts[i] for i in kept],
+            train_ids=[features.ids[i] for i in kept], train_labels=labels[kept].tolist(),
+            val_ids=[features.ids[i] for i in held], val_labels=labels[held].tolist(),
+            label_names=list(full.label_names), teacher_margins=prepared.teacher_margins(config, index),
+            output=folder, deadline=deadline, init=init and init.for_member(index)))
+    return jobs
 
-    ``full`` holds every training document (no validation part): each member takes its own fold.
+
+def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = print, *,
+                        output: Path | None = None, deadline: float | None = None, quiet: bool = False,
+                        trained: Sequence[MemberFit] = ()) -> TrainResult:
+    """Train ``config``'s members on their folds, add the linear branch, and score the result on validation.
+
+    ``TrainResult.val_score`` is the pooled out-of-fold accuracy of the model as built: each member's
+    fold scored by that member, mixed (with the branch) with a linear model fitted without the fold.
+    ``output``: write each member's checkpoints there (``--resume`` continues them) and the assembled
+    model to ``checkpoint.pt``; without it nothing is written. ``deadline`` (``time.time()``): no
+    training batch starts after it (``cut_short`` says whether one was stopped). ``quiet``: no log
+    lines from the members (a search prints one line per trial itself). ``trained``: members 1, 2, ...
+    already trained with this configuration (a search's trial), used as they are.
     """
-    output = Path(config.output)
-    vocab = Vocabulary.build(full.train_texts, max_size=config.vocab_size, min_freq=config.min_freq)
+    full, shared = prepared.full, shares_vocabulary(config)
     start = time.perf_counter()
-    vectors = initial_vectors(config, full.train_texts, vocab)
-    if vectors is not None:
-        log(f"embeddings: {vectors.source} init for all members, coverage {vectors.coverage:.1%}, "
-            f"{time.perf_counter() - start:.1f}s")
-    setups = [MemberSetup(f"member {i + 1}", output / MEMBER_DIR.format(i + 1), config.seed + i, vocab, vectors)
-              for i in range(config.members)]
-    datasets = [member_dataset(full, config, i) for i in range(config.members)]
-    jobs = resolve_jobs(config)
-    log(f"{config.members} member(s) in {output}/member-*, {jobs} at a time, "
-        f"{len(datasets[0].train_texts)} train / {len(datasets[0].val_texts)} validation documents each")
+    features = prepared.features(config)
+    if features.vectors is not None and not quiet:
+        log(f"embeddings: {features.vectors.source} init{' for all members' if shared else ''}, coverage "
+            f"{features.vectors.coverage:.1%}, {time.perf_counter() - start:.1f}s")
+    init = prepared.init_source(config)
+    if init is not None:
+        check_shape(init, config)
+    jobs = _jobs(config, prepared, features, output, deadline)
+    to_train = jobs[len(trained):]
+    processes = min(resolve_jobs(config), max(1, len(to_train)))
+    if shared and not quiet:
+        log(f"{config.members} member(s) {'in memory' if output is None else f'in {output}/member-*'}, "
+            f"{processes} at a time, "
+            f"{len(jobs[0].train_ids)} train / {len(jobs[0].val_ids)} validation documents each")
     began, began_cpu = time.perf_counter(), time.process_time()
-    if jobs == 1:
-        summaries = [_train_member(config, d, s) for d, s in zip(datasets, setups, strict=True)]
+    if processes == 1:
+        fits = [*trained, *(_fit(config, job, quiet, log) for job in to_train)]
     else:
-        summaries = _train_in_processes(config, datasets, setups, jobs)
+        fits = [*trained, *_fit_in_processes(config, to_train, processes, quiet)]
     elapsed = time.perf_counter() - began
-    cpu = sum(s["train_cpu_seconds"] for s in summaries) + time.process_time() - began_cpu
+    for index, fit in enumerate(fits):
+        prepared.keep_teacher_margins(config, index, fit.teacher_margins)
 
-    model = build_model(replace(config.model_config(len(vocab), len(full.label_names)), members=config.members))
-    state = {}
-    for index, setup in enumerate(setups):
-        member_state = load_checkpoint(setup.output / BEST_FILE)["state_dict"]
-        prefix = f"members.{index}." if config.members > 1 else ""
-        state.update({prefix + key: value for key, value in member_state.items()})
-    model.load_state_dict(state)
-    if config.bow_weight > 0:
+    model = fits[0].model
+    if config.members > 1:
+        model = build_model(replace(config.model_config(len(features.vocab), len(full.label_names)),
+                                    members=config.members))
+        model.load_state_dict({f"members.{i}.{key}": value for i, fit in enumerate(fits)
+                               for key, value in fit.model.state_dict().items()})
+    folds = _scored_folds(config, prepared, features, fits)
+    weight, sharpness, selection = _branch_setting(config, folds, log, quiet)
+    if weight > 0:
         # On every training post, like the members together (and the baseline of such a run).
-        model = with_bag_of_words(model, encode_all(vocab, full.train_texts, config.max_len), full.train_labels,
-                                  weight=config.bow_weight, sharpness=config.bow_sharpness, seed=config.seed, log=log)
-    scores = [s["best_val_macro_f1"] for s in summaries]
+        model = with_bag_of_words(model, features.ids, full.train_labels, weight=weight, sharpness=sharpness,
+                                  seed=config.seed, log=_silent if quiet else log)
+    val_score = _pooled_accuracy(folds, weight, sharpness)
+    scores = [fit.best_val_macro_f1 for fit in fits]
     mean_f1 = None if None in scores else float(np.mean(scores))  # None: no validation split
-    save_checkpoint(make_checkpoint(model=model, vocab=vocab, labels=list(full.label_names), max_len=config.max_len,
-                                    train_config=config.to_dict(), epoch=max(s["best_epoch"] for s in summaries),
-                                    best_val_macro_f1=mean_f1), output / BEST_FILE)
-    history = [{**record, "member": index + 1} for index, s in enumerate(summaries) for record in s["history"]]
-    for s in summaries:
-        del s["history"]
-    return TrainResult(model, vocab, history, best_epoch=max(s["best_epoch"] for s in summaries),
-                       best_val_macro_f1=mean_f1, train_seconds=elapsed, train_cpu_seconds=cpu,
-                       stopped_early=all(s["stopped_early"] for s in summaries),
-                       embedding_source=summaries[0]["embedding_init"], distillation=summaries[0]["distillation"],
-                       members=summaries)
+    best_epoch = max(fit.best_epoch for fit in fits)
+    started_from = None if init is None else init_report(init, features.vocab, list(full.label_names))
+    if not shared:
+        return TrainResult(model, features.vocab, fits[0].history, best_epoch, mean_f1, fits[0].train_seconds,
+                           fits[0].train_cpu_seconds, fits[0].stopped_early, fits[0].embedding_source,
+                           fits[0].distillation, val_score=val_score, cut_short=fits[0].cut_short,
+                           member_fits=fits, init=started_from)  # its checkpoint.pt is the one its training saved
+    cpu = sum(fit.train_cpu_seconds for fit in fits) + time.process_time() - began_cpu
+    history = [{**record, "member": index + 1} for index, fit in enumerate(fits) for record in fit.history]
+    result = TrainResult(model, features.vocab, history, best_epoch=best_epoch, best_val_macro_f1=mean_f1,
+                         train_seconds=elapsed, train_cpu_seconds=cpu,
+                         stopped_early=all(fit.stopped_early for fit in fits),
+                         embedding_source=fits[0].embedding_source, distillation=fits[0].distillation,
+                         members=[_summary(job, fit) for job, fit in zip(jobs, fits, strict=True)],
+                         bow_selection=selection, val_score=val_score, cut_short=any(fit.cut_short for fit in fits),
+                         member_fits=fits, init=started_from)
+    if output is not None:
+        save_model(output / BEST_FILE, config, result, full.label_names)
+    return result
+
+
+def save_model(path: Path, config: TrainConfig, result: TrainResult, label_names: Sequence[str]) -> None:
+    """The trained model as ``checkpoint.pt`` (``best_val_macro_f1``: an ensemble's is its members' mean)."""
+    save_checkpoint(make_checkpoint(model=result.model, vocab=result.vocab, labels=list(label_names),
+                                    max_len=config.max_len, train_config=config.to_dict(), epoch=result.best_epoch,
+                                    best_val_macro_f1=result.best_val_macro_f1), path)
+
+
+def _summary(job: MemberJob, fit: MemberFit) -> dict:
+    """What ``metrics.json`` says about one member."""
+    return {"member": job.name, "seed": job.seed, "output": None if job.output is None else str(job.output),
+            "train_documents": len(job.train_ids), "validation_documents": len(job.val_ids),
+            "best_epoch": fit.best_epoch, "best_val_macro_f1": _rounded(fit.best_val_macro_f1),
+            "epochs_run": len(fit.history), "stopped_early": fit.stopped_early,
+            "train_seconds": round(fit.train_seconds, 1), "train_cpu_seconds": round(fit.train_cpu_seconds, 1),
+            "distillation": fit.distillation, "embedding_init": fit.embedding_source}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 5)
+
+
+def _scored_folds(config: TrainConfig, prepared: PreparedData, features: Features,
+                  fits: list[MemberFit]) -> list[FoldScores]:
+    """Each validation fold scored by its member and, with a branch, by a linear model fitted without it."""
+    labels = np.asarray(prepared.full.train_labels)
+    folds = []
+    for (kept, held), fit in zip(prepared.folds(config), fits, strict=True):
+        if fit.val_probabilities is None:
+            continue
+        margins = None
+        if config.bow_branch:
+            margins = fold_margins([features.ids[i] for i in held], [features.ids[i] for i in kept], labels[kept],
+                                   len(features.vocab), len(prepared.full.label_names), config.seed)
+        folds.append(FoldScores(fit.val_probabilities, margins, labels[held]))
+    return folds
+
+
+def _branch_setting(config: TrainConfig, folds: list[FoldScores], log: Log,
+                    quiet: bool) -> tuple[float, float, dict | None]:
+    """The branch's (weight, sharpness): the given ones, or chosen out of fold (with what was compared)."""
+    if config.bow_weight != AUTO:
+        return float(config.bow_weight), config.bow_sharpness, None
+    if not folds:
+        reason = "no validation folds (--val-fraction 0) to choose it on; pass --bow-weight W for a branch"
+        if not quiet:
+            log(f"bag-of-words branch: none, {reason}")
+        return 0.0, config.bow_sharpness, {"weight": 0.0, "reason": reason}
+    choice = choose_bow_weight(folds)
+    if not quiet:
+        log(f"bag-of-words branch: weight {choice['weight']} (sharpness {choice['sharpness']}) chosen out of fold "
+            f"on {choice['documents']} validation documents: accuracy {choice['accuracy']:.4f} mixed, "
+            f"{choice['lstm_accuracy']:.4f} LSTM alone, {choice['linear_accuracy']:.4f} linear alone")
+    return choice["weight"], choice["sharpness"], choice
+
+
+def _pooled_accuracy(folds: list[FoldScores], weight: float, sharpness: float) -> float | None:
+    """Out-of-fold accuracy of the model as built; None without validation folds."""
+    if not folds:
+        return None
+    labels = np.concatenate([f.labels for f in folds])
+    lstm = np.concatenate([f.lstm_probabilities for f in folds])
+    if weight > 0:
+        lstm = mixed_probabilities(lstm, np.concatenate([f.linear_margins for f in folds]), weight, sharpness)
+    return round(float((lstm.argmax(axis=1) == labels).mean()), 5)

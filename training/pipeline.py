@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -19,14 +19,15 @@ from training.baseline import run_baseline
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.data import load_dataset, load_evaluation_rows
-from training.ensemble import member_dataset, train_ensemble
+from training.ensemble import train_configuration
 from training.exceptions import TrainingError
 from training.metrics import classification_metrics, confidence_coverage
 from training.model import HybridClassifier, build_model
 from training.predict import encode_all, predict_logits, softmax
+from training.prepared import PreparedData, member_dataset, shares_vocabulary
 from training.readers import BadRow
-from training.report import plot_confusion, plot_learning_curves, summary_table, write_metrics
-from training.trainer import Log, TrainingData, train, write_validation_split
+from training.report import plot_confusion, plot_learning_curves, summary_table, write_metrics, write_validation_split
+from training.trainer import Log, TrainingData, TrainResult
 
 MAX_BAD_ROWS_LISTED = 20
 
@@ -64,19 +65,33 @@ def prepare_splits(config: TrainConfig) -> tuple[TrainingData, list[BadRow]]:
     return splits, list(data.bad_rows)
 
 
-def run_training(config: TrainConfig, log: Log = print) -> dict:
-    """Train and write the full report into ``config.output``; returns the metrics dict."""
-    started, started_cpu = time.perf_counter(), time.process_time()
+@dataclass
+class Run:
+    """One ``lstm-train`` run's place, data and clocks, as every mode (plain, time budget) uses them."""
+
+    config: TrainConfig
+    output: Path
+    device: torch.device
+    prepared: PreparedData  # every training document; each member (a single model: the one) takes its fold
+    first: TrainingData  # member 1's train/validation split
+    summary: dict
+    bad: dict
+    started: float  # time.time(): the budget's clock
+    started_perf: float
+    started_cpu: float
+
+
+def start_run(config: TrainConfig, log: Log) -> Run:
+    """Load the data, log its sizes and bad rows, and write ``validation.jsonl``."""
+    started, started_perf, started_cpu = time.time(), time.perf_counter(), time.process_time()
     device = resolve_device(config.device)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
-    # Ensembles, and models with a bag-of-words branch (fitted after the LSTM trained in member-1/),
-    # split all training documents themselves: each member holds out its own fold.
-    ensemble = config.members > 1 or config.bow_weight > 0
-    dataset, bad_rows = prepare_splits(replace(config, val_fraction=0.0) if ensemble else config)
-    first = member_dataset(dataset, config, 0) if ensemble else dataset
+    dataset, bad_rows = prepare_splits(replace(config, val_fraction=0.0))
+    prepared = PreparedData(dataset)
+    first = member_dataset(prepared, config, 0)
     log(f"data: {len(first.train_texts)} train / {len(first.val_texts)} validation / "
         f"{len(dataset.test_texts)} test documents, {len(dataset.label_names)} classes")
     summary = {"source": config.data, "train": len(first.train_texts), "validation": len(first.val_texts),
@@ -87,9 +102,25 @@ def run_training(config: TrainConfig, log: Log = print) -> dict:
     bad = describe_bad_rows(bad_rows, log)
     # Ensembles: member 1's fold (the others trained on it; the export gates compare graphs, not members).
     write_validation_split(output / "validation.jsonl", first)
+    return Run(config, output, device, prepared, first, summary, bad, started, started_perf, started_cpu)
 
-    result = train_ensemble(config, dataset, log) if ensemble else train(config, dataset, device, log)
-    result.model.to(device)  # an ensemble is assembled on the CPU from its members' checkpoints
+
+def run_training(config: TrainConfig, log: Log = print) -> dict:
+    """Train and write the full report into ``config.output``; returns the metrics dict."""
+    run = start_run(config, log)
+    if config.time_budget is not None:
+        from training.time_budget import train_within_budget
+
+        config, result, budget = train_within_budget(run, log)
+        return finish_run(run, config, result, log, time_budget=budget)
+    result = train_configuration(config, run.prepared, log, output=run.output)
+    return finish_run(run, config, result, log)
+
+
+def finish_run(run: Run, config: TrainConfig, result: TrainResult, log: Log, time_budget: dict | None = None) -> dict:
+    """Score ``result`` on the test split beside the baseline and write the report; returns the metrics."""
+    dataset, device, output = run.prepared.full, run.device, run.output
+    result.model.to(device)  # an ensemble is assembled on the CPU from its members
     test_ids = encode_all(result.vocab, dataset.test_texts, config.max_len)
     probabilities = softmax(predict_logits(result.model, test_ids, device))
     metrics = classification_metrics(dataset.test_labels, probabilities, dataset.label_names)
@@ -99,6 +130,7 @@ def run_training(config: TrainConfig, log: Log = print) -> dict:
         "train_cpu_seconds": round(result.train_cpu_seconds, 1),
         "best_epoch": result.best_epoch,
         "best_val_macro_f1": None if result.best_val_macro_f1 is None else round(result.best_val_macro_f1, 5),
+        "val_out_of_fold_accuracy": result.val_score,
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
         "embedding_init": result.embedding_source,
@@ -107,26 +139,35 @@ def run_training(config: TrainConfig, log: Log = print) -> dict:
         "vocab_size": len(result.vocab),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
-        "data": summary,
-        "bad_rows": bad,
+        "data": run.summary,
+        "bad_rows": run.bad,
         "history": result.history,
         "config": config.to_dict(),
         "model_config": result.model.config.to_dict(),
         "confidence": confidence_coverage(dataset.test_labels, probabilities),
     })
-    if ensemble:
+    if shares_vocabulary(config):
         metrics["members"] = result.members
+    if result.bow_selection is not None:
+        metrics["bow_weight_selection"] = result.bow_selection
+    if result.init is not None:
+        metrics["init_from"] = result.init
     if isinstance(result.model, HybridClassifier):
-        metrics["model"] = f"LSTM + linear TF-IDF branch (weight {config.bow_weight})"
+        metrics["model"] = (f"LSTM + linear TF-IDF branch (weight {result.model.config.bow_weight}, "
+                            f"sharpness {result.model.config.bow_sharpness})")
         metrics["parts"] = part_metrics(result.model, test_ids, dataset.test_labels, dataset.label_names, device)
     plot_confusion(output / "confusion_matrix.png", dataset.test_labels, probabilities.argmax(1), dataset.label_names)
     plot_learning_curves(output / "learning_curves.png", result.history)
     if config.baseline:
         log("baseline: TF-IDF + LinearSVC on the same split ...")
-        metrics["baseline"] = run_baseline(dataset.train_texts, dataset.train_labels, dataset.test_texts,
+        # On what the members trained on together: every training document (a single model: its train part).
+        trained_on = dataset if shares_vocabulary(config) else run.first
+        metrics["baseline"] = run_baseline(trained_on.train_texts, trained_on.train_labels, dataset.test_texts,
                                            dataset.test_labels, dataset.label_names)
-    metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
-    metrics["cpu_seconds"] = round(time.process_time() - started_cpu, 1)
+    if time_budget is not None:
+        metrics["time_budget"] = {**time_budget, "seconds_used": round(time.time() - run.started, 1)}
+    metrics["wall_seconds"] = round(time.perf_counter() - run.started_perf, 1)
+    metrics["cpu_seconds"] = round(time.process_time() - run.started_cpu, 1)
     metrics["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
     write_metrics(output / "metrics.json", metrics)
     log("")
@@ -160,4 +201,4 @@ def evaluate_checkpoint(checkpoint_dir: str, data: str, text_field: str, label_f
     return metrics
 
 
-__all__ = ["run_training", "evaluate_checkpoint", "prepare_splits"]
+__all__ = ["run_training", "evaluate_checkpoint", "prepare_splits", "start_run", "finish_run"]

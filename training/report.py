@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from training.metrics import confusion
+
+if TYPE_CHECKING:
+    from training.trainer import TrainingData
 
 METRIC_ROWS = (("accuracy", "accuracy"), ("macro-F1", "macro_f1"), ("MAP", "mean_average_precision"))
 
@@ -93,6 +97,13 @@ def summary_table(metrics: dict) -> str:
     if "train_seconds" in metrics:
         lines.append(f"{'train s':<12}" + "".join(
             f"{values['train_seconds']:>14.1f}" if "train_seconds" in values else f"{'':>14}" for _, values in columns))
+    if metrics.get("baseline"):
+        lines += ["", _baseline_verdict(metrics)]
+    selection = metrics.get("bow_weight_selection")
+    if selection:
+        lines += ["", _selection_line(selection)]
+    if metrics.get("time_budget"):
+        lines += ["", *_budget_lines(metrics["time_budget"])]
     if metrics.get("confidence"):
         lines += ["", "lstm-worker --min-confidence T keeps the labels scoring T or more (the rest go to review):",
                   f"{'T':<12}{'kept':>14}{'accuracy':>14}"]
@@ -100,3 +111,49 @@ def summary_table(metrics: dict) -> str:
             accuracy = f"{row['accuracy']:>14.4f}" if row["accuracy"] is not None else f"{'-':>14}"
             lines.append(f"{row['min_confidence']:<12}{row['coverage']:>14.1%}{accuracy}")
     return "\n".join(lines)
+
+
+def _baseline_verdict(metrics: dict) -> str:
+    """Whether the model beats the TF-IDF + LinearSVC baseline on this test split, in one line."""
+    ours, theirs = metrics["accuracy"], metrics["baseline"]["accuracy"]
+    verdict = "beats" if ours > theirs else "matches" if ours == theirs else "does NOT beat"
+    return (f"the model {verdict} its TF-IDF + LinearSVC baseline on this test split: accuracy {ours:.4f} "
+            f"vs {theirs:.4f}")
+
+
+def _budget_lines(budget: dict) -> list[str]:
+    """What a --time-budget search tried (validation scores only) and what it chose."""
+    lines = [f"time budget {budget['budget_seconds']:.0f}s, {budget.get('seconds_used', 0):.0f}s used; trials "
+             "(validation accuracy, out of fold; LSTM and linear parts alone):",
+             f"{'trial':<7}{'max_len':>8}{'hidden':>8}{'epochs':>8}{'val acc':>9}{'LSTM':>8}{'linear':>8}{'weight':>8}"
+             f"{'s':>7}  status"]
+    for t in budget["trials"]:
+        scores = "".join(_cell(t.get(key), width, digits) for key, width, digits in (
+            ("val_accuracy", 9, 4), ("lstm_val_accuracy", 8, 4), ("linear_val_accuracy", 8, 4), ("bow_weight", 8, 2),
+            ("seconds", 7, 0)))
+        lines.append(f"{t['trial'] or '-'!s:<7}{t['max_len']:>8}{t['hidden_size']:>8}{t['epochs']:>8}{scores}"
+                     f"  {t['status']}")
+    chosen = budget["chosen"]
+    lines.append(f"chosen: max_len {chosen['max_len']}, hidden {chosen['hidden_size']}, {chosen['epochs']} epochs, "
+                 f"{chosen['members']} member(s): {chosen['why']}")
+    return lines
+
+
+def _cell(value, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+
+def _selection_line(selection: dict) -> str:
+    """How --bow-weight auto chose the linear branch's weight."""
+    if "reason" in selection:
+        return f"linear branch: none ({selection['reason']})"
+    return (f"linear branch weight {selection['weight']} (sharpness {selection['sharpness']}), chosen out of fold on "
+            f"{selection['documents']} validation documents: {selection['accuracy']:.4f} mixed vs "
+            f"{selection['lstm_accuracy']:.4f} LSTM alone and {selection['linear_accuracy']:.4f} linear alone")
+
+
+def write_validation_split(path: Path, dataset: TrainingData) -> None:
+    """The validation split as JSONL: ``lstm-export``'s parity gate replays it."""
+    with path.open("w", encoding="utf-8") as handle:
+        for text, label in zip(dataset.val_texts, dataset.val_labels, strict=True):
+            handle.write(json.dumps({"text": text, "label": dataset.label_names[label]}, ensure_ascii=False) + "\n")

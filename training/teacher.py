@@ -22,13 +22,8 @@ from training.baseline import as_two_columns, linear_model
 MAX_FOLDS = 5
 
 
-def teacher_soft_targets(texts: Sequence[str], labels: Sequence[int], num_classes: int, *,
-                         sharpness: float, seed: int) -> np.ndarray:
-    """``[n, num_classes]`` float32 probabilities: softmax(``sharpness`` x out-of-fold SVM margins).
-
-    LinearSVC margins sit around [-1.5, 1.5]; ``sharpness`` turns them into a distribution
-    (larger = closer to one-hot). A class with no training document gets no probability.
-    """
+def teacher_margins(texts: Sequence[str], labels: Sequence[int], num_classes: int, *, seed: int) -> np.ndarray:
+    """``[n, num_classes]`` out-of-fold SVM margins; a class with no training document gets ``-inf``."""
     labels_array = np.asarray(labels)
     present = np.unique(labels_array)
     smallest_class = int(np.bincount(labels_array)[present].min()) if len(labels_array) else 0
@@ -39,10 +34,26 @@ def teacher_soft_targets(texts: Sequence[str], labels: Sequence[int], num_classe
     margins = as_two_columns(cross_val_predict(linear_model(), list(texts), labels_array, cv=splitter,
                                                method="decision_function"))
     scores = np.full((len(labels_array), num_classes), -np.inf)
-    scores[:, present] = margins * sharpness
-    scores -= scores.max(axis=1, keepdims=True)
+    scores[:, present] = margins
+    return scores
+
+
+def soft_targets(margins: np.ndarray, sharpness: float) -> np.ndarray:
+    """``[n, num_classes]`` float32 probabilities: softmax(``sharpness`` x margins).
+
+    LinearSVC margins sit around [-1.5, 1.5]; ``sharpness`` turns them into a distribution
+    (larger = closer to one-hot).
+    """
+    scores = margins * sharpness
+    scores = scores - scores.max(axis=1, keepdims=True)
     probabilities = np.exp(scores)
     return (probabilities / probabilities.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def teacher_soft_targets(texts: Sequence[str], labels: Sequence[int], num_classes: int, *,
+                         sharpness: float, seed: int) -> np.ndarray:
+    """Soft targets of out-of-fold teacher margins (see :func:`teacher_margins`, :func:`soft_targets`)."""
+    return soft_targets(teacher_margins(texts, labels, num_classes, seed=seed), sharpness)
 
 
 def teacher_accuracy(soft_targets: np.ndarray, labels: Sequence[int]) -> float:

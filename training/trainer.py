@@ -1,13 +1,14 @@
-"""The training loop: AdamW + one-cycle LR, gradient clipping, early stopping on validation macro-F1.
+"""The training loop of one LSTM: AdamW + one-cycle LR, gradient clipping, early stopping on validation macro-F1.
 
 Speed on CPU comes from padded, length-bucketed batches (see ``batching``)
 over ids encoded once up front; accuracy from LSA-initialised embeddings and
-the one-cycle schedule (see ``embeddings``).
+the one-cycle schedule (see ``embeddings``). Everything it trains from comes in
+a :class:`MemberJob`, in memory; it writes checkpoints only when the job names a folder.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,14 +19,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from core.vocab import PAD_ID, UNK_ID, Vocabulary
-from training.batching import BucketBatchSampler, collate
+from core.vocab import Vocabulary
+from training.batching import BucketBatchSampler, collate, drop_words
 from training.checkpoint import BEST_FILE, LAST_FILE, load_checkpoint, make_checkpoint, save_checkpoint
 from training.config import TrainConfig
-from training.embeddings import InitialVectors, glove_vectors, lsa_vectors
+from training.embeddings import InitialVectors
 from training.exceptions import CheckpointError
 from training.model import LSTMClassifier, build_model
-from training.predict import encode_all, validation_scores
+from training.predict import predict_logits, softmax, validation_scores
+from training.transfer import InitSource, apply_init
 
 Log = Callable[[str], None]
 
@@ -56,47 +58,76 @@ class TrainResult:
     embedding_source: str
     distillation: dict = field(default_factory=dict)
     members: list[dict] = field(default_factory=list)  # ensembles: one summary per member
+    bow_selection: dict | None = None  # --bow-weight auto: the weight chosen out of fold and the scores compared
+    # Pooled out-of-fold accuracy of the model as built (each fold scored by the member that did not train
+    # on it, mixed with a branch fitted without it); None without validation folds.
+    val_score: float | None = None
+    cut_short: bool = False  # a deadline stopped some member before its last epoch
+    member_fits: list = field(default_factory=list)  # the trained members (MemberFit), for a search to reuse
+    init: dict | None = None  # --init-from: what carried over
 
 
-def drop_words(ids: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
-    """Replace a ``rate`` share of the real tokens by ``<unk>`` (training only).
+@dataclass(frozen=True)
+class MemberJob:
+    """One LSTM to train, all in memory: its documents' ids, seed, shared vocabulary and vectors, teacher."""
 
-    A regulariser against memorising rare tokens (names, addresses) that identify a training
-    document's class but do not recur in later data. Pads stay pads, so lengths are unchanged.
-    """
-    dropped = (rng.random(ids.shape) < rate) & (ids != PAD_ID)
-    return np.where(dropped, UNK_ID, ids)
+    name: str  # "member 2"; "" for a single model
+    seed: int
+    vocab: Vocabulary
+    vectors: InitialVectors | None
+    train_texts: Sequence[str]  # what the distillation teacher reads
+    train_ids: Sequence[np.ndarray]
+    train_labels: Sequence[int]
+    val_ids: Sequence[np.ndarray]
+    val_labels: Sequence[int]
+    label_names: Sequence[str]
+    teacher_margins: np.ndarray | None = None  # computed by an earlier configuration on the same documents
+    output: Path | None = None  # checkpoint.pt and last.pt every epoch (--resume); None: nothing written
+    deadline: float | None = None  # time.time() after which no batch starts
+    init: InitSource | None = None  # --init-from: the earlier model's weights this member starts from
 
 
-def initial_vectors(config: TrainConfig, texts: Sequence[str], vocab: Vocabulary) -> InitialVectors | None:
-    """Starting word vectors (GloVe file or LSA of ``texts``), or None for random ones."""
-    if config.embeddings:
-        return glove_vectors(config.embeddings, vocab, config.embed_dim, config.seed)
-    if config.embedding_init in ("lsa", "lsa-sv"):
-        return lsa_vectors(texts, vocab, config.embed_dim, config.seed, weighted=config.embedding_init == "lsa-sv")
-    return None
+@dataclass
+class MemberFit:
+    """A trained member: best weights, history, and what the run reuses (fold probabilities, teacher margins)."""
+
+    model: LSTMClassifier
+    history: list[dict]
+    best_epoch: int
+    best_val_macro_f1: float | None
+    train_seconds: float
+    train_cpu_seconds: float
+    stopped_early: bool
+    embedding_source: str
+    distillation: dict
+    val_probabilities: np.ndarray | None
+    teacher_margins: np.ndarray | None
+    cut_short: bool
 
 
-def _distillation_targets(config: TrainConfig, dataset: TrainingData, log: Log) -> tuple[torch.Tensor | None, dict]:
-    """The teacher's soft targets (or None) and what to report about them in ``metrics.json``."""
+def _distillation_targets(config: TrainConfig, job: MemberJob,
+                          log: Log) -> tuple[torch.Tensor | None, np.ndarray | None, dict]:
+    """The teacher's soft targets (or None), its margins (to reuse) and what to report in ``metrics.json``."""
     if config.distill_weight <= 0:
-        return None, {"weight": 0.0}
-    from training.teacher import teacher_accuracy, teacher_soft_targets
+        return None, None, {"weight": 0.0}
+    from training.teacher import soft_targets, teacher_accuracy, teacher_margins
 
     start = time.perf_counter()
-    try:
-        targets = teacher_soft_targets(dataset.train_texts, dataset.train_labels, len(dataset.label_names),
-                                       sharpness=config.distill_sharpness, seed=config.seed)
-    except ValueError as exc:
-        # On by default, so a rare class must not stop a run: train on the labels alone and say so.
-        log(f"distillation skipped: {exc}")
-        return None, {"weight": config.distill_weight, "skipped": str(exc)}
-    accuracy = teacher_accuracy(targets, dataset.train_labels)
+    margins = job.teacher_margins
+    if margins is None:
+        try:
+            margins = teacher_margins(job.train_texts, job.train_labels, len(job.label_names), seed=config.seed)
+        except ValueError as exc:
+            # On by default, so a rare class must not stop a run: train on the labels alone and say so.
+            log(f"distillation skipped: {exc}")
+            return None, None, {"weight": config.distill_weight, "skipped": str(exc)}
+    targets = soft_targets(margins, config.distill_sharpness)
+    accuracy = teacher_accuracy(targets, job.train_labels)
     seconds = time.perf_counter() - start
     log(f"distillation: TF-IDF + LinearSVC teacher, out-of-fold accuracy {accuracy:.4f}, {seconds:.1f}s")
-    return torch.from_numpy(targets), {"weight": config.distill_weight, "sharpness": config.distill_sharpness,
-                                       "teacher_out_of_fold_accuracy": round(accuracy, 5),
-                                       "teacher_seconds": round(seconds, 1)}
+    return torch.from_numpy(targets), margins, {
+        "weight": config.distill_weight, "sharpness": config.distill_sharpness,
+        "teacher_out_of_fold_accuracy": round(accuracy, 5), "teacher_seconds": round(seconds, 1)}
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.Optimizer, list[float]]:
@@ -120,68 +151,44 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.Optim
     return torch.optim.AdamW(groups, lr=config.lr), peaks
 
 
-@dataclass(frozen=True)
-class MemberSetup:
-    """What one member of an ensemble gets from the run: its folder, seed, and the shared vocabulary/vectors."""
+def fit_member(config: TrainConfig, job: MemberJob, device: torch.device, log: Log = print) -> MemberFit:
+    """Train one LSTM on ``job``; the best epoch by validation macro-F1 is kept (the last without validation).
 
-    name: str
-    output: Path
-    seed: int
-    vocab: Vocabulary
-    vectors: InitialVectors | None
-
-
-def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log: Log = print,
-          member: MemberSetup | None = None) -> TrainResult:
-    """Train one LSTM, writing ``checkpoint.pt`` (best by validation macro-F1) and ``last.pt`` every epoch.
-
-    ``member`` (ensembles): train into its folder with its seed, starting from the run's shared
-    vocabulary and word vectors; without it the run's own output folder, seed and a vocabulary
-    built from ``dataset.train_texts``.
+    With ``job.output`` it also writes ``checkpoint.pt`` (best) and ``last.pt`` (every epoch, with the
+    optimizer state ``--resume`` continues from). With ``job.deadline`` no batch starts after it: the
+    best finished epoch is kept (or, if none finished, the weights as they are) and ``cut_short`` is set.
     """
-    output = member.output if member else Path(config.output)
-    seed = member.seed if member else config.seed
-    torch.manual_seed(seed)
-    resume_state = _load_resume_state(config, output) if config.resume else None
-    if resume_state is not None:
-        vocab = Vocabulary.from_dict(resume_state["vocab"])
-        if member and vocab.to_dict() != member.vocab.to_dict():
-            raise CheckpointError(f"--resume: {output / LAST_FILE} was trained with another vocabulary")
-    elif member:
-        vocab = member.vocab
-    else:
-        vocab = Vocabulary.build(dataset.train_texts, max_size=config.vocab_size, min_freq=config.min_freq)
-    model_config = config.model_config(len(vocab), len(dataset.label_names))
-    model = build_model(model_config)
+    torch.manual_seed(job.seed)
+    resume_state = _load_resume_state(config, job.output) if config.resume and job.output else None
+    if resume_state is not None and resume_state["vocab"] != job.vocab.to_dict():
+        raise CheckpointError(f"--resume: {job.output / LAST_FILE} was trained with another vocabulary")
+    model = build_model(config.model_config(len(job.vocab), len(job.label_names)))
     embedding_source = "random"
-    if resume_state is None:
-        start = time.perf_counter()
-        vectors = member.vectors if member else initial_vectors(config, dataset.train_texts, vocab)
-        if vectors is not None:
-            with torch.no_grad():
-                model.embedding.weight.copy_(torch.from_numpy(vectors.matrix))
-            embedding_source = vectors.source
-            log(f"embeddings: {vectors.source} init, coverage {vectors.coverage:.1%}, "
-                f"{time.perf_counter() - start:.1f}s")
+    if resume_state is None and job.vectors is not None:
+        with torch.no_grad():
+            model.embedding.weight.copy_(torch.from_numpy(job.vectors.matrix))
+        embedding_source = job.vectors.source
+    if resume_state is None and job.init is not None:
+        apply_init(model, job.init, job.vocab, list(job.label_names), map_new_tokens=job.vectors is not None)
+        embedding_source = f"{embedding_source}, shared tokens from {job.init.path}"
     model.to(device)
 
-    train_ids = encode_all(vocab, dataset.train_texts, config.max_len)
-    val_ids = encode_all(vocab, dataset.val_texts, config.max_len)
-    train_y = torch.as_tensor(dataset.train_labels, dtype=torch.long)
-    sampler = BucketBatchSampler([len(x) for x in train_ids], config.batch_size, seed)
+    train_y = torch.as_tensor(job.train_labels, dtype=torch.long)
+    sampler = BucketBatchSampler([len(x) for x in job.train_ids], config.batch_size, job.seed)
     optimizer, peak_lrs = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=peak_lrs, total_steps=config.epochs * len(sampler), pct_start=0.25,
         anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    soft_targets, distillation = _distillation_targets(config, dataset, log)
+    soft_targets, margins, distillation = _distillation_targets(config, job, log)
     history: list[dict] = []
     # Without a validation split there is nothing to stop early on or to pick an epoch with:
     # every epoch replaces the saved model, so the last one is kept.
-    validating = bool(val_ids)
+    validating = bool(job.val_ids)
     if not validating:
         log("no validation split (--val-fraction 0): no early stopping, the last epoch is kept")
     best_f1, best_epoch, bad_epochs, start_epoch, elapsed, elapsed_cpu = -1.0, 0, 0, 1, 0.0, 0.0
+    best_state = None
     if resume_state is not None:
         model.load_state_dict(resume_state["state_dict"])
         optimizer.load_state_dict(resume_state["optimizer_state"])
@@ -194,21 +201,26 @@ def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log:
         elapsed_cpu = float(resume_state.get("train_cpu_seconds", 0.0))
         start_epoch = int(resume_state["epoch"]) + 1
         embedding_source = str(resume_state.get("embedding_source", "resumed"))
-        log(f"resuming from {output / LAST_FILE} after epoch {start_epoch - 1}")
-    stopped_early = bad_epochs >= config.patience
-    epoch = start_epoch - 1
+        best_state = load_checkpoint(job.output / BEST_FILE)["state_dict"]
+        log(f"resuming from {job.output / LAST_FILE} after epoch {start_epoch - 1}")
+    stopped_early, cut_short = bad_epochs >= config.patience, False
+    saving = dict(vocab=job.vocab, labels=list(job.label_names), max_len=config.max_len,
+                  train_config=config.to_dict())
     for epoch in range(start_epoch, config.epochs + 1):
         if stopped_early:
             break
         began, began_cpu = time.perf_counter(), time.process_time()
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
-        word_rng = np.random.default_rng([seed, epoch, 1])  # per epoch: --resume replays it exactly
-        prefix = f"{member.name} " if member else ""
+        word_rng = np.random.default_rng([job.seed, epoch, 1])  # per epoch: --resume replays it exactly
+        prefix = f"{job.name} " if job.name else ""
         bar = tqdm(sampler.batches(epoch), desc=f"{prefix}epoch {epoch}/{config.epochs}", unit="batch",
                    leave=False, disable=None, mininterval=2.0)
         for batch in bar:
-            ids, lengths = collate(train_ids, batch)
+            if job.deadline is not None and time.time() >= job.deadline:
+                cut_short = True
+                break
+            ids, lengths = collate(job.train_ids, batch)
             if config.word_dropout > 0:
                 ids = drop_words(ids, config.word_dropout, word_rng)
             targets = train_y[batch].to(device)
@@ -226,9 +238,14 @@ def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log:
             correct += int((logits.argmax(1) == targets).sum().item())
             seen += len(batch)
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
-        record = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
+        if cut_short and best_state is not None:
+            log(f"deadline: stopped in epoch {epoch}; epoch {best_epoch} is kept")
+            break
+        record = {"epoch": epoch, "train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
                   "lr": scheduler.get_last_lr()[0]}
-        record.update(validation_scores(model, val_ids, dataset.val_labels, device) if validating else
+        if cut_short:
+            record["share_of_epoch"] = round(seen / max(len(job.train_ids), 1), 4)
+        record.update(validation_scores(model, job.val_ids, job.val_labels, device) if validating else
                       {"val_loss": None, "val_accuracy": None, "val_macro_f1": None})
         elapsed += time.perf_counter() - began
         # CPU seconds too: on a shared machine wall time says more about the neighbours than about us.
@@ -238,30 +255,35 @@ def train(config: TrainConfig, dataset: TrainingData, device: torch.device, log:
         improved = not validating or record["val_macro_f1"] > best_f1
         if improved:
             best_f1, best_epoch, bad_epochs = record["val_macro_f1"] if validating else best_f1, epoch, 0
-            save_checkpoint(make_checkpoint(model=model, vocab=vocab, labels=list(dataset.label_names),
-                                            max_len=config.max_len, train_config=config.to_dict(), epoch=epoch,
-                                            best_val_macro_f1=_known(best_f1)), output / BEST_FILE)
+            best_state = copy.deepcopy(model.state_dict())
+            if job.output:
+                save_checkpoint(make_checkpoint(model=model, epoch=epoch, best_val_macro_f1=_known(best_f1),
+                                                **saving), job.output / BEST_FILE)
         else:
             bad_epochs += 1
         stopped_early = bad_epochs >= config.patience
-        last = make_checkpoint(model=model, vocab=vocab, labels=list(dataset.label_names), max_len=config.max_len,
-                               train_config=config.to_dict(), epoch=epoch, best_val_macro_f1=_known(best_f1))
-        last.update({"optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
-                     "torch_rng_state": torch.get_rng_state(), "history": history, "best_epoch": best_epoch,
-                     "bad_epochs": bad_epochs, "train_seconds": elapsed,
-                     "train_cpu_seconds": elapsed_cpu, "embedding_source": embedding_source})
-        save_checkpoint(last, output / LAST_FILE)
+        if job.output:
+            last = make_checkpoint(model=model, epoch=epoch, best_val_macro_f1=_known(best_f1), **saving)
+            last.update({"optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
+                         "torch_rng_state": torch.get_rng_state(), "history": history, "best_epoch": best_epoch,
+                         "bad_epochs": bad_epochs, "train_seconds": elapsed,
+                         "train_cpu_seconds": elapsed_cpu, "embedding_source": embedding_source})
+            save_checkpoint(last, job.output / LAST_FILE)
         scores = (f"val loss {record['val_loss']:.4f}  val acc {record['val_accuracy']:.4f}  "
                   f"val macro-F1 {record['val_macro_f1']:.4f}  " if validating else "")
         log(f"epoch {epoch:>2}/{config.epochs}  loss {record['train_loss']:.4f}  "
             f"train acc {record['train_accuracy']:.4f}  {scores}"
             f"{record['seconds']:.0f}s{'  *best' if improved and validating else ''}")
+        if cut_short:
+            log(f"deadline: stopped in epoch {epoch}, the only one begun; its weights are kept")
+            break
         if stopped_early and epoch < config.epochs:
             log(f"early stop: validation macro-F1 has not improved for {config.patience} epochs")
-    best = load_checkpoint(output / BEST_FILE)
-    model.load_state_dict(best["state_dict"])
-    return TrainResult(model, vocab, history, best_epoch, _known(best_f1), elapsed, elapsed_cpu, stopped_early,
-                       embedding_source, distillation)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    val_probabilities = softmax(predict_logits(model, job.val_ids, device)) if validating else None
+    return MemberFit(model, history, best_epoch, _known(best_f1), elapsed, elapsed_cpu, stopped_early,
+                     embedding_source, distillation, val_probabilities, margins, cut_short)
 
 
 def _known(best_f1: float) -> float | None:
@@ -279,10 +301,3 @@ def _load_resume_state(config: TrainConfig, output: Path) -> dict:
             f"--resume: settings differ from the interrupted run ({', '.join(mismatched)}); "
             "rerun with the same options or drop --resume")
     return state
-
-
-def write_validation_split(path: Path, dataset: TrainingData) -> None:
-    """The validation split as JSONL: ``lstm-export``'s parity gate replays it."""
-    with path.open("w", encoding="utf-8") as handle:
-        for text, label in zip(dataset.val_texts, dataset.val_labels, strict=True):
-            handle.write(json.dumps({"text": text, "label": dataset.label_names[label]}, ensure_ascii=False) + "\n")

@@ -17,7 +17,7 @@ TINY_TRAIN_ARGS = [
     "--epochs", "2", "--max-len", "64", "--embed-dim", "32", "--hidden-size", "32",
     "--vocab-size", "5000", "--max-train-samples", "4000", "--val-fraction", "0.15",
     "--label-smoothing", "0", "--distill-weight", "0",
-    "--no-baseline", "--seed", "0", "--device", "cpu", "--members", "1",
+    "--no-baseline", "--seed", "0", "--device", "cpu", "--members", "1", "--bow-weight", "0",
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -32,6 +33,17 @@ def synthetic_rows(n_per_class: int, seed: int = 0) -> list[dict]:
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sms_spam() -> Path:
+    """The real SMS spam collection (label<TAB>text, no header): short texts, two unbalanced classes."""
+    path = Path(__file__).resolve().parents[2].parent / "shared/data/sms-spam.tsv"
+    if not path.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} not found")
+        pytest.skip(f"{path} not found")
     return path
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.vocab import PAD_ID, UNK_ID
-from training.batching import BucketBatchSampler
-from training.trainer import drop_words
+from training.batching import BucketBatchSampler, drop_words
 
 
 def test_every_example_exactly_once_per_epoch() -> None:

@@ -11,15 +11,16 @@ import torch
 from core.text import TOKENIZER_NAME
 from core.vocab import Vocabulary
 from training.config import TrainConfig
+from training.ensemble import train_configuration
 from training.exceptions import CheckpointError
 from training.model import build_model
-from training.pipeline import prepare_splits, resolve_device
+from training.pipeline import prepare_splits
 from training.predict import encode_all, predict_logits
-from training.trainer import train
+from training.prepared import PreparedData, member_dataset
 
 SMALL = {"epochs": 3, "batch_size": 16, "max_len": 40, "vocab_size": 200, "embed_dim": 8, "hidden_size": 8,
          "val_fraction": 0.2, "baseline": False, "seed": 5, "word_dropout": 0.1, "embedding_lr_scale": 0.5,
-         "members": 1}
+         "members": 1, "bow_weight": 0.0}
 
 
 class Interrupt(Exception):
@@ -32,8 +33,11 @@ def _stop_after_first_epoch(line: str) -> None:
 
 
 def _run(config: TrainConfig, log=lambda line: None):
-    data, _ = prepare_splits(config)
-    return train(config, data, resolve_device("cpu"), log), data
+    """A single LSTM trained the way lstm-train trains one, straight into ``config.output``."""
+    full, _ = prepare_splits(replace(config, val_fraction=0.0))
+    prepared = PreparedData(full)
+    result = train_configuration(config, prepared, log, output=Path(config.output))
+    return result, member_dataset(prepared, config, 0)
 
 
 def test_checkpoint_round_trip_with_weights_only(synthetic_jsonl: Path, tmp_path: Path) -> None:

@@ -82,6 +82,7 @@ def test_help_names_every_env_var_and_version(lstm_train) -> None:
     result = lstm_train("--help")
     assert result.returncode == 0
     for var in ("LSTM_TRAIN_DATA", "LSTM_TRAIN_OUTPUT", "LSTM_TRAIN_EPOCHS", "LSTM_TRAIN_THREADS",
-                "LSTM_TRAIN_BASELINE", "LSTM_TRAIN_RESUME", "LSTM_TRAIN_EMBEDDINGS"):
+                "LSTM_TRAIN_BASELINE", "LSTM_TRAIN_RESUME", "LSTM_TRAIN_EMBEDDINGS", "LSTM_TRAIN_TIME_BUDGET",
+                "LSTM_TRAIN_INIT_FROM", "LSTM_TRAIN_BOW_WEIGHT"):
         assert var in result.stdout
     assert lstm_train("--version").stdout.startswith("lstm-train, version")

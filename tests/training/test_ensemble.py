@@ -12,19 +12,21 @@ import torch
 from core.vocab import Vocabulary
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
-from training.ensemble import member_dataset, resolve_jobs
+from training.ensemble import resolve_jobs
 from training.model import EnsembleClassifier, build_model
 from training.pipeline import prepare_splits, run_training
 from training.predict import encode_all, predict_logits, softmax
+from training.prepared import PreparedData, member_dataset
 
 SMALL = {"epochs": 2, "batch_size": 16, "max_len": 40, "vocab_size": 200, "embed_dim": 8, "hidden_size": 8,
-         "val_fraction": 0.2, "baseline": False, "seed": 5, "members": 2, "distill_weight": 0.0}
+         "val_fraction": 0.2, "baseline": False, "seed": 5, "members": 2, "distill_weight": 0.0,
+         "bow_weight": 0.0}
 
 
 def test_members_hold_out_disjoint_folds_and_together_see_every_document(synthetic_jsonl: Path) -> None:
     config = TrainConfig(data=str(synthetic_jsonl), output="unused", **{**SMALL, "members": 3})
     full, _ = prepare_splits(replace(config, val_fraction=0.0))
-    parts = [member_dataset(full, config, i) for i in range(3)]
+    parts = [member_dataset(PreparedData(full), config, i) for i in range(3)]
     single, _ = prepare_splits(replace(config, members=1))
     assert parts[0].val_texts == single.val_texts, "member 1 validates on the split a single model would use"
     held = [set(p.val_texts) for p in parts]

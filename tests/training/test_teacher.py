@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.vocab import Vocabulary
 from tests.training.conftest import synthetic_rows
 from training.config import TrainConfig
 from training.teacher import teacher_accuracy, teacher_soft_targets
-from training.trainer import TrainingData, _distillation_targets
+from training.trainer import MemberJob, _distillation_targets
 
 LABELS = {"cars": 0, "space": 1, "sport": 2}
 
@@ -67,8 +68,10 @@ def test_a_distilled_label_smoothed_run_learns(lstm_train, synthetic_jsonl: Path
 
 def test_a_class_too_rare_for_the_teacher_skips_distillation_and_says_so() -> None:
     texts, labels = _data(5)
-    dataset = TrainingData([*texts, "lonely words"], [*labels, 3], [], [], [], [], ["a", "b", "c", "d"])
+    texts, labels = [*texts, "lonely words"], [*labels, 3]
+    job = MemberJob(name="", seed=0, vocab=Vocabulary.build(texts, max_size=100), vectors=None, train_texts=texts,
+                    train_ids=[], train_labels=labels, val_ids=[], val_labels=[], label_names=["a", "b", "c", "d"])
     logged: list[str] = []
-    targets, report = _distillation_targets(TrainConfig(data="x", output="y"), dataset, logged.append)
-    assert targets is None and "at least 2 training documents" in report["skipped"]
+    targets, margins, report = _distillation_targets(TrainConfig(data="x", output="y"), job, logged.append)
+    assert targets is None and margins is None and "at least 2 training documents" in report["skipped"]
     assert logged == [f"distillation skipped: {report['skipped']}"]
