@@ -45,9 +45,11 @@ def model_label(row: dict) -> str:
 
 
 def is_default(row: dict) -> bool:
+    """The default's shape: its members, sizes and tokens, and a linear branch whenever the default has one
+    (its weight is chosen per run on validation, so the weight itself does not identify it)."""
     defaults = TrainConfig(data="", output="")
-    return (row["members"], row["hidden_size"], row["embed_dim"], row["max_len"], row.get("bow_weight") or 0.0) == (
-        defaults.members, defaults.hidden_size, defaults.embed_dim, defaults.max_len, defaults.bow_weight)
+    return (row["members"], row["hidden_size"], row["embed_dim"], row["max_len"], bool(row.get("bow_weight"))) == (
+        defaults.members, defaults.hidden_size, defaults.embed_dim, defaults.max_len, defaults.bow_branch)
 
 
 def pareto(rows: list[dict]) -> list[dict]:

@@ -96,7 +96,8 @@ def start_run(config: TrainConfig, log: Log) -> Run:
         f"{len(dataset.test_texts)} test documents, {len(dataset.label_names)} classes")
     summary = {"source": config.data, "train": len(first.train_texts), "validation": len(first.val_texts),
                "test": len(dataset.test_texts), "classes": len(dataset.label_names),
-               # The label mix the model learned from: lstm-export puts it in the bundle's drift reference.
+               # The label mix of the labelled training documents (validation folds included: they are drawn
+               # stratified, so the mix is the same); lstm-export puts it in the bundle's drift reference.
                "train_label_counts": {dataset.label_names[i]: n for i, n in
                                       sorted(Counter(dataset.train_labels).items())}}
     bad = describe_bad_rows(bad_rows, log)
