@@ -22,13 +22,15 @@ every position) also sum to the scores but credit frequent words ("the", "of")
 with most of the mean; against single-word deletion they ranked tokens worse
 (docs/worker.md, Explanations).
 
-Components are combined by their first-order effect on the final probability of
-the predicted label ``y``: a softmax component with probabilities ``p`` and mixing
-weight ``m`` contributes ``m * p_y * (a[t, y] - sum_c p_c a[t, c])`` at position
-``t`` (the derivative of ``m * softmax(z)_y`` along the position's shares ``a``). An
-ensemble member has ``m = (1 - bow_weight) / members``, the TF-IDF branch
-``m = bow_weight`` with its scores scaled by its sharpness. ``y`` is the argmax of
-the final probabilities, chosen in the graph; pads get exactly 0.
+Components are combined by their first-order effect on the final *log-odds* of the
+predicted label ``y`` (``predicted_label_attributions``): a softmax component's
+log-odds of ``y`` moves by ``a[t, y] - sum_{c != y} q_c a[t, c]`` along position
+``t``'s shares ``a`` (``q``: its softmax over the other classes), and the final
+probability is the mixture ``sum_k m_k p_k``; an ensemble member has
+``m = (1 - bow_weight) / members``, the TF-IDF branch ``m = bow_weight`` with its
+scores scaled by its sharpness. ``y`` is the argmax of the final probabilities,
+chosen in the graph; pads get exactly 0. Log-odds rather than the probability
+itself, because a saturated probability has no first-order change at all.
 
 Where two positions tie for a maximum, PyTorch and ONNX Runtime may pick different
 winners (their states differ in the last bits), but the runner-up then equals the
@@ -41,6 +43,7 @@ attributions as a second output, so the worker explains without torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -148,18 +151,43 @@ def component_scores(classifier: nn.Module, ids: torch.Tensor, lengths: torch.Te
     raise TypeError(f"no attribution for {type(classifier).__name__}")
 
 
+def _log_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 / (1 + e^-x))`` without overflow or a rounding to 0 at either end (written out for the export)."""
+    return torch.clamp(x, max=0.0) - torch.log(1.0 + torch.exp(-torch.abs(x)))
+
+
 def predicted_label_attributions(probabilities: torch.Tensor, components: list[Component],
                                  mask: torch.Tensor) -> torch.Tensor:
-    """``[B, T]``: each position's first-order effect on the probability of the argmax label (pads 0)."""
+    """``[B, T]``: each position's first-order effect on the log-odds of the argmax label (pads 0).
+
+    Log-odds, not the probability: a confident label's probability is flat (exactly 1 in float32 when
+    saturated), so its first-order changes vanish, while its log-odds still move with every word. Within
+    a document the two rank positions alike (they differ by the factor ``P_y (1 - P_y)``). With
+    ``P_y = sum_k m_k sigma(l_k)``, where ``l_k`` is component k's log-odds of ``y``,
+    ``d logit(P_y) = sum_k w_k dl_k`` with ``w_k = m_k sigma(l_k) sigma(-l_k) / (P_y (1 - P_y))``,
+    computed in log space so that neither factor underflows.
+    """
     classes = torch.arange(probabilities.size(-1), device=probabilities.device)
-    predicted = (classes == probabilities.argmax(dim=-1, keepdim=True)).to(probabilities.dtype)  # [B, C] one-hot
-    total = torch.zeros_like(mask)
+    predicted = classes == probabilities.argmax(dim=-1, keepdim=True)  # [B, C] one-hot
+    effects, log_both, log_yes, log_no = [], [], [], []
     for component in components:
-        p = torch.exp(torch.log_softmax(component.logits, dim=-1).clamp(min=LOWEST_LOG_PROBABILITY))
-        p_predicted = (p * predicted).sum(dim=-1, keepdim=True)  # [B, 1]
-        # sum_c (1[c = y] - p_c) * shares[t, c]: the position's pull toward y against the component's average class
-        effect = torch.bmm(component.shares, (predicted - p).unsqueeze(2)).squeeze(2)  # [B, T]
-        total = total + component.mix * p_predicted * effect
+        others = component.logits.masked_fill(predicted, float("-inf"))
+        log_odds = (component.logits.masked_fill(~predicted, 0.0).sum(dim=-1, keepdim=True)
+                    - torch.logsumexp(others, dim=-1, keepdim=True))  # [B, 1]
+        rest = torch.exp(torch.log_softmax(others, dim=-1).clamp(min=LOWEST_LOG_PROBABILITY))
+        rest = rest.masked_fill(predicted, 0.0)
+        # dl = shares[t, y] - sum_{c != y} q_c shares[t, c], q the softmax over the other classes
+        effects.append(torch.bmm(component.shares, (predicted.to(rest.dtype) - rest).unsqueeze(2)).squeeze(2))
+        log_mix = math.log(component.mix)
+        yes, no = _log_sigmoid(log_odds), _log_sigmoid(-log_odds)
+        log_both.append(log_mix + yes + no)
+        log_yes.append(log_mix + yes)
+        log_no.append(log_mix + no)
+    log_normaliser = (torch.logsumexp(torch.cat(log_yes, dim=-1), dim=-1, keepdim=True)
+                      + torch.logsumexp(torch.cat(log_no, dim=-1), dim=-1, keepdim=True))  # log P_y (1 - P_y)
+    total = torch.zeros_like(mask)
+    for effect, log_weight in zip(effects, log_both, strict=True):
+        total = total + torch.exp(log_weight - log_normaliser) * effect
     return total * mask
 
 

@@ -1,6 +1,6 @@
 """From per-position attributions to the ``explanation`` of an output: the document's strongest tokens.
 
-The graph attributes to each position its first-order effect on the probability
+The graph attributes to each position its first-order effect on the log-odds
 of the predicted label (``training/attribution.py``). A word's weight is the sum
 over its occurrences, since removing a word removes all of them. Listed: the
 ``k`` tokens with the largest positive weight, strongest first, as the bundle's

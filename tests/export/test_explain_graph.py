@@ -125,3 +125,21 @@ def test_an_engine_refuses_to_explain_with_a_bundle_exported_without_attribution
     InferenceEngine(load_bundle(old), provider="cpu", threads=1).close()  # plain scoring still serves
     with pytest.raises(EngineError, match="exported without attributions; re-export it"):
         InferenceEngine(load_bundle(old), provider="cpu", threads=1, explain=True)
+
+
+def test_a_label_certain_in_float32_is_explained_by_onnx_runtime_too(tmp_path: Path) -> None:
+    model = explaining_model(pooling="max_mean", members=2, bow_weight=0.3)
+    with torch.no_grad():  # every component sure of class 0: its probability rounds to 1.0 in float32
+        for member in model.classifier.lstm.members:
+            member.classifier.bias[0] += 40.0
+        model.classifier.bag_of_words.bias[0] += 40.0 / model.classifier.config.bow_sharpness
+    engine = InferenceEngine(load_bundle(bundle(tmp_path, export_onnx(model))), provider="cpu", threads=2,
+                             explain=True)
+    docs = documents(count=8, seed=3)
+    expected_p, expected_a = torch_outputs(model, docs)
+    p, attributions = engine.predict_explained(docs)
+    assert (p[:, 0] == 1.0).all() and (expected_p[:, 0] == 1.0).all()
+    for got, expected in zip(attributions, expected_a, strict=True):
+        assert np.abs(got).max() > 1e-2  # words still move the label's log-odds
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+    engine.close()

@@ -102,8 +102,8 @@ def test_each_component_s_shares_sum_to_its_scores_less_its_reference(overrides:
 
 
 @pytest.mark.parametrize("overrides", CONFIGS, ids=str)
-def test_attributions_are_the_first_order_effect_on_the_predicted_probability(overrides: dict) -> None:
-    """attribution_t = sum over components of d P_y / d z_k . shares_k[t], with the gradient by autograd."""
+def test_attributions_are_the_first_order_effect_on_the_predicted_log_odds(overrides: dict) -> None:
+    """attribution_t = sum over components of d logit(P_y) / d z_k . shares_k[t], with the gradient by autograd."""
     classifier = small_model(**overrides)
     ids, lengths = batch()
     probabilities, attributions = ExplainingModel(classifier)(ids, lengths)
@@ -116,7 +116,8 @@ def test_attributions_are_the_first_order_effect_on_the_predicted_probability(ov
     else:
         final = torch.softmax(classifier.combine(logits) if len(logits) > 1 else logits[0], dim=-1)
     predicted = final.argmax(dim=-1)
-    gradients = torch.autograd.grad(final.gather(1, predicted[:, None]).sum(), logits)
+    p_y = final.gather(1, predicted[:, None])
+    gradients = torch.autograd.grad((torch.log(p_y) - torch.log(1 - p_y)).sum(), logits)
     expected = sum((c.shares.detach() * g[:, None, :]).sum(-1) for c, g in zip(components, gradients, strict=True))
     torch.testing.assert_close(final, probabilities.detach())
     torch.testing.assert_close(attributions.detach(), expected * (torch.arange(9) < lengths[:, None]),
@@ -141,3 +142,34 @@ def test_same_probabilities_as_the_probability_model_and_padding_changes_nothing
             p_alone, a_alone = model(ids[row : row + 1, :n], lengths[row : row + 1])
             torch.testing.assert_close(a_alone[0], attributions[row, :n], atol=1e-6, rtol=1e-5)
     assert attributions[0].abs().max() > 0
+
+
+def _log_odds_gradient_attributions(classifier: torch.nn.Module, ids: torch.Tensor,
+                                    lengths: torch.Tensor) -> torch.Tensor:
+    """The autograd reference of the test above, for a hybrid model, in whatever dtype the model has."""
+    _, components = component_scores(classifier, ids, lengths)
+    logits = [c.logits.detach().requires_grad_(True) for c in components]
+    lstm = classifier.lstm.combine(logits[:-1])
+    log_final = torch.log_softmax(classifier.mix(lstm, logits[-1]), dim=-1)
+    predicted = torch.nn.functional.one_hot(log_final.argmax(dim=-1), log_final.size(-1)).bool()
+    log_odds = log_final[predicted] - torch.logsumexp(log_final.masked_fill(predicted, float("-inf")), dim=-1)
+    gradients = torch.autograd.grad(log_odds.sum(), logits)
+    return sum((c.shares.detach() * g[:, None, :]).sum(-1) for c, g in zip(components, gradients, strict=True))
+
+
+def test_a_label_saturated_to_probability_one_is_still_explained() -> None:
+    """A very confident label: 1.0 in float32, so the probability has no first-order change; its log-odds do."""
+    classifier = small_model(pooling="max_mean", members=2, bow_weight=0.3)
+    ids, lengths = batch()
+    with torch.no_grad():  # every component sure of class 0, far past float32's 1 - 6e-8
+        for member in classifier.lstm.members:
+            member.classifier.bias[0] += 40.0
+        classifier.bag_of_words.bias[0] += 40.0 / classifier.config.bow_sharpness
+        probabilities, attributions = ExplainingModel(classifier)(ids, lengths)
+    saturated = 0
+    assert probabilities[saturated, 0] == 1.0  # float32 cannot tell it from certainty
+    expected = _log_odds_gradient_attributions(classifier.double(), ids, lengths)  # in log space
+    real = int(lengths[saturated])
+    assert attributions[saturated, :real].abs().min() >= 0 and attributions[saturated, :real].abs().max() > 0.1
+    torch.testing.assert_close(attributions[saturated, :real].double(), expected[saturated, :real],
+                               atol=1e-3, rtol=1e-3)
