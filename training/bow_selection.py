@@ -37,9 +37,10 @@ class FoldScores:
 
 
 def fold_margins(fold_ids: Sequence[np.ndarray], train_ids: Sequence[np.ndarray], train_labels: Sequence[int],
-                 vocab_size: int, num_classes: int, seed: int) -> np.ndarray:
+                 vocab_size: int, num_classes: int, seed: int, bigram_buckets: int = 0) -> np.ndarray:
     """The linear margins on one fold from a branch fitted like the final one on ``train_ids`` (the fold left out)."""
-    return branch_margins(fit_bag_of_words(train_ids, train_labels, vocab_size, num_classes, seed), fold_ids)
+    buffers = fit_bag_of_words(train_ids, train_labels, vocab_size, num_classes, seed, bigram_buckets)
+    return branch_margins(buffers, fold_ids, bigram_buckets)
 
 
 def mixed_probabilities(lstm: np.ndarray, margins: np.ndarray, weight: float, sharpness: float) -> np.ndarray:

@@ -136,6 +136,10 @@ OPTIONS = [
          show_default=True, env="BOW_SHARPNESS",
          help="The linear branch's probabilities are softmax(sharpness x SVM margin) (with an explicit "
          "--bow-weight; 'auto' chooses it too)."),
+    _opt("--bow-bigram-buckets", type=click.IntRange(min=0), default=DEFAULTS.bow_bigram_buckets, show_default=True,
+         env="BOW_BIGRAM_BUCKETS",
+         help="The linear branch also counts pairs of adjacent words, hashed into this many columns "
+         "(0 = single words only); each column costs a row of class weights in the model."),
     _opt("--jobs", type=click.IntRange(min=0), default=DEFAULTS.jobs, show_default=True, env="JOBS",
          help="Members trained at once, one process each (0 = as many as the cores allow at --threads each; "
          "1 on a GPU)."),

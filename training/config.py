@@ -18,7 +18,7 @@ MIN_BUDGET_SECONDS = 20.0
 # Keys that may differ between a run and its --resume without changing what is trained.
 # The bag-of-words branch is fitted after the LSTMs: changing it and resuming a finished run refits only it.
 RESUME_FREE_KEYS = frozenset({"resume", "threads", "device", "baseline", "output", "jobs", "bow_weight",
-                              "bow_sharpness"})
+                              "bow_sharpness", "bow_bigram_buckets"})
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class TrainConfig:
     members: int = 3
     bow_weight: float | str = AUTO
     bow_sharpness: float = 6.0
+    bow_bigram_buckets: int = 2**18
     jobs: int = 0
     seed: int = 0
     device: str = "cpu"
@@ -88,6 +89,7 @@ class TrainConfig:
             (self.bow_weight == AUTO or isinstance(self.bow_weight, float | int) and 0.0 <= self.bow_weight < 1.0,
              "--bow-weight must be 'auto' or in [0, 1)"),
             (self.bow_sharpness > 0, "--bow-sharpness must be positive"),
+            (self.bow_bigram_buckets >= 0, "--bow-bigram-buckets must be 0 (words only) or positive"),
             (self.pooling in POOLINGS, f"--pooling must be one of {POOLINGS}"),
             (self.time_budget is None or self.time_budget >= MIN_BUDGET_SECONDS,
              f"--time-budget must be at least {MIN_BUDGET_SECONDS:.0f}s"),

@@ -171,7 +171,8 @@ def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = 
     if weight > 0:
         # On every training post, like the members together (and the baseline of such a run).
         model = with_bag_of_words(model, features.ids, full.train_labels, weight=weight, sharpness=sharpness,
-                                  seed=config.seed, log=_silent if quiet else log)
+                                  seed=config.seed, bigram_buckets=config.bow_bigram_buckets,
+                                  log=_silent if quiet else log)
     val_score = _pooled_accuracy(folds, weight, sharpness)
     scores = [fit.best_val_macro_f1 for fit in fits]
     mean_f1 = None if None in scores else float(np.mean(scores))  # None: no validation split
@@ -228,7 +229,8 @@ def _scored_folds(config: TrainConfig, prepared: PreparedData, features: Feature
         margins = None
         if config.bow_branch:
             margins = fold_margins([features.ids[i] for i in held], [features.ids[i] for i in kept], labels[kept],
-                                   len(features.vocab), len(prepared.full.label_names), config.seed)
+                                   len(features.vocab), len(prepared.full.label_names), config.seed,
+                                   config.bow_bigram_buckets)
         folds.append(FoldScores(fit.val_probabilities, margins, labels[held]))
     return folds
 

@@ -44,6 +44,8 @@ class ModelConfig:
     # (1 - bow_weight) * lstm + bow_weight * softmax(bow_sharpness * margins); see HybridClassifier.
     bow_weight: float = 0.0
     bow_sharpness: float = 6.0
+    # > 0: the branch also counts adjacent word pairs, hashed into this many columns (see bigram_column).
+    bow_bigram_buckets: int = 0
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -55,6 +57,8 @@ class ModelConfig:
             raise ValueError("dropout must be in [0, 1)")
         if not 0.0 <= self.bow_weight < 1.0 or self.bow_sharpness <= 0:
             raise ValueError("bow_weight must be in [0, 1) and bow_sharpness positive")
+        if self.bow_bigram_buckets < 0:
+            raise ValueError("bow_bigram_buckets must be 0 or positive")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -188,36 +192,68 @@ class EnsembleClassifier(nn.Module):
         return torch.logsumexp(log_probabilities, dim=0) - math.log(len(member_logits))
 
 
+# Word pairs are hashed, not looked up: a hash is a few integer operations in the graph, a pair
+# vocabulary would need a lookup table there. Ids are below 2^31, so the product fits in int64.
+BIGRAM_HASH_MULTIPLIER = 1_000_003
+
+
+def bigram_column(previous, current, buckets: int):
+    """The hashed column (0 .. buckets - 1) of the word pair (previous, current): numpy arrays or tensors."""
+    return (previous * BIGRAM_HASH_MULTIPLIER + current) % buckets
+
+
 class BagOfWordsBranch(nn.Module):
     """Margins of a linear model over the document's TF-IDF vector, computed from the ids in the graph.
 
-    The vector is scikit-learn's ``TfidfTransformer(sublinear_tf=True)`` of the token counts:
-    word u gets ``(1 + log count_u) * idf_u``, then the vector is scaled to unit length. It is
-    computed per position without a vocabulary-wide tensor or a scatter: position t's word
-    occurs ``c_t`` times, so summing ``value_t / c_t`` over positions counts each word once.
-    Pads and ``<unk>`` do not count (masked by ``lengths`` and id), so, like the LSTMs, a document's
-    margins do not depend on padding or batch-mates. The buffers are fitted in closed form
-    (``training.bag_of_words``), not by gradient descent.
+    The vector is scikit-learn's ``TfidfTransformer(sublinear_tf=True)`` of the feature counts:
+    feature u gets ``(1 + log count_u) * idf_u``, then the vector is scaled to unit length. The
+    features are the words and, with ``bigram_buckets``, the pairs of adjacent words, hashed into
+    that many columns after the vocabulary's (``bigram_column``). It is computed per position
+    without a feature-wide tensor or a scatter: position t's feature occurs ``c_t`` times, so
+    summing ``value_t / c_t`` over positions counts each feature once. Pads and ``<unk>`` do not
+    count (masked by ``lengths`` and id; a pair needs two counted words), so, like the LSTMs, a
+    document's margins do not depend on padding or batch-mates. The buffers are fitted in closed
+    form (``training.bag_of_words``), not by gradient descent.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, unk_id: int = UNK_ID):
+    def __init__(self, vocab_size: int, num_classes: int, bigram_buckets: int = 0, unk_id: int = UNK_ID):
         super().__init__()
-        self.unk_id = unk_id
-        self.register_buffer("idf", torch.zeros(vocab_size))
-        self.register_buffer("weight", torch.zeros(vocab_size, num_classes))  # one row per word
+        self.unk_id, self.vocab_size, self.bigram_buckets = unk_id, vocab_size, bigram_buckets
+        columns = vocab_size + bigram_buckets
+        self.register_buffer("idf", torch.zeros(columns))
+        self.register_buffer("weight", torch.zeros(columns, num_classes))  # one row per word, then per pair bucket
         self.register_buffer("bias", torch.zeros(num_classes))
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.per_position(ids, lengths).sum(dim=1) + self.bias
 
     def per_position(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``[B, T, classes]``: each position's share of the margins (their sum, plus the bias, is the margins)."""
-        counted = (time_mask(lengths, ids.shape[1]) & (ids > self.unk_id)).float()  # pads (id 0) too
-        same_word = (ids.unsqueeze(2) == ids.unsqueeze(1)).float() * counted.unsqueeze(1)
-        occurrences = (same_word.sum(dim=2) * counted).clamp(min=1.0)  # [B, T]: c_t
-        values = (1.0 + torch.log(occurrences)) * self.idf[ids] * counted
-        norm = torch.sqrt((values * values / occurrences).sum(dim=1, keepdim=True)).clamp(min=1e-12)
-        return (values / occurrences / norm).unsqueeze(2) * self.weight[ids]
+        """``[B, T, classes]``: each position's share of the margins (their sum, plus the bias, is the margins).
+
+        A pair's share is split evenly between its two words: deleting either one removes it.
+        """
+        counted = time_mask(lengths, ids.shape[1]) & (ids > self.unk_id)  # pads (id 0) too
+        streams = [(ids, counted)]
+        if self.bigram_buckets:
+            # The pair ending at position t (none ends at 0), in the columns after the vocabulary's.
+            paired = torch.cat([torch.zeros_like(counted[:, :1]), counted[:, :-1] & counted[:, 1:]], dim=1)
+            pairs = self.vocab_size + bigram_column(ids[:, :-1], ids[:, 1:], self.bigram_buckets)
+            streams.append((torch.cat([torch.zeros_like(ids[:, :1]), pairs], dim=1), paired))
+        parts = []
+        for columns, mask in streams:
+            real = mask.float()
+            same = (columns.unsqueeze(2) == columns.unsqueeze(1)).float() * real.unsqueeze(1)
+            occurrences = (same.sum(dim=2) * real).clamp(min=1.0)  # [B, T]: c_t
+            values = (1.0 + torch.log(occurrences)) * self.idf[columns] * real
+            parts.append((columns, values, occurrences))
+        norm = torch.sqrt(sum((values * values / occurrences).sum(dim=1, keepdim=True)
+                              for _, values, occurrences in parts)).clamp(min=1e-12)
+        shares = [(values / occurrences / norm).unsqueeze(2) * self.weight[columns]
+                  for columns, values, occurrences in parts]
+        if len(shares) == 1:
+            return shares[0]
+        half = 0.5 * shares[1]
+        return shares[0] + half + torch.cat([half[:, 1:], torch.zeros_like(half[:, :1])], dim=1)
 
 
 class HybridClassifier(nn.Module):
@@ -227,7 +263,7 @@ class HybridClassifier(nn.Module):
         super().__init__()
         self.config = config
         self.lstm = build_model(replace(config, bow_weight=0.0))
-        self.bag_of_words = BagOfWordsBranch(config.vocab_size, config.num_classes)
+        self.bag_of_words = BagOfWordsBranch(config.vocab_size, config.num_classes, config.bow_bigram_buckets)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.mix(self.lstm(ids, lengths), self.config.bow_sharpness * self.bag_of_words(ids, lengths))

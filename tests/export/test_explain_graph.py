@@ -24,7 +24,8 @@ from worker.exceptions import EngineError
 
 VOCAB = Vocabulary(("<pad>", "<unk>", *(f"w{i}" for i in range(298))))
 CONFIGS = [dict(pooling="max_mean"), dict(pooling="attention", word_shortcut=True), dict(pooling="mean"),
-           dict(pooling="max", members=2), dict(pooling="max_mean", members=2, bow_weight=0.3)]
+           dict(pooling="max", members=2), dict(pooling="max_mean", members=2, bow_weight=0.3),
+           dict(pooling="max_mean", bow_weight=0.3, bow_bigram_buckets=32)]
 
 
 def explaining_model(**overrides) -> ExplainingModel:

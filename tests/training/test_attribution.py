@@ -27,6 +27,7 @@ CONFIGS = [dict(pooling=p) for p in POOLINGS] + [
     dict(pooling="max_mean", members=3),
     dict(pooling="max_mean", members=2, bow_weight=0.3),
     dict(pooling="max", bow_weight=0.4, word_shortcut=True),
+    dict(pooling="max_mean", bow_weight=0.4, bow_bigram_buckets=8),
 ]
 
 

@@ -27,10 +27,22 @@ def _documents(count: int, seed: int = 0, classes: int = CLASSES) -> tuple[list[
     return docs, labels
 
 
-def _branch(docs, labels, classes: int = CLASSES) -> BagOfWordsBranch:
-    branch = BagOfWordsBranch(VOCAB, classes)
-    branch.load_state_dict(fit_bag_of_words(docs, labels, VOCAB, classes))
+def _branch(docs, labels, classes: int = CLASSES, buckets: int = 0) -> BagOfWordsBranch:
+    branch = BagOfWordsBranch(VOCAB, classes, buckets)
+    branch.load_state_dict(fit_bag_of_words(docs, labels, VOCAB, classes, bigram_buckets=buckets))
     return branch
+
+
+def _counted_by_hand(docs: list[np.ndarray], buckets: int) -> np.ndarray:
+    """Dense counts: each real word's id, then each pair of adjacent real words at VOCAB + its documented hash."""
+    counts = np.zeros((len(docs), VOCAB + buckets))
+    for row, doc in enumerate(docs):
+        for i, word in enumerate(doc):
+            if word > UNK_ID:
+                counts[row, word] += 1
+                if buckets and i > 0 and doc[i - 1] > UNK_ID:
+                    counts[row, VOCAB + (int(doc[i - 1]) * 1_000_003 + int(word)) % buckets] += 1
+    return counts
 
 
 def _margins(module: torch.nn.Module, docs: list[np.ndarray]) -> np.ndarray:
@@ -39,12 +51,14 @@ def _margins(module: torch.nn.Module, docs: list[np.ndarray]) -> np.ndarray:
         return module(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy()
 
 
-@pytest.mark.parametrize("classes", [2, CLASSES])
-def test_graph_margins_equal_scikit_learn_tfidf_and_linear_svc(classes: int) -> None:
+@pytest.mark.parametrize(("classes", "buckets"), [(2, 0), (CLASSES, 0), (2, 16), (CLASSES, 64)])
+def test_graph_margins_equal_scikit_learn_tfidf_and_linear_svc(classes: int, buckets: int) -> None:
     docs, labels = _documents(300, classes=classes)
-    graph = _margins(_branch(docs, labels, classes), docs)
+    docs[0] = np.array([5, UNK_ID, 9, 9, 5, UNK_ID], dtype=np.int64)  # an <unk> between two words breaks their pair
+    graph = _margins(_branch(docs, labels, classes, buckets), docs)
 
-    counts = token_counts(docs, VOCAB)
+    counts = _counted_by_hand(docs, buckets)
+    np.testing.assert_array_equal(token_counts(docs, VOCAB, buckets).toarray(), counts)
     tfidf = TfidfTransformer(sublinear_tf=True).fit(counts)
     svm = LinearSVC(C=1.0, random_state=0).fit(tfidf.transform(counts), labels)
     reference = svm.decision_function(tfidf.transform(counts))
@@ -54,9 +68,10 @@ def test_graph_margins_equal_scikit_learn_tfidf_and_linear_svc(classes: int) -> 
     assert (graph.argmax(1) == labels).mean() > 0.9  # it learnt the topical words
 
 
-def test_pads_unk_and_batch_mates_do_not_change_a_documents_margins() -> None:
+@pytest.mark.parametrize("buckets", [0, 16])
+def test_pads_unk_and_batch_mates_do_not_change_a_documents_margins(buckets: int) -> None:
     docs, labels = _documents(200)
-    branch = _branch(docs, labels)
+    branch = _branch(docs, labels, buckets=buckets)
     sample = docs[:6]
     alone = np.concatenate([_margins(branch, [d]) for d in sample])
     np.testing.assert_allclose(_margins(branch, sample), alone, atol=1e-6)
@@ -73,10 +88,13 @@ def test_pads_unk_and_batch_mates_do_not_change_a_documents_margins() -> None:
     np.testing.assert_allclose(_margins(branch, [np.array([UNK_ID])])[0], branch.bias.numpy(), atol=1e-6)
 
 
-def test_sparse_margins_used_for_the_report_match_the_graph() -> None:
+@pytest.mark.parametrize("buckets", [0, 32])
+def test_sparse_margins_used_for_the_report_match_the_graph(buckets: int) -> None:
     docs, labels = _documents(150)
     lstm = build_model(ModelConfig(vocab_size=VOCAB, num_classes=CLASSES, embed_dim=8, hidden_size=8))
-    hybrid = with_bag_of_words(lstm, docs, labels, weight=0.3, sharpness=6.0, seed=0, log=lambda line: None)
+    hybrid = with_bag_of_words(lstm, docs, labels, weight=0.3, sharpness=6.0, seed=0, bigram_buckets=buckets,
+                               log=lambda line: None)
+    assert hybrid.config.bow_bigram_buckets == buckets and len(hybrid.bag_of_words.idf) == VOCAB + buckets
     np.testing.assert_allclose(linear_margins(hybrid, docs), _margins(hybrid.bag_of_words, docs), atol=1e-5)
 
 
