@@ -12,7 +12,7 @@ Variants (all on the checkpoint's vocabulary ids, ``<unk>`` left out, like the e
 - word bigrams: two consecutive token ids that are both real words. A ``<unk>`` between two words
   breaks the pair (the words either side of it were never adjacent), so each bigram is a
   position t with ``ids[t-1] > UNK_ID`` and ``ids[t] > UNK_ID``, hashed into ``buckets`` columns
-  with ``(prev * HASH_MULTIPLIER + cur) mod buckets`` (int64 Mul/Add/Mod: the graph can compute it);
+  with ``(prev * BIGRAM_HASH_MULTIPLIER + cur) mod buckets`` (int64 Mul/Add/Mod: the graph can compute it);
   one sublinear TF-IDF over ``[vocab | buckets]`` columns and one LinearSVC;
 - LinearSVC's C.
 
@@ -44,14 +44,13 @@ from training.bag_of_words import branch_margins, token_counts
 from training.bow_selection import FoldScores, choose_bow_weight, mixed_probabilities
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
-from training.model import build_model
+from training.model import BIGRAM_HASH_MULTIPLIER, build_model
 from training.pipeline import prepare_splits
 from training.predict import encode_all, predict_logits, softmax
 from training.prepared import PreparedData
 
 ROOT = Path(__file__).resolve().parents[1]
 WHOLE_DOCUMENT = 1_000_000  # a max_len no 20 Newsgroups post reaches: every token is read
-HASH_MULTIPLIER = 1_000_003
 CPU = torch.device("cpu")
 
 
@@ -70,22 +69,6 @@ def variants(max_len: int) -> list[Variant]:
             base.append(Variant(f"bigram{bits}-{label}", tokens, 2**bits))
     with_c = [replace(v, name=f"{v.name}-C{c:g}", c=c) for v in base[2:] for c in (0.5, 2.0)]
     return base + with_c
-
-
-def feature_counts(id_lists: Sequence[np.ndarray], vocab_size: int, buckets: int) -> sp.csr_matrix:
-    """``[documents, vocab + buckets]`` counts: the branch's unigrams, then the hashed bigrams."""
-    unigrams = token_counts(id_lists, vocab_size)
-    if not buckets:
-        return unigrams
-    rows, cols = [], []
-    for row, ids in enumerate(id_lists):
-        previous, current = ids[:-1], ids[1:]
-        real = (previous > UNK_ID) & (current > UNK_ID)
-        cols.append((previous[real] * HASH_MULTIPLIER + current[real]) % buckets)
-        rows.append(np.full(int(real.sum()), row))
-    rows_all, cols_all = np.concatenate(rows), np.concatenate(cols)
-    bigrams = sp.csr_matrix((np.ones(len(cols_all)), (rows_all, cols_all)), shape=(len(id_lists), buckets))
-    return sp.hstack([unigrams, bigrams], format="csr")
 
 
 def distinct_bigrams(id_lists: Sequence[np.ndarray], vocab_size: int) -> int:
@@ -120,7 +103,7 @@ def measure(variant: Variant, data: dict, log) -> dict:
     """One variant: chosen out of fold like the default branch, then scored on the test split."""
     vocab_size, classes, seed = data["vocab_size"], data["classes"], data["seed"]
     ids = [x[: variant.max_len] for x in data["train_ids"]]
-    counts = feature_counts(ids, vocab_size, variant.buckets)
+    counts = token_counts(ids, vocab_size, variant.buckets)
     labels = data["train_labels"]
     folds = []
     for (kept, held), probabilities in zip(data["folds"], data["fold_probabilities"], strict=True):
@@ -128,9 +111,9 @@ def measure(variant: Variant, data: dict, log) -> dict:
         folds.append(FoldScores(probabilities, branch.margins(counts[held], classes), labels[held]))
     choice = choose_bow_weight(folds)
     started = time.perf_counter()
-    branch = LinearBranch(feature_counts(ids, vocab_size, variant.buckets), labels, variant.c, seed)
+    branch = LinearBranch(token_counts(ids, vocab_size, variant.buckets), labels, variant.c, seed)
     fit_seconds = time.perf_counter() - started
-    test_counts = feature_counts([x[: variant.max_len] for x in data["test_ids"]], vocab_size, variant.buckets)
+    test_counts = token_counts([x[: variant.max_len] for x in data["test_ids"]], vocab_size, variant.buckets)
     test_margins = branch.margins(test_counts, classes)
     mixed = mixed_probabilities(data["test_lstm"], test_margins, choice["weight"], choice["sharpness"])
     row = {**asdict(variant), "max_len": "whole" if variant.max_len == WHOLE_DOCUMENT else variant.max_len,
@@ -224,7 +207,7 @@ def main(checkpoint_path: str, data: str, only: tuple[str, ...], threads: int, o
     result = {"command": "python -m bench.branch_variants " + " ".join(sys.argv[1:]),
               "measured_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "checkpoint": str(checkpoint_path), "train_config": inputs["config"],
-              "train_tokens": inputs["train_tokens"], "hash": f"(prev * {HASH_MULTIPLIER} + cur) mod buckets",
+              "train_tokens": inputs["train_tokens"], "hash": f"(prev * {BIGRAM_HASH_MULTIPLIER} + cur) mod buckets",
               "reference": reference, "variants": rows, "torch_threads": torch.get_num_threads(),
               "wall_seconds": round(time.perf_counter() - started, 1),
               "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
