@@ -140,7 +140,8 @@ def lstm_part(checkpoint: dict, data: dict, log) -> dict:
     test_lstm = softmax(predict_logits(ensemble, [x[: data["max_len"]] for x in data["test_ids"]], CPU))
     log(f"LSTM part: {len(fold_probabilities)} folds and the test split scored in {time.perf_counter() - started:.0f}s")
     buffers = {name: checkpoint["state_dict"][f"bag_of_words.{name}"] for name in ("idf", "weight", "bias")}
-    stored_margins = branch_margins(buffers, [x[: data["max_len"]] for x in data["test_ids"]])
+    stored_margins = branch_margins(buffers, [x[: data["max_len"]] for x in data["test_ids"]],
+                                    model.config.bow_bigram_buckets)
     return {"fold_probabilities": fold_probabilities, "test_lstm": test_lstm, "stored_margins": stored_margins,
             "bow_weight": model.config.bow_weight, "bow_sharpness": model.config.bow_sharpness}
 

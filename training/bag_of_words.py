@@ -30,6 +30,11 @@ from training.model import HybridClassifier, ModelConfig, bigram_column
 from training.predict import predict_logits
 
 
+def features_name(bigram_buckets: int) -> str:
+    """What a branch counts, in words: one phrase for the log, the report and ``metrics.json``."""
+    return f"words and word pairs in {bigram_buckets} buckets" if bigram_buckets else "single words"
+
+
 def token_counts(id_lists: Sequence[np.ndarray], vocab_size: int, bigram_buckets: int = 0) -> sp.csr_matrix:
     """``[documents, vocab + bigram_buckets]`` counts of the real tokens (``<unk>`` and pads left out), then
     of the hashed pairs of adjacent real tokens (a pair across an ``<unk>`` is none), as the graph counts them."""
@@ -79,9 +84,8 @@ def with_bag_of_words(lstm: torch.nn.Module, id_lists: Sequence[np.ndarray], lab
     hybrid.lstm.load_state_dict(lstm.state_dict())
     hybrid.bag_of_words.load_state_dict(fit_bag_of_words(id_lists, labels, config.vocab_size, config.num_classes,
                                                          seed, bigram_buckets))
-    features = f"words and word pairs in {bigram_buckets} buckets" if bigram_buckets else "words"
-    log(f"bag-of-words branch: TF-IDF ({features}) + LinearSVC on {len(id_lists)} documents' first tokens, "
-        f"weight {weight}, sharpness {sharpness}, {time.perf_counter() - started:.1f}s")
+    log(f"bag-of-words branch: TF-IDF ({features_name(bigram_buckets)}) + LinearSVC on {len(id_lists)} documents' "
+        f"first tokens, weight {weight}, sharpness {sharpness}, {time.perf_counter() - started:.1f}s")
     return hybrid
 
 

@@ -1,10 +1,13 @@
-"""``--bow-weight auto``: choose the linear branch's weight (and sharpness) on validation data, out of fold.
+"""``--bow-weight auto``: choose the linear branch's weight, sharpness and features on validation data, out of fold.
 
 Each member of a run holds out its own validation fold. On fold k, the member that did not train on
 it gives its probabilities, and a linear branch fitted exactly like the final one (``fit_bag_of_words``)
 but on the other documents (member k's training part) gives its margins; neither saw the fold's
 labels. Each (weight, sharpness) pair is scored by the accuracy of the mixed probabilities pooled
 over all folds; the best wins, ties going to the smaller weight, then to the sharpness listed first.
+The features are chosen the same way: a branch over single words and one that also counts word
+pairs are both fitted per fold, and the pairs are kept only if they score higher (they help long
+posts, and can hurt short texts, where most pairs are seen once).
 
 Two leanings, in opposite directions, to keep in mind when reading the chosen weight: the final model
 mixes the branch with the *average* of the members, which is more accurate than the one member scored
@@ -68,3 +71,16 @@ def choose_bow_weight(folds: Sequence[FoldScores], weights: Sequence[float] = WE
             "lstm_accuracy": scores[0]["accuracy"],
             "linear_accuracy": round(float((margins.argmax(axis=1) == labels).mean()), 5),
             "documents": int(len(labels)), "folds": len(folds), "scores": scores}
+
+
+def choose_branch(candidates: dict[int, Sequence[FoldScores]]) -> dict:
+    """:func:`choose_bow_weight` for each feature set (bigram buckets -> its folds); the best set wins.
+
+    Ties go to the fewer buckets (0: single words), the smaller model. The result is the winner's
+    choice plus ``bigram_buckets`` and, per feature set compared, its best weight and accuracies.
+    """
+    choices = {buckets: choose_bow_weight(folds) for buckets, folds in sorted(candidates.items())}
+    best = max(choices, key=lambda buckets: choices[buckets]["accuracy"])  # the first maximum: fewest buckets
+    compared = [{"bigram_buckets": buckets, "weight": choice["weight"], "accuracy": choice["accuracy"],
+                 "linear_accuracy": choice["linear_accuracy"]} for buckets, choice in choices.items()]
+    return {**choices[best], "bigram_buckets": best, "features": compared}

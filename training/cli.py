@@ -130,8 +130,9 @@ OPTIONS = [
     _opt("--bow-weight", type=BowWeight(), default=DEFAULTS.bow_weight, show_default=True, env="BOW_WEIGHT",
          help="Mix the LSTMs' probabilities with a linear TF-IDF + LinearSVC model over the same tokens, "
          "fitted after them and exported in the same graph: (1 - w) x LSTM + w x linear (0 = LSTM only). "
-         "'auto': w and the sharpness are chosen on the members' validation folds, out of fold (each fold "
-         "scored by the member and a linear model that did not train on it); 0 when there are no folds."),
+         "'auto': w, the sharpness and the features (single words, or words and pairs) are chosen on the "
+         "members' validation folds, out of fold (each fold scored by the member and a linear model that did not "
+         "train on it); 0 when there are no folds."),
     _opt("--bow-sharpness", type=click.FloatRange(min=0.0, min_open=True), default=DEFAULTS.bow_sharpness,
          show_default=True, env="BOW_SHARPNESS",
          help="The linear branch's probabilities are softmax(sharpness x SVM margin) (with an explicit "
@@ -139,7 +140,8 @@ OPTIONS = [
     _opt("--bow-bigram-buckets", type=click.IntRange(min=0), default=DEFAULTS.bow_bigram_buckets, show_default=True,
          env="BOW_BIGRAM_BUCKETS",
          help="The linear branch also counts pairs of adjacent words, hashed into this many columns "
-         "(0 = single words only); each column costs a row of class weights in the model."),
+         "(0 = single words only); each column costs a row of class weights in the model. With --bow-weight "
+         "auto the pairs are kept only if they beat single words out of fold."),
     _opt("--jobs", type=click.IntRange(min=0), default=DEFAULTS.jobs, show_default=True, env="JOBS",
          help="Members trained at once, one process each (0 = as many as the cores allow at --threads each; "
          "1 on a GPU)."),

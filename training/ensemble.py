@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.bag_of_words import with_bag_of_words
-from training.bow_selection import FoldScores, choose_bow_weight, fold_margins, mixed_probabilities
+from training.bag_of_words import features_name, with_bag_of_words
+from training.bow_selection import FoldScores, choose_branch, fold_margins, mixed_probabilities
 from training.checkpoint import BEST_FILE, LAST_FILE, make_checkpoint, save_checkpoint
 from training.config import AUTO, TrainConfig
 from training.model import build_model
@@ -170,13 +170,12 @@ def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = 
         model.load_state_dict({f"members.{i}.{key}": value for i, fit in enumerate(fits)
                                for key, value in fit.model.state_dict().items()})
     folds = _scored_folds(config, prepared, features, fits)
-    weight, sharpness, selection = _branch_setting(config, folds, log, quiet)
+    weight, sharpness, buckets, selection = _branch_setting(config, folds, log, quiet)
     if weight > 0:
         # On every training post, like the members together (and the baseline of such a run).
         model = with_bag_of_words(model, features.ids, full.train_labels, weight=weight, sharpness=sharpness,
-                                  seed=config.seed, bigram_buckets=config.bow_bigram_buckets,
-                                  log=_silent if quiet else log)
-    val_score = _pooled_accuracy(folds, weight, sharpness)
+                                  seed=config.seed, bigram_buckets=buckets, log=_silent if quiet else log)
+    val_score = _pooled_accuracy(folds[buckets], weight, sharpness)
     scores = [fit.best_val_macro_f1 for fit in fits]
     mean_f1 = None if None in scores else float(np.mean(scores))  # None: no validation split
     best_epoch = max(fit.best_epoch for fit in fits)
@@ -221,39 +220,51 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 5)
 
 
+def _feature_sets(config: TrainConfig) -> tuple[int, ...]:
+    """The branches scored on the folds, by bigram buckets: under ``auto``, single words as well as the pairs."""
+    if config.bow_weight == AUTO and config.bow_bigram_buckets:
+        return 0, config.bow_bigram_buckets
+    return (config.bow_bigram_buckets,)
+
+
 def _scored_folds(config: TrainConfig, prepared: PreparedData, features: Features,
-                  fits: list[MemberFit]) -> list[FoldScores]:
-    """Each validation fold scored by its member and, with a branch, by a linear model fitted without it."""
+                  fits: list[MemberFit]) -> dict[int, list[FoldScores]]:
+    """Each validation fold scored by its member and, with a branch, by a linear model fitted without it
+    (one per feature set of :func:`_feature_sets`, keyed by its bigram buckets)."""
     labels = np.asarray(prepared.full.train_labels)
-    folds = []
+    folds: dict[int, list[FoldScores]] = {buckets: [] for buckets in _feature_sets(config)}
     for (kept, held), fit in zip(prepared.folds(config), fits, strict=True):
         if fit.val_probabilities is None:
             continue
-        margins = None
-        if config.bow_branch:
-            margins = fold_margins([features.ids[i] for i in held], [features.ids[i] for i in kept], labels[kept],
-                                   len(features.vocab), len(prepared.full.label_names), config.seed,
-                                   config.bow_bigram_buckets)
-        folds.append(FoldScores(fit.val_probabilities, margins, labels[held]))
+        for buckets, scored in folds.items():
+            margins = None
+            if config.bow_branch:
+                margins = fold_margins([features.ids[i] for i in held], [features.ids[i] for i in kept],
+                                       labels[kept], len(features.vocab), len(prepared.full.label_names),
+                                       config.seed, buckets)
+            scored.append(FoldScores(fit.val_probabilities, margins, labels[held]))
     return folds
 
 
-def _branch_setting(config: TrainConfig, folds: list[FoldScores], log: Log,
-                    quiet: bool) -> tuple[float, float, dict | None]:
-    """The branch's (weight, sharpness): the given ones, or chosen out of fold (with what was compared)."""
+def _branch_setting(config: TrainConfig, folds: dict[int, list[FoldScores]], log: Log,
+                    quiet: bool) -> tuple[float, float, int, dict | None]:
+    """The branch's (weight, sharpness, bigram buckets): the given ones, or chosen out of fold (with the scores)."""
     if config.bow_weight != AUTO:
-        return float(config.bow_weight), config.bow_sharpness, None
-    if not folds:
+        return float(config.bow_weight), config.bow_sharpness, config.bow_bigram_buckets, None
+    if not any(folds.values()):
         reason = "no validation folds (--val-fraction 0) to choose it on; pass --bow-weight W for a branch"
         if not quiet:
             log(f"bag-of-words branch: none, {reason}")
-        return 0.0, config.bow_sharpness, {"weight": 0.0, "reason": reason}
-    choice = choose_bow_weight(folds)
+        return 0.0, config.bow_sharpness, config.bow_bigram_buckets, {"weight": 0.0, "reason": reason}
+    choice = choose_branch(folds)
     if not quiet:
-        log(f"bag-of-words branch: weight {choice['weight']} (sharpness {choice['sharpness']}) chosen out of fold "
-            f"on {choice['documents']} validation documents: accuracy {choice['accuracy']:.4f} mixed, "
-            f"{choice['lstm_accuracy']:.4f} LSTM alone, {choice['linear_accuracy']:.4f} linear alone")
-    return choice["weight"], choice["sharpness"], choice
+        compared = ", ".join(f"{features_name(row['bigram_buckets'])} {row['accuracy']:.4f}"
+                             for row in choice["features"])
+        log(f"bag-of-words branch: weight {choice['weight']} (sharpness {choice['sharpness']}) over "
+            f"{features_name(choice['bigram_buckets'])}, chosen out of fold on {choice['documents']} validation "
+            f"documents: accuracy {choice['accuracy']:.4f} mixed ({compared}), {choice['lstm_accuracy']:.4f} "
+            f"LSTM alone, {choice['linear_accuracy']:.4f} linear alone")
+    return choice["weight"], choice["sharpness"], choice["bigram_buckets"], choice
 
 
 def _pooled_accuracy(folds: list[FoldScores], weight: float, sharpness: float) -> float | None:

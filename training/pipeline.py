@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from core.vocab import Vocabulary
-from training.bag_of_words import part_metrics
+from training.bag_of_words import features_name, part_metrics
 from training.baseline import run_baseline
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
@@ -155,8 +155,9 @@ def finish_run(run: Run, config: TrainConfig, result: TrainResult, log: Log, tim
     if result.init is not None:
         metrics["init_from"] = result.init
     if isinstance(result.model, HybridClassifier):
-        metrics["model"] = (f"LSTM + linear TF-IDF branch (weight {result.model.config.bow_weight}, "
-                            f"sharpness {result.model.config.bow_sharpness})")
+        hybrid = result.model.config
+        metrics["model"] = (f"LSTM + linear TF-IDF branch over {features_name(hybrid.bow_bigram_buckets)} "
+                            f"(weight {hybrid.bow_weight}, sharpness {hybrid.bow_sharpness})")
         metrics["parts"] = part_metrics(result.model, test_ids, dataset.test_labels, dataset.label_names, device)
     plot_confusion(output / "confusion_matrix.png", dataset.test_labels, probabilities.argmax(1), dataset.label_names)
     plot_learning_curves(output / "learning_curves.png", result.history)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from training.bag_of_words import features_name
 from training.metrics import confusion
 
 if TYPE_CHECKING:
@@ -147,9 +148,15 @@ def _selection_line(selection: dict) -> str:
     """How --bow-weight auto chose the linear branch's weight."""
     if "reason" in selection:
         return f"linear branch: none ({selection['reason']})"
-    return (f"linear branch weight {selection['weight']} (sharpness {selection['sharpness']}), chosen out of fold on "
+    line = (f"linear branch weight {selection['weight']} (sharpness {selection['sharpness']}), chosen out of fold on "
             f"{selection['documents']} validation documents: {selection['accuracy']:.4f} mixed vs "
             f"{selection['lstm_accuracy']:.4f} LSTM alone and {selection['linear_accuracy']:.4f} linear alone")
+    compared = selection.get("features", [])
+    if len(compared) > 1:
+        line += "; features: " + ", ".join(
+            f"{features_name(row['bigram_buckets'])} {row['accuracy']:.4f}"
+            f"{' (kept)' if row['bigram_buckets'] == selection['bigram_buckets'] else ''}" for row in compared)
+    return line
 
 
 def write_validation_split(path: Path, dataset: TrainingData) -> None:

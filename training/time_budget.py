@@ -24,6 +24,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from training.bag_of_words import features_name
 from training.budget_plan import Shape, candidate_shapes, larger_shapes, profile_data, relative_work
 from training.checkpoint import BEST_FILE
 from training.config import TrainConfig
@@ -103,6 +104,7 @@ class Search:
         row = {"trial": number, **shape.to_dict(), "members": TRIAL_MEMBERS,
                "val_accuracy": result.val_score, "lstm_val_accuracy": selection.get("lstm_accuracy"),
                "linear_val_accuracy": selection.get("linear_accuracy"), "bow_weight": selection.get("weight"),
+               "bow_bigram_buckets": selection.get("bigram_buckets"),
                "epochs_run": max(len([h for h in result.history if h.get("member") == m]) for m in (1, 2)),
                "seconds": round(seconds, 1), "status": "cut short by the search deadline" if result.cut_short
                else "done"}
@@ -111,9 +113,12 @@ class Search:
             self.results[shape] = result
         elif self.fallback is None or (result.val_score or 0) > (self.fallback.val_score or 0):
             self.fallback, self.fallback_shape = result, shape
+        branch = f"{row['bow_weight']}"
+        if row["bow_weight"]:
+            branch += f" over {features_name(row['bow_bigram_buckets'])}"
         self.log(f"trial {row['trial']}: max_len {shape.max_len}, hidden {shape.hidden_size}, {shape.epochs} "
                  f"epoch(s): validation accuracy {_fmt(result.val_score)} (LSTM {_fmt(row['lstm_val_accuracy'])}, "
-                 f"linear {_fmt(row['linear_val_accuracy'])}, branch weight {row['bow_weight']}), {seconds:.0f}s"
+                 f"linear {_fmt(row['linear_val_accuracy'])}, branch weight {branch}), {seconds:.0f}s"
                  f"{'' if row['status'] == 'done' else ', ' + row['status']}; {self.left():.0f}s of the budget left")
         return result
 

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from training.bag_of_words import linear_margins, with_bag_of_words
-from training.bow_selection import WEIGHTS, FoldScores, choose_bow_weight, fold_margins, mixed_probabilities
+from training.bow_selection import (
+    WEIGHTS,
+    FoldScores,
+    choose_bow_weight,
+    choose_branch,
+    fold_margins,
+    mixed_probabilities,
+)
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.data import load_dataset
@@ -49,6 +56,18 @@ def test_a_branch_that_only_agrees_gets_weight_zero() -> None:
     assert choice["weight"] == 0.0 and choice["accuracy"] == 1.0 and choice["folds"] == 2
 
 
+def test_the_features_that_score_higher_out_of_fold_are_kept_and_ties_keep_single_words() -> None:
+    lstm_right = np.arange(100) < 60
+    weaker, stronger = _fold(lstm_right, np.arange(100) >= 70, 0.6), _fold(lstm_right, np.arange(100) >= 40, 0.6)
+    pairs_help = choose_branch({0: [weaker], 2**10: [stronger]})
+    assert pairs_help["bigram_buckets"] == 2**10 and pairs_help["accuracy"] == 1.0
+    assert [row["bigram_buckets"] for row in pairs_help["features"]] == [0, 2**10]
+    assert pairs_help["features"][0]["accuracy"] < 1.0
+    pairs_hurt = choose_branch({2**10: [weaker], 0: [stronger]})
+    assert pairs_hurt["bigram_buckets"] == 0 and pairs_hurt["weight"] == choose_bow_weight([stronger])["weight"]
+    assert choose_branch({0: [stronger], 2**10: [stronger]})["bigram_buckets"] == 0, "a tie keeps the smaller model"
+
+
 def test_mixed_probabilities_are_what_the_hybrid_graph_outputs() -> None:
     rng = np.random.default_rng(0)
     lstm = rng.dirichlet(np.ones(4), 10)
@@ -81,6 +100,10 @@ def test_auto_is_the_default_and_records_its_choice_on_real_data(sms_spam: Path,
     assert choice["accuracy"] == max(s["accuracy"] for s in choice["scores"]) >= choice["lstm_accuracy"]
     model_config = load_checkpoint(tmp_path / "auto")["model_config"]
     assert model_config["bow_weight"] == choice["weight"]
+    # Single words and words with pairs were both scored on the folds; the model holds the one chosen.
+    assert [row["bigram_buckets"] for row in choice["features"]] == [0, config.bow_bigram_buckets]
+    assert choice["accuracy"] == max(row["accuracy"] for row in choice["features"])
+    assert model_config["bow_bigram_buckets"] == (choice["bigram_buckets"] if choice["weight"] > 0 else 0)
     if choice["weight"] > 0:
         assert model_config["bow_sharpness"] == choice["sharpness"] and "parts" in metrics
     assert metrics["config"]["bow_weight"] == "auto"
