@@ -117,6 +117,10 @@ class InferenceEngine:
         self.runners = 1 if on_gpu else (threads or usable_cpus())
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # The memory pattern planner keeps a buffer plan per input shape, and a stream's micro-batches come
+        # in many shapes (rows x longest document): with it on, resident memory only grew, and no call was
+        # faster (docs/worker.md, "Inference threads", Memory).
+        options.enable_mem_pattern = False
         options.intra_op_num_threads = (threads or 0) if on_gpu else 1
         options.inter_op_num_threads = 1
         # Idle ORT threads spin by default; on a shared CPU that spinning is taken from the Kafka client.
