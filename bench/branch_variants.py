@@ -34,13 +34,10 @@ from pathlib import Path
 
 import click
 import numpy as np
-import scipy.sparse as sp
 import torch
-from sklearn.feature_extraction.text import TfidfTransformer
-from sklearn.svm import LinearSVC
 
 from core.vocab import UNK_ID, Vocabulary
-from training.bag_of_words import branch_margins, token_counts
+from training.bag_of_words import branch_margins, fit_bag_of_words, token_counts
 from training.bow_selection import FoldScores, choose_bow_weight, mixed_probabilities
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
@@ -78,23 +75,6 @@ def distinct_bigrams(id_lists: Sequence[np.ndarray], vocab_size: int) -> int:
     return int(len(np.unique(np.concatenate(real))))
 
 
-class LinearBranch:
-    """TF-IDF (sublinear) + LinearSVC, with the margins computed from float32 buffers as the branch stores them."""
-
-    def __init__(self, counts: sp.csr_matrix, labels: np.ndarray, c: float, seed: int):
-        tfidf = TfidfTransformer(sublinear_tf=True).fit(counts)
-        svm = LinearSVC(C=c, random_state=seed).fit(tfidf.transform(counts), labels)
-        tfidf.idf_ = tfidf.idf_.astype(np.float32).astype(np.float64)
-        self.tfidf, self.classes = tfidf, svm.classes_
-        self.weight = svm.coef_.T.astype(np.float32).astype(np.float64)
-        self.bias = svm.intercept_.astype(np.float32).astype(np.float64)
-
-    def margins(self, counts: sp.csr_matrix, num_classes: int) -> np.ndarray:
-        out = np.full((counts.shape[0], num_classes), -1e4)  # a class it never saw can never win
-        out[:, self.classes] = np.asarray(self.tfidf.transform(counts) @ self.weight) + self.bias
-        return out
-
-
 def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     return round(float((scores.argmax(axis=1) == labels).mean()), 5)
 
@@ -103,18 +83,22 @@ def measure(variant: Variant, data: dict, log) -> dict:
     """One variant: chosen out of fold like the default branch, then scored on the test split."""
     vocab_size, classes, seed = data["vocab_size"], data["classes"], data["seed"]
     ids = [x[: variant.max_len] for x in data["train_ids"]]
-    counts = token_counts(ids, vocab_size, variant.buckets)
+    counts = token_counts(ids, vocab_size, variant.buckets)  # only to count the features used
     labels = data["train_labels"]
+
+    def fitted(rows) -> dict:  # the model's own fit (float32 buffers), at this variant's C
+        return fit_bag_of_words([ids[i] for i in rows], labels[rows], vocab_size, classes, seed, variant.buckets,
+                                c=variant.c)
+
     folds = []
     for (kept, held), probabilities in zip(data["folds"], data["fold_probabilities"], strict=True):
-        branch = LinearBranch(counts[kept], labels[kept], variant.c, seed)
-        folds.append(FoldScores(probabilities, branch.margins(counts[held], classes), labels[held]))
+        margins = branch_margins(fitted(kept), [ids[i] for i in held], variant.buckets)
+        folds.append(FoldScores(probabilities, margins, labels[held]))
     choice = choose_bow_weight(folds)
     started = time.perf_counter()
-    branch = LinearBranch(token_counts(ids, vocab_size, variant.buckets), labels, variant.c, seed)
+    buffers = fitted(np.arange(len(ids)))
     fit_seconds = time.perf_counter() - started
-    test_counts = token_counts([x[: variant.max_len] for x in data["test_ids"]], vocab_size, variant.buckets)
-    test_margins = branch.margins(test_counts, classes)
+    test_margins = branch_margins(buffers, [x[: variant.max_len] for x in data["test_ids"]], variant.buckets)
     mixed = mixed_probabilities(data["test_lstm"], test_margins, choice["weight"], choice["sharpness"])
     row = {**asdict(variant), "max_len": "whole" if variant.max_len == WHOLE_DOCUMENT else variant.max_len,
            "features": int(counts.shape[1]), "active_features": int((counts.getnnz(axis=0) > 0).sum()),
@@ -143,7 +127,8 @@ def lstm_part(checkpoint: dict, data: dict, log) -> dict:
     stored_margins = branch_margins(buffers, [x[: data["max_len"]] for x in data["test_ids"]],
                                     model.config.bow_bigram_buckets)
     return {"fold_probabilities": fold_probabilities, "test_lstm": test_lstm, "stored_margins": stored_margins,
-            "bow_weight": model.config.bow_weight, "bow_sharpness": model.config.bow_sharpness}
+            "bow_weight": model.config.bow_weight, "bow_sharpness": model.config.bow_sharpness,
+            "bow_bigram_buckets": model.config.bow_bigram_buckets}
 
 
 def load(checkpoint: dict, data_path: str, log) -> dict:
@@ -197,7 +182,7 @@ def main(checkpoint_path: str, data: str, only: tuple[str, ...], threads: int, o
     rows = []
     for variant in chosen:
         measured = measure(variant, inputs, log)
-        if variant == Variant(f"unigram-{inputs['max_len']}", inputs["max_len"]):
+        if (variant.max_len, variant.buckets, variant.c) == (inputs["max_len"], lstm["bow_bigram_buckets"], 1.0):
             # Refitted on every training post like the saved branch: its test margins must be the saved ones.
             reference["refit_matches_stored_branch"] = bool(
                 np.allclose(measured["test_margins"], lstm["stored_margins"], atol=1e-4))

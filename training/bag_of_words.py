@@ -55,12 +55,13 @@ def token_counts(id_lists: Sequence[np.ndarray], vocab_size: int, bigram_buckets
 
 
 def fit_bag_of_words(id_lists: Sequence[np.ndarray], labels: Sequence[int], vocab_size: int, num_classes: int,
-                     seed: int = 0, bigram_buckets: int = 0) -> dict[str, torch.Tensor]:
-    """The branch's buffers (``idf``, ``weight`` [vocab + buckets, classes], ``bias``) fitted on these documents."""
+                     seed: int = 0, bigram_buckets: int = 0, c: float = 1.0) -> dict[str, torch.Tensor]:
+    """The branch's buffers (``idf``, ``weight`` [vocab + buckets, classes], ``bias``) fitted on these documents
+    (``c``: LinearSVC's regularisation; the model uses 1, ``bench.branch_variants`` compares others)."""
     counts = token_counts(id_lists, vocab_size, bigram_buckets)
     tfidf = TfidfTransformer(sublinear_tf=True).fit(counts)
     labels_array = np.asarray(labels)
-    svm = LinearSVC(C=1.0, random_state=seed).fit(tfidf.transform(counts), labels_array)
+    svm = LinearSVC(C=c, random_state=seed).fit(tfidf.transform(counts), labels_array)
     coef, intercept = svm.coef_, svm.intercept_
     if coef.shape[0] == 1:  # two classes: scikit-learn keeps the positive class's margin only
         coef, intercept = np.vstack([-coef, coef]), np.concatenate([-intercept, intercept])
