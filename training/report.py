@@ -127,13 +127,13 @@ def _budget_lines(budget: dict) -> list[str]:
     lines = [f"time budget {budget['budget_seconds']:.0f}s, {budget.get('seconds_used', 0):.0f}s used; trials "
              "(validation accuracy, out of fold; LSTM and linear parts alone):",
              f"{'trial':<7}{'max_len':>8}{'hidden':>8}{'epochs':>8}{'val acc':>9}{'LSTM':>8}{'linear':>8}{'weight':>8}"
-             f"{'s':>7}  status"]
+             f"{'pairs':>7}{'s':>7}  status"]
     for t in budget["trials"]:
         scores = "".join(_cell(t.get(key), width, digits) for key, width, digits in (
-            ("val_accuracy", 9, 4), ("lstm_val_accuracy", 8, 4), ("linear_val_accuracy", 8, 4), ("bow_weight", 8, 2),
-            ("seconds", 7, 0)))
+            ("val_accuracy", 9, 4), ("lstm_val_accuracy", 8, 4), ("linear_val_accuracy", 8, 4), ("bow_weight", 8, 2)))
+        pairs = "-" if not t.get("bow_weight") else "yes" if t.get("bow_bigram_buckets") else "no"
         lines.append(f"{t['trial'] or '-'!s:<7}{t['max_len']:>8}{t['hidden_size']:>8}{t['epochs']:>8}{scores}"
-                     f"  {t['status']}")
+                     f"{pairs:>7}{_cell(t.get('seconds'), 7, 0)}  {t['status']}")
     chosen = budget["chosen"]
     lines.append(f"chosen: max_len {chosen['max_len']}, hidden {chosen['hidden_size']}, {chosen['epochs']} epochs, "
                  f"{chosen['members']} member(s): {chosen['why']}")
