@@ -15,6 +15,7 @@ from export.exceptions import ExportError, GateError
 from export.onnx_export import DEFAULT_OPSET, MIN_OPSET
 from export.parity import MIN_PARITY_DOCS
 from export.pipeline import QUANTIZATIONS, ExportConfig, run_export, summary
+from export.quantize import MAX_ACCURACY_DROP_POINTS
 
 _SHOW_TOOL_VERSION = "\0show-tool-version"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -50,7 +51,7 @@ def _version(ctx: click.Context, param: click.Parameter, value: str | None) -> s
 @click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None, show_envvar=True,
               help="int8: ONNX Runtime dynamic quantization (int8 LSTMs: ~1.3x faster, 4x smaller, scores "
                    "depend on batch neighbours). int8-embedding: per-row int8 embedding table only (3x smaller, "
-                   "exact, not faster). Refused if validation accuracy drops > 1 point.")
+                   "exact, not faster). Refused if validation accuracy drops more than --max-accuracy-drop.")
 @click.option("--opset", type=click.IntRange(MIN_OPSET, 21), default=DEFAULT_OPSET, show_default=True,
               show_envvar=True, help="ONNX opset of the exported graph.")
 @click.option("--name", callback=_identifier, default=None, show_envvar=True,
@@ -70,11 +71,15 @@ def _version(ctx: click.Context, param: click.Parameter, value: str | None) -> s
 @click.option("--allow-batch-dependence", is_flag=True, show_envvar=True,
               help="With --quantize only: publish the int8 bundle even though its scores depend on the other "
                    "documents in a batch (dynamic int8 LSTM); the manifest records the measured difference.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0.0), default=MAX_ACCURACY_DROP_POINTS,
+              show_default=True, show_envvar=True, metavar="POINTS",
+              help="With --quantize only: refuse the bundle if its validation accuracy falls below the fp32 "
+                   "graph's by more than this many points, counting one standard error of the difference.")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True, show_envvar=True,
               help="ONNX Runtime threads for the gates (0 = ONNX Runtime's default).")
 def main(checkpoint: Path, output: Path | None, store: Path | None, quantize: str | None, opset: int, name: str | None,
          model_version: str, parity_docs: int, parity_data: Path | None, allow_batch_dependence: bool,
-         threads: int) -> None:
+         max_accuracy_drop: float, threads: int) -> None:
     """Export an lstm-train checkpoint to an ONNX model bundle and prove it answers like PyTorch.
 
     The bundle (model.onnx, vocab.json, labels.json, manifest.json with sha256 of
@@ -91,13 +96,17 @@ def main(checkpoint: Path, output: Path | None, store: Path | None, quantize: st
     if allow_batch_dependence and quantize is None:
         raise click.UsageError("--allow-batch-dependence only applies to --quantize int8 or int8-embedding; "
                                "fp32 bundles must be batch-invariant")
+    if quantize is None and click.get_current_context().get_parameter_source("max_accuracy_drop") not in (
+            click.core.ParameterSource.DEFAULT, None):
+        raise click.UsageError("--max-accuracy-drop only applies to --quantize int8 or int8-embedding")
     if (output is None) == (store is None):
         raise click.UsageError("give exactly one of --output DIR or --store DIR")
     if store is not None and click.get_current_context().get_parameter_source("model_version") in (
             click.core.ParameterSource.DEFAULT, None):
         raise click.UsageError("--store needs --version VERSION: it names the new version's directory")
     config = ExportConfig(checkpoint, output, quantize, opset, name, model_version, parity_docs, threads,
-                          parity_data=parity_data, allow_batch_dependence=allow_batch_dependence, store=store)
+                          parity_data=parity_data, allow_batch_dependence=allow_batch_dependence, store=store,
+                          max_accuracy_drop=max_accuracy_drop)
     try:
         bundle_dir = run_export(config, log=lambda line: click.echo(line, err=True))
     except GateError as exc:

@@ -33,6 +33,7 @@ from export import __version__, drift_reference, embedding_quant, parity, quanti
 from export.checkpoint import Checkpoint, load_checkpoint, load_validation
 from export.exceptions import ExportError, PaddingInvarianceError, ParityError
 from export.onnx_export import export_onnx, graph_op_types
+from export.quantize import MAX_ACCURACY_DROP_POINTS
 from worker.engine import InferenceEngine, SelfTestError, open_verified
 
 # int8: ONNX Runtime quantize_dynamic (int8 LSTMs, faster, batch-dependent);
@@ -56,6 +57,8 @@ class ExportConfig:
     allow_batch_dependence: bool = False
     # A model store: the bundle becomes STORE/<version>; CURRENT is set only if the store has none yet.
     store: Path | None = None
+    # --quantize only: the most validation accuracy, in points, the quantized graph may lose (one standard error added).
+    max_accuracy_drop: float = MAX_ACCURACY_DROP_POINTS
 
 
 def _output(config: ExportConfig) -> Path:
@@ -174,6 +177,7 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
                                          **common)),
                 provider="cpu", threads=config.threads, explain=True)
             report["quantization"] = {**quantize.check_int8(fp32_engine, final_engine, all_ids, gold, ops,
+                                                            max_drop_points=config.max_accuracy_drop,
                                                             method=details["method"]), **details}
             report["validation_accuracy"] = report["quantization"]["int8_accuracy"]
         elif config.quantize is not None:

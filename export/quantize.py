@@ -123,7 +123,8 @@ def check_int8(
     if bound > max_drop_points:
         raise QuantizationError(
             f"int8 accuracy gate failed: validation accuracy {acc8:.4f} vs fp32 {acc32:.4f}, drop {drop:.2f} "
-            f"points (+1 standard error: {bound:.2f}) > {max_drop_points}; export without --quantize",
+            f"points (+1 standard error: {bound:.2f}) > {max_drop_points}; export without --quantize (or accept "
+            "a larger loss with --max-accuracy-drop)",
             report,
         )
     report["passed"] = True

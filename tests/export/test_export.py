@@ -174,11 +174,18 @@ def test_a_model_with_a_bag_of_words_branch_exports_and_passes_the_gates(news_da
     assert validation_accuracy(tmp_path / "bundle", tmp_path / "trained") > 0.5
 
 
-def test_int8_export_keeps_accuracy_within_one_point(tiny_checkpoint_dir: Path, tiny_bundle_dir: Path,
-                                                     tmp_path: Path) -> None:
+# The tiny fixture model (0.5 accuracy on 600 validation posts) has many near ties, so whether int8 loses
+# under one point depends on how this CPU rounds its training: the CLI's pass path is tested at a bound
+# that leaves room for that; the gate's arithmetic (refuse beyond the bound) on fixed scores below.
+GENEROUS_DROP = "10"
+
+
+def test_int8_export_within_its_accuracy_bound_is_published(tiny_checkpoint_dir: Path, tiny_bundle_dir: Path,
+                                                            tmp_path: Path) -> None:
     output = tmp_path / "int8"
     result = run_export("--checkpoint", str(tiny_checkpoint_dir), "--output", str(output),
-                        "--quantize", "int8", "--name", "tiny-int8", "--version", "2.0", "--allow-batch-dependence")
+                        "--quantize", "int8", "--name", "tiny-int8", "--version", "2.0", "--allow-batch-dependence",
+                        "--max-accuracy-drop", GENEROUS_DROP)
     assert result.exit_code == 0, result.output
     bundle = load_bundle(output)
     # Dynamic int8 is not batch-invariant; the accepted failure is on record, not hidden.
@@ -194,9 +201,42 @@ def test_int8_export_keeps_accuracy_within_one_point(tiny_checkpoint_dir: Path, 
     # Independently of the report: score the validation split with both bundles.
     fp32, int8 = validation_accuracy(tiny_bundle_dir, tiny_checkpoint_dir), validation_accuracy(
         output, tiny_checkpoint_dir)
-    # The gate bounds a drop; int8 may score higher (the tiny model here: +1.2 points on 600 documents).
-    assert (fp32 - int8) * 100 <= 1.0
+    assert quantization["max_accuracy_drop_points"] == float(GENEROUS_DROP)
+    assert quantization["accuracy_drop_upper_bound_points"] <= float(GENEROUS_DROP)
+    assert (fp32 - int8) * 100 == pytest.approx(quantization["accuracy_drop_points"], abs=1e-3)
     assert int8 == pytest.approx(quantization["int8_accuracy"], abs=1e-6)
+
+
+class _FixedScores:
+    """Stands in for an engine: the same probabilities for any call (the gate's arithmetic, no I/O)."""
+
+    def __init__(self, probabilities: np.ndarray):
+        self.probabilities = probabilities
+
+    def predict_proba(self, id_lists) -> np.ndarray:
+        return self.probabilities[: len(id_lists)]
+
+
+def test_the_int8_gate_refuses_a_drop_beyond_its_bound_and_publishes_one_within() -> None:
+    from export.exceptions import QuantizationError
+    from export.quantize import check_int8
+
+    gold = np.zeros(200, dtype=int)
+    right = np.tile([0.9, 0.1], (200, 1))
+    int8 = right.copy()
+    int8[:4] = [0.2, 0.8]  # 4 of 200 lost: a 2-point drop, standard error sqrt(4 - 0.08) / 200 = 0.99 points
+    ids = [[2, 3]] * 200
+    with pytest.raises(QuantizationError, match=r"drop 2.00 points \(\+1 standard error: 2.99\) > 1.0") as refused:
+        check_int8(_FixedScores(right), _FixedScores(int8), ids, gold, {}, speed_docs=8)
+    assert refused.value.report["passed"] is False
+    report = check_int8(_FixedScores(right), _FixedScores(int8), ids, gold, {}, max_drop_points=3.0, speed_docs=8)
+    assert report["passed"] and report["accuracy_drop_points"] == pytest.approx(2.0)
+
+
+def test_max_accuracy_drop_needs_quantize(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
+    result = run_export("--checkpoint", str(tiny_checkpoint_dir), "--output", str(tmp_path / "b"),
+                        "--max-accuracy-drop", "2")
+    assert result.exit_code == 2 and "only applies to --quantize" in result.output
 
 
 def test_version_flag_prints_the_tool_version() -> None:
@@ -206,7 +246,8 @@ def test_version_flag_prints_the_tool_version() -> None:
 
 def test_int8_export_is_refused_without_accepting_batch_dependence(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "int8"
-    result = run_export("--checkpoint", str(tiny_checkpoint_dir), "--output", str(output), "--quantize", "int8")
+    result = run_export("--checkpoint", str(tiny_checkpoint_dir), "--output", str(output), "--quantize", "int8",
+                        "--max-accuracy-drop", GENEROUS_DROP)
     assert result.exit_code == 3
     assert "padding-invariance gate failed" in result.output and "--allow-batch-dependence" in result.output
     assert list(tmp_path.iterdir()) == []
