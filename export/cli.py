@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from core.cli_types import FiniteFloat
 from core.exceptions import ContractError
 from core.model_store import ModelStore
 from export import __version__
@@ -34,6 +35,10 @@ def _version(ctx: click.Context, param: click.Parameter, value: str | None) -> s
         click.echo(f"lstm-export, version {__version__}")
         ctx.exit(0)
     return _identifier(ctx, param, value)
+
+
+def _on_command_line(parameter: str) -> bool:
+    return click.get_current_context().get_parameter_source(parameter) is click.core.ParameterSource.COMMANDLINE
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LSTM_EXPORT",
@@ -71,7 +76,7 @@ def _version(ctx: click.Context, param: click.Parameter, value: str | None) -> s
 @click.option("--allow-batch-dependence", is_flag=True, show_envvar=True,
               help="With --quantize only: publish the int8 bundle even though its scores depend on the other "
                    "documents in a batch (dynamic int8 LSTM); the manifest records the measured difference.")
-@click.option("--max-accuracy-drop", type=click.FloatRange(min=0.0), default=MAX_ACCURACY_DROP_POINTS,
+@click.option("--max-accuracy-drop", type=FiniteFloat(min=0.0), default=MAX_ACCURACY_DROP_POINTS,
               show_default=True, show_envvar=True, metavar="POINTS",
               help="With --quantize only: refuse the bundle if its validation accuracy falls below the fp32 "
                    "graph's by more than this many points, counting one standard error of the difference.")
@@ -93,11 +98,11 @@ def main(checkpoint: Path, output: Path | None, store: Path | None, quantize: st
     Exit status: 0 bundle written; 1 error (checkpoint unreadable, output exists...);
     2 bad option; 3 refused by a gate (the report is printed to stderr).
     """
-    if allow_batch_dependence and quantize is None:
+    # Refused only when typed: an environment that sets these for its int8 exports still exports fp32.
+    if quantize is None and _on_command_line("allow_batch_dependence") and allow_batch_dependence:
         raise click.UsageError("--allow-batch-dependence only applies to --quantize int8 or int8-embedding; "
                                "fp32 bundles must be batch-invariant")
-    if quantize is None and click.get_current_context().get_parameter_source("max_accuracy_drop") not in (
-            click.core.ParameterSource.DEFAULT, None):
+    if quantize is None and _on_command_line("max_accuracy_drop"):
         raise click.UsageError("--max-accuracy-drop only applies to --quantize int8 or int8-embedding")
     if (output is None) == (store is None):
         raise click.UsageError("give exactly one of --output DIR or --store DIR")

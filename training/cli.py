@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
+from core.cli_types import FiniteFloat
 from training.config import AUTO, EMBEDDING_INITS, POOLINGS, TrainConfig
 
 DEFAULTS = TrainConfig(data="", output="")
@@ -66,7 +67,7 @@ OPTIONS = [
          help="Column/field holding the text (a 1-based column number for files without a header row)."),
     _opt("--label-field", default=DEFAULTS.label_field, show_default=True, env="LABEL_FIELD",
          help="Column/field holding the label (a 1-based column number for files without a header row)."),
-    _opt("--val-fraction", type=click.FloatRange(0.0, 0.9), default=DEFAULTS.val_fraction, show_default=True,
+    _opt("--val-fraction", type=FiniteFloat(0.0, 0.9), default=DEFAULTS.val_fraction, show_default=True,
          env="VAL_FRACTION", help="Stratified share of the training data held out for validation/early stopping."),
     _opt("--max-train-samples", type=click.IntRange(min=2), default=None, env="MAX_TRAIN_SAMPLES",
          help="Train on a stratified subsample of this many documents (quick runs)."),
@@ -88,11 +89,11 @@ OPTIONS = [
          help="Stacked LSTM layers."),
     _opt("--bidirectional/--unidirectional", default=DEFAULTS.bidirectional, show_default=True,
          env="BIDIRECTIONAL", help="Read each document in both directions."),
-    _opt("--dropout", type=click.FloatRange(0.0, 0.95), default=DEFAULTS.dropout, show_default=True,
+    _opt("--dropout", type=FiniteFloat(0.0, 0.95), default=DEFAULTS.dropout, show_default=True,
          env="DROPOUT", help="Dropout between LSTM layers and before the classifier."),
-    _opt("--embed-dropout", type=click.FloatRange(0.0, 0.95), default=DEFAULTS.embed_dropout, show_default=True,
+    _opt("--embed-dropout", type=FiniteFloat(0.0, 0.95), default=DEFAULTS.embed_dropout, show_default=True,
          env="EMBED_DROPOUT", help="Dropout on the word vectors."),
-    _opt("--word-dropout", type=click.FloatRange(0.0, 0.9), default=DEFAULTS.word_dropout, show_default=True,
+    _opt("--word-dropout", type=FiniteFloat(0.0, 0.9), default=DEFAULTS.word_dropout, show_default=True,
          env="WORD_DROPOUT", help="Share of training tokens replaced by <unk> each batch (against memorising names)."),
     _opt("--pooling", type=click.Choice(POOLINGS), default=DEFAULTS.pooling, show_default=True, env="POOLING",
          help="How LSTM states become one document vector."),
@@ -103,23 +104,23 @@ OPTIONS = [
     _opt("--embedding-init", type=click.Choice(EMBEDDING_INITS), default=DEFAULTS.embedding_init,
          show_default=True, env="EMBEDDING_INIT",
          help="Initial word vectors without --embeddings: 'lsa' (SVD of the training TF-IDF matrix) or 'random'."),
-    _opt("--lr", type=click.FloatRange(min=0.0, min_open=True), default=DEFAULTS.lr, show_default=True,
+    _opt("--lr", type=FiniteFloat(min=0.0, min_open=True), default=DEFAULTS.lr, show_default=True,
          env="LR", help="Peak learning rate of the one-cycle schedule (AdamW)."),
-    _opt("--embedding-lr-scale", type=click.FloatRange(min=0.0), default=DEFAULTS.embedding_lr_scale,
+    _opt("--embedding-lr-scale", type=FiniteFloat(min=0.0), default=DEFAULTS.embedding_lr_scale,
          show_default=True, env="EMBEDDING_LR_SCALE",
          help="Word vectors learn at --lr times this; 0 freezes them (keeps LSA/GloVe vectors general)."),
-    _opt("--weight-decay", type=click.FloatRange(min=0.0), default=DEFAULTS.weight_decay, show_default=True,
+    _opt("--weight-decay", type=FiniteFloat(min=0.0), default=DEFAULTS.weight_decay, show_default=True,
          env="WEIGHT_DECAY", help="AdamW weight decay (not applied to embeddings and biases)."),
-    _opt("--grad-clip", type=click.FloatRange(min=0.0, min_open=True), default=DEFAULTS.grad_clip,
+    _opt("--grad-clip", type=FiniteFloat(min=0.0, min_open=True), default=DEFAULTS.grad_clip,
          show_default=True, env="GRAD_CLIP", help="Clip the gradient norm to this value."),
-    _opt("--label-smoothing", type=click.FloatRange(0.0, 1.0, max_open=True), default=DEFAULTS.label_smoothing,
+    _opt("--label-smoothing", type=FiniteFloat(0.0, 1.0, max_open=True), default=DEFAULTS.label_smoothing,
          show_default=True, env="LABEL_SMOOTHING",
          help="Share of each target spread evenly over all classes (keeps the LSTM from over-trusting "
          "training-period cues)."),
-    _opt("--distill-weight", type=click.FloatRange(min=0.0), default=DEFAULTS.distill_weight, show_default=True,
+    _opt("--distill-weight", type=FiniteFloat(min=0.0), default=DEFAULTS.distill_weight, show_default=True,
          env="DISTILL_WEIGHT", help="Weight of a KL term pulling the LSTM towards out-of-fold TF-IDF + LinearSVC "
          "scores (0 = off; the teacher takes ~15 s on 20NG)."),
-    _opt("--distill-sharpness", type=click.FloatRange(min=0.0, min_open=True), default=DEFAULTS.distill_sharpness,
+    _opt("--distill-sharpness", type=FiniteFloat(min=0.0, min_open=True), default=DEFAULTS.distill_sharpness,
          show_default=True, env="DISTILL_SHARPNESS",
          help="Teacher probabilities are softmax(sharpness x SVM margin); larger is closer to one-hot."),
     _opt("--patience", type=click.IntRange(min=1), default=DEFAULTS.patience, show_default=True, env="PATIENCE",
@@ -133,7 +134,7 @@ OPTIONS = [
          "'auto': w, the sharpness and the features (single words, or words and pairs) are chosen on the "
          "members' validation folds, out of fold (each fold scored by the member and a linear model that did not "
          "train on it); 0 when there are no folds."),
-    _opt("--bow-sharpness", type=click.FloatRange(min=0.0, min_open=True), default=DEFAULTS.bow_sharpness,
+    _opt("--bow-sharpness", type=FiniteFloat(min=0.0, min_open=True), default=DEFAULTS.bow_sharpness,
          show_default=True, env="BOW_SHARPNESS",
          help="The linear branch's probabilities are softmax(sharpness x SVM margin) (with an explicit "
          "--bow-weight; 'auto' chooses it too)."),

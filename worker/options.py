@@ -19,6 +19,7 @@ import click
 import structlog
 
 from core.bundle import load_bundle
+from core.cli_types import FiniteFloat
 from core.exceptions import BundleError, StoreError
 from core.model_store import ModelStore, resolve_model
 from worker.engine import PROVIDERS, InferenceEngine, open_verified
@@ -105,7 +106,7 @@ def engine_options(*, batch_size: int, batch_help: str) -> Callable:
                help="auto: a JSON object is JSON, anything else text (see docs/worker.md); json; text."),
         option("--text-field", default="text", help="JSON field holding the text."),
         option("--top-k", default=3, type=click.IntRange(1), help="How many best labels each output lists."),
-        option("--min-confidence", default=0.0, type=click.FloatRange(0, 1),
+        option("--min-confidence", default=0.0, type=FiniteFloat(0, 1),
                help="Labels whose top score is below this carry \"low_confidence\": true; run --review-topic sends "
                     "them there instead (0 = off; choosing it: docs/worker.md)."),
         option("--explain", default=0, type=click.IntRange(0), metavar="K",

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from core.cli_types import FiniteFloat
 from worker.options import CannotStart, engine_options, open_engine, option
 from worker.settings import (
     ASSIGNMENT_STRATEGIES,
@@ -28,7 +29,7 @@ from worker.settings import (
 @option("--group-id", default="lstm-worker", help="Consumer group; run more workers with the same id to scale out.")
 @option("--output-topic", default=None, help="Topic for labels. [default: <topic>.labels]")
 @option("--dlq-topic", default=None, help="Dead-letter topic for unclassifiable records. [default: <topic>.dlq]")
-@option("--model-poll-s", default=10.0, type=click.FloatRange(min=0.1),
+@option("--model-poll-s", default=10.0, type=FiniteFloat(min=0.1),
         help="With --model naming a store: how often CURRENT is checked; a new version is loaded and self-tested "
              "beside the serving one, then swapped in without a restart (SIGHUP checks at once).")
 @option("--review-topic", default=None,
@@ -40,7 +41,7 @@ from worker.settings import (
 @option("--shadow-model", default=None, type=click.Path(path_type=Path),
         help="A bundle or store whose model scores the same batches after the primary answered; only metrics (and "
              "--shadow-topic) see its results. A store is watched like --model's.")
-@option("--shadow-sample", default=1.0, type=float,
+@option("--shadow-sample", default=1.0, type=FiniteFloat(),
         help="Share of batches the shadow scores (0-1]; under load it is skipped first, and the skips counted.")
 @option("--shadow-topic", default=None, help="Also publish the shadow's labels here (its own model field).")
 @engine_options(batch_size=256, batch_help="Close a batch at this many records; a batch is sorted by length and "
@@ -58,7 +59,7 @@ from worker.settings import (
 @option("--metrics-port", default=0, type=click.IntRange(0, 65535),
         help="Serve /metrics, /healthz, /readyz on this port (0 = off).")
 @option("--metrics-host", default="0.0.0.0", help="Address the metrics server listens on.")
-@option("--liveness-timeout-s", default=30.0, type=float,
+@option("--liveness-timeout-s", default=30.0, type=FiniteFloat(),
         help="/healthz fails when the loop has not come round for this long.")
 @option("--session-timeout-ms", default=10_000, type=click.IntRange(1),
         help="Consumer group session timeout; a dead worker's partitions move after this long.")
@@ -68,9 +69,9 @@ from worker.settings import (
         help="How the group shares partitions: range or roundrobin (eager: every rebalance pauses the group), or "
              "cooperative-sticky (incremental; see docs/worker.md for its limits with this client). Every member of "
              "a group must use the same protocol.")
-@option("--shutdown-timeout-s", default=20.0, type=float,
+@option("--shutdown-timeout-s", default=20.0, type=FiniteFloat(),
         help="Drain budget on SIGTERM: finish in-flight work, store results, commit and leave within this long.")
-@option("--send-retry-backoff-max-s", default=30.0, type=float,
+@option("--send-retry-backoff-max-s", default=30.0, type=FiniteFloat(),
         help="A send (or transaction) the broker refuses is retried after 0.5 s, doubling up to this many seconds; "
              "later outputs wait and no offset is committed past it.")
 @option("--security-protocol", default="PLAINTEXT", type=click.Choice(SECURITY_PROTOCOLS, case_sensitive=False),

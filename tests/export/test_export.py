@@ -239,6 +239,16 @@ def test_max_accuracy_drop_needs_quantize(tiny_checkpoint_dir: Path, tmp_path: P
     assert result.exit_code == 2 and "only applies to --quantize" in result.output
 
 
+def test_int8_only_settings_from_the_environment_do_not_block_fp32(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
+    """A deployment that sets them for its int8 exports still exports fp32: only typed options are refused."""
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "model.onnx").write_bytes(b"an earlier bundle")
+    result = CliRunner().invoke(export_main, ["--checkpoint", str(tiny_checkpoint_dir), "--output", str(taken)],
+                                env={"LSTM_EXPORT_MAX_ACCURACY_DROP": "2", "LSTM_EXPORT_ALLOW_BATCH_DEPENDENCE": "1"})
+    assert result.exit_code == 1 and "already exists" in result.output  # past the option checks, to the real work
+
+
 def test_version_flag_prints_the_tool_version() -> None:
     result = run_export("--version")
     assert result.exit_code == 0 and result.output.startswith("lstm-export, version ")
