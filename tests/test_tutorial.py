@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -45,17 +46,41 @@ def tutorial_env(sms_data: str | None) -> dict[str, str]:
     return env
 
 
+def stop_process_group(shell: subprocess.Popen) -> None:
+    """The broker and the worker the tutorial started in the background, if a step failed before stopping them.
+
+    SIGTERM first: ``lstm-worker broker`` then stops its Tansu child, which runs in a session of its own
+    and so outlives a SIGKILL sent to this group (a broker once outlived the whole CI run that way).
+    """
+    for stop, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(shell.pid, stop)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            shell.poll()  # reaps the shell once it has exited: a zombie would still count as the group's
+            if not _group_alive(shell.pid):
+                break
+            time.sleep(0.2)
+    shell.wait()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_the_tutorial_runs_as_written(sms_data: str | None, tmp_path: Path) -> None:
     shell = subprocess.Popen(["bash", "-c", tutorial_script()], cwd=tmp_path, env=tutorial_env(sms_data),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         output, _ = shell.communicate(timeout=480)
     finally:
-        try:  # the broker and the worker it started in the background, if a step failed before stopping them
-            os.killpg(shell.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        shell.wait()
+        stop_process_group(shell)
     logs = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in tmp_path.glob("*.log"))
     assert shell.returncode == 0, output[-8000:] + logs
 
