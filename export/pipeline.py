@@ -25,7 +25,8 @@ import numpy as np
 import onnxruntime
 import torch
 
-from core.bundle import DRIFT_REFERENCE_KEY, MODEL_FILE, load_bundle, write_bundle
+from core.bundle import DRIFT_REFERENCE_KEY, MODEL_FILE, load_bundle
+from core.bundle_writer import write_bundle
 from core.model_store import ModelStore, check_version_name
 from core.selftest import SelfTest
 from core.vocab import pad_batch

@@ -27,8 +27,8 @@ from core.bundle import (
     Preprocessing,
     load_bundle,
     manifest_digest,
-    write_bundle,
 )
+from core.bundle_writer import write_bundle
 from core.exceptions import BundleError
 from core.selftest import SELF_TEST_FILE, SelfTest, length_buckets
 from core.vocab import Vocabulary

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.bundle import DRIFT_REFERENCE_KEY, Preprocessing, load_bundle, write_bundle
+from core.bundle import DRIFT_REFERENCE_KEY, Preprocessing, load_bundle
+from core.bundle_writer import write_bundle
 from core.drift_reference import QUANTILE_STEPS, DriftReference
 from core.vocab import Vocabulary
 from tests.core.test_bundle import MODEL_BYTES, SELF_TEST, refused, rewrite_manifest

@@ -107,6 +107,6 @@ def test_missing_vocabulary_file_names_the_path(tmp_path) -> None:
 
 
 def test_core_does_not_import_torch() -> None:
-    code = "import core.bundle, core.vocab, core.text, sys; print('torch' in sys.modules)"
+    code = "import core.bundle, core.bundle_writer, core.vocab, core.text, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -11,7 +11,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from core.bundle import INPUT_IDS, INPUT_LENGTHS, OUTPUT_PROBABILITIES, load_bundle, write_bundle
+from core.bundle import INPUT_IDS, INPUT_LENGTHS, OUTPUT_PROBABILITIES, load_bundle
+from core.bundle_writer import write_bundle
 from core.text import tokenize
 from export.checkpoint import load_checkpoint
 from worker.classify_command import classify

@@ -12,7 +12,8 @@ import onnx
 import pytest
 import torch
 
-from core.bundle import OUTPUT_ATTRIBUTIONS, OUTPUT_PROBABILITIES, Preprocessing, load_bundle, write_bundle
+from core.bundle import OUTPUT_ATTRIBUTIONS, OUTPUT_PROBABILITIES, Preprocessing, load_bundle
+from core.bundle_writer import write_bundle
 from core.vocab import Vocabulary, pad_batch
 from export import embedding_quant, quantize
 from export.explain_graph import _needed_for
