@@ -1,8 +1,8 @@
 """Thin kafka-python wrappers: the only module of the worker that talks to the broker.
 
-One consumer and one producer configuration, built here from the settings, serve
-both delivery guarantees; exactly-once only adds the transactional id. Start-up
-checks turn kafka-python's errors into one line naming the fix.
+The clients are built from ``worker.kafka_config``'s one consumer and one producer
+configuration, which serve both delivery guarantees. Start-up checks turn kafka-python's
+errors into one line naming the fix.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
-from kafka.coordinator.assignors.range import RangePartitionAssignor
-from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import (
     InvalidProducerEpochError,
     KafkaError,
@@ -25,72 +22,14 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from worker.exceptions import StartupError
+from worker.kafka_config import connect_error, consumer_config, producer_config
 from worker.pipeline.ports import Headers, InputRecord, RebalanceHooks
 from worker.settings import WorkerSettings
 
-ASSIGNORS = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor,
-             "cooperative-sticky": CooperativeStickyAssignor}
 # Another producer registered our transactional id, or the broker aborted our transaction and bumped the epoch.
 FENCING_ERRORS = (ProducerFencedError, InvalidProducerEpochError, TransactionCoordinatorFencedError)
-_BOOTSTRAP_TIMEOUT_MS = 10_000
 # Each of the lag's two requests waits at most this long, on the loop thread.
 LAG_TIMEOUT_MS = 1000
-
-
-def _client_id(settings: WorkerSettings) -> str:
-    return f"lstm-worker-{settings.group_id}"
-
-
-def consumer_config(settings: WorkerSettings) -> dict[str, Any]:
-    return dict(
-        bootstrap_servers=list(settings.bootstrap_servers),
-        group_id=settings.group_id,
-        client_id=_client_id(settings),
-        enable_auto_commit=False,  # offsets move only with answered records (worker/pipeline/guarantees.py)
-        auto_offset_reset="earliest",
-        # Records of aborted upstream transactions are never classified, whichever guarantee this worker gives.
-        isolation_level="read_committed",
-        partition_assignment_strategy=(ASSIGNORS[settings.assignment_strategy],),
-        session_timeout_ms=settings.session_timeout_ms,
-        heartbeat_interval_ms=max(500, settings.session_timeout_ms // 3),
-        max_poll_records=max(settings.batch_size * 4, 500),
-        max_poll_interval_ms=settings.max_poll_interval_ms,  # also the rebalance timeout
-        fetch_max_bytes=16 * 1024 * 1024,  # bounds fetched-but-unpolled memory (RSS budget)
-        max_partition_fetch_bytes=max(1 << 20, settings.max_message_bytes + 1024),
-        fetch_min_bytes=1,
-        fetch_max_wait_ms=25,  # bounds the latency an idle fetch adds (some brokers hold a fetch for all of it)
-        bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
-        **settings.security.client_config(),
-    )
-
-
-def producer_config(settings: WorkerSettings) -> dict[str, Any]:
-    config: dict[str, Any] = dict(
-        bootstrap_servers=list(settings.bootstrap_servers),
-        client_id=_client_id(settings),
-        acks="all",
-        enable_idempotence=True,  # keeps per-partition order with several requests in flight and retries
-        max_in_flight_requests_per_connection=5,
-        linger_ms=5,
-        batch_size=256 * 1024,
-        max_request_size=settings.max_dead_letter_bytes + 65536,  # room for key, headers, batch overhead
-        # send() waits this long for a missing topic's metadata, on the loop thread: well below /healthz's limit.
-        max_block_ms=settings.send_block_ms,
-        bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
-        **settings.security.client_config(),
-    )
-    if settings.exactly_once:
-        config.update(transactional_id=settings.transactional_id,
-                      transaction_timeout_ms=settings.transaction_timeout_ms)
-    return config
-
-
-def _connect_error(settings: WorkerSettings, exc: Exception) -> StartupError:
-    servers = ",".join(settings.bootstrap_servers)
-    return StartupError(
-        f"cannot reach Kafka at {servers} ({type(exc).__name__}): check --bootstrap-servers and the "
-        "security options, or start a local broker with `lstm-worker broker`"
-    )
 
 
 class RebalanceListener(AsyncConsumerRebalanceListener):
@@ -148,7 +87,7 @@ class KafkaSource:
         try:
             self.consumer = KafkaConsumer(**consumer_config(settings))
         except (KafkaError, OSError) as exc:
-            raise _connect_error(settings, exc) from None
+            raise connect_error(settings, exc) from None
         self.topic = settings.topic
 
     def check_topic(self) -> int:
@@ -256,7 +195,7 @@ class KafkaSink:
         try:
             self.producer = KafkaProducer(**producer_config(settings))
         except (KafkaError, OSError) as exc:
-            raise _connect_error(settings, exc) from None
+            raise connect_error(settings, exc) from None
 
     def check_topic(self, topic: str, option: str) -> None:
         """Fetch metadata for an output topic (brokers with auto-creation create it here)."""

@@ -1,0 +1,76 @@
+"""The kafka-python client configurations, built once from the settings, and the start-up error they share.
+
+One consumer and one producer configuration serve both delivery guarantees; exactly-once only adds
+the transactional id. A broker that cannot be reached becomes one line naming the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+from worker.exceptions import StartupError
+from worker.settings import WorkerSettings
+
+ASSIGNORS = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor,
+             "cooperative-sticky": CooperativeStickyAssignor}
+_BOOTSTRAP_TIMEOUT_MS = 10_000
+
+
+def _client_id(settings: WorkerSettings) -> str:
+    return f"lstm-worker-{settings.group_id}"
+
+
+def consumer_config(settings: WorkerSettings) -> dict[str, Any]:
+    return dict(
+        bootstrap_servers=list(settings.bootstrap_servers),
+        group_id=settings.group_id,
+        client_id=_client_id(settings),
+        enable_auto_commit=False,  # offsets move only with answered records (worker/pipeline/guarantees.py)
+        auto_offset_reset="earliest",
+        # Records of aborted upstream transactions are never classified, whichever guarantee this worker gives.
+        isolation_level="read_committed",
+        partition_assignment_strategy=(ASSIGNORS[settings.assignment_strategy],),
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(500, settings.session_timeout_ms // 3),
+        max_poll_records=max(settings.batch_size * 4, 500),
+        max_poll_interval_ms=settings.max_poll_interval_ms,  # also the rebalance timeout
+        fetch_max_bytes=16 * 1024 * 1024,  # bounds fetched-but-unpolled memory (RSS budget)
+        max_partition_fetch_bytes=max(1 << 20, settings.max_message_bytes + 1024),
+        fetch_min_bytes=1,
+        fetch_max_wait_ms=25,  # bounds the latency an idle fetch adds (some brokers hold a fetch for all of it)
+        bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
+        **settings.security.client_config(),
+    )
+
+
+def producer_config(settings: WorkerSettings) -> dict[str, Any]:
+    config: dict[str, Any] = dict(
+        bootstrap_servers=list(settings.bootstrap_servers),
+        client_id=_client_id(settings),
+        acks="all",
+        enable_idempotence=True,  # keeps per-partition order with several requests in flight and retries
+        max_in_flight_requests_per_connection=5,
+        linger_ms=5,
+        batch_size=256 * 1024,
+        max_request_size=settings.max_dead_letter_bytes + 65536,  # room for key, headers, batch overhead
+        # send() waits this long for a missing topic's metadata, on the loop thread: well below /healthz's limit.
+        max_block_ms=settings.send_block_ms,
+        bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
+        **settings.security.client_config(),
+    )
+    if settings.exactly_once:
+        config.update(transactional_id=settings.transactional_id,
+                      transaction_timeout_ms=settings.transaction_timeout_ms)
+    return config
+
+
+def connect_error(settings: WorkerSettings, exc: Exception) -> StartupError:
+    servers = ",".join(settings.bootstrap_servers)
+    return StartupError(
+        f"cannot reach Kafka at {servers} ({type(exc).__name__}): check --bootstrap-servers and the "
+        "security options, or start a local broker with `lstm-worker broker`"
+    )
