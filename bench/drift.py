@@ -33,10 +33,10 @@ import click
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.streaming import create_topics, free_port, output_consumer, produce, start_worker, wait_http
+from bench.streaming import create_topics, output_consumer, produce, start_worker, wait_http
 from core.bundle import load_bundle
 from training.readers import read_news_archive
-from worker.devbroker import DevBroker
+from worker.devbroker import DevBroker, free_port
 from worker.drift import DriftMonitor
 from worker.engine import InferenceEngine
 from worker.metrics import WorkerMetrics

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import click
 
-from bench.streaming import free_port, measure_worker
+from bench.streaming import measure_worker
 from core.bundle import load_bundle
-from worker.devbroker import DevBroker
+from worker.devbroker import DevBroker, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = {"at_least_once": (), "exactly_once": ("--exactly-once",)}

@@ -24,7 +24,6 @@ import numpy as np
 
 from bench.streaming import (
     create_topics,
-    free_port,
     measure_worker,
     offered_load_latency,
     output_consumer,
@@ -34,7 +33,7 @@ from bench.streaming import (
 )
 from core.model_store import ModelStore
 from training.data import load_dataset
-from worker.devbroker import DevBroker
+from worker.devbroker import DevBroker, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,10 +19,10 @@ import click
 from bench.frontier import describe
 from bench.hardware import lstm_flops_per_token, matmul_peak_gflops
 from bench.offline import ort_batched, ort_per_message, torch_per_message
-from bench.streaming import free_port, measure_worker
+from bench.streaming import measure_worker
 from core.bundle import load_bundle
 from training.data import load_dataset
-from worker.devbroker import DevBroker
+from worker.devbroker import DevBroker, free_port
 from worker.engine import usable_cpus
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -198,10 +198,4 @@ def offered_load_latency(bootstrap: str, topic: str, consumer: Consumer, texts: 
     }
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from core.bundle import load_bundle
 from core.exceptions import BundleError
 from training.data import load_dataset
-from worker.devbroker import DevBroker
+from worker.devbroker import DevBroker, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts" / "demo"
@@ -38,13 +38,6 @@ DOCS = int(os.environ.get("DEMO_DOCS", "3000"))
 QUICK_TRAIN = ["--epochs", "3", "--max-len", "128", "--embed-dim", "64", "--hidden-size", "64",
                "--vocab-size", "20000", "--no-baseline", "--seed", "0", "--members", "1"]
 MALFORMED = [b"\xff\xfe not utf-8", b"", b"   ", b'{"text": 42}', b"[1, 2, 3]", b"null"]
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (for the worker's metrics endpoint)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_taken(port: int) -> bool:

@@ -35,8 +35,8 @@ def find_tansu() -> Path:
     )
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (good enough for tests and demos)."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (good enough for a local broker, the demo and the benchmarks)."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -60,7 +60,7 @@ class DevBroker:
     def __init__(self, port: int | None = None, host: str = "127.0.0.1", advertised_host: str | None = None,
                  quiet: bool = True):
         self.host = host
-        self.port = port if port is not None else _free_port(host)
+        self.port = port if port is not None else free_port(host)
         self.advertised_host = advertised_host or host
         self.quiet = quiet
         self.process: subprocess.Popen | None = None
