@@ -17,8 +17,10 @@ AUTO = "auto"
 MIN_BUDGET_SECONDS = 20.0
 # Keys that may differ between a run and its --resume without changing what is trained.
 # The bag-of-words branch is fitted after the LSTMs: changing it and resuming a finished run refits only it.
-RESUME_FREE_KEYS = frozenset({"resume", "threads", "device", "baseline", "output", "jobs", "bow_weight",
-                              "bow_sharpness", "bow_bigram_buckets"})
+# Member k's fold and seed do not depend on how many members there are, so --members may grow (or shrink)
+# a finished run: the members it has are kept, the new ones trained.
+RESUME_FREE_KEYS = frozenset({"resume", "threads", "device", "baseline", "output", "jobs", "members",
+                              "bow_weight", "bow_sharpness", "bow_bigram_buckets"})
 
 
 @dataclass(frozen=True)

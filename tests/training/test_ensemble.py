@@ -87,6 +87,18 @@ def test_resume_skips_a_finished_member_and_trains_one_that_never_started(synthe
     assert [m["best_val_macro_f1"] for m in resumed["members"]] == [m["best_val_macro_f1"] for m in first["members"]]
 
 
+def test_resume_with_more_members_keeps_the_trained_ones_and_trains_the_rest(synthetic_jsonl: Path,
+                                                                           tmp_path: Path) -> None:
+    config = TrainConfig(data=str(synthetic_jsonl), output=str(tmp_path), jobs=1, **SMALL)
+    first = run_training(config, log=lambda line: None)
+    stamps = [(tmp_path / f"member-{k}" / "checkpoint.pt").stat().st_mtime_ns for k in (1, 2)]
+    grown = run_training(replace(config, members=3, resume=True), log=lambda line: None)
+    assert [(tmp_path / f"member-{k}" / "checkpoint.pt").stat().st_mtime_ns for k in (1, 2)] == stamps
+    assert [m["best_val_macro_f1"] for m in grown["members"][:2]] == [m["best_val_macro_f1"] for m in first["members"]]
+    assert [m["seed"] for m in grown["members"]] == [5, 6, 7]
+    assert load_checkpoint(tmp_path)["model_config"]["members"] == 3
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"members": 5, "val_fraction": 0.2}, "--members x --val-fraction must stay below 1"),
     ({"members": 0}, "--members must be at least 1"),
