@@ -44,7 +44,7 @@ class TrainConfig:
     dropout: float = 0.3
     embed_dropout: float = 0.2
     word_dropout: float = 0.0
-    pooling: str = "max_mean"
+    pooling: str = "attention"
     word_shortcut: bool = False
     embeddings: str | None = None
     embedding_init: str = "lsa"

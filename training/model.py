@@ -32,7 +32,7 @@ class ModelConfig:
     bidirectional: bool = True
     dropout: float = 0.3
     embed_dropout: float = 0.2
-    pooling: str = "max_mean"
+    pooling: str = "attention"
     pad_id: int = 0
     # Also feed the max- and mean-pooled word vectors straight to the classifier (a fastText-like
     # shortcut beside the LSTM): with LSA-initialised vectors it carries the topical signal from
