@@ -174,8 +174,8 @@ def report(result: dict, texts: list[str], truths: list[str], exit_code: int, lo
             mark = "ok " if out["label"] == truths[i] else "MISS"
             print(f"   [{mark}] {out['label']:<26} {out['score']:.2f}  (truth {truths[i]})  {subject}")
     print("\nNext: your own labelled CSV, from training to a stream: docs/tutorial.md;"
-          "\n      full training `lstm-train --data $LSTM_TRAIN_DATA --output artifacts/full` (about 13 minutes on"
-          "\n      2 cores, 0.874 test accuracy; README: Results),"
+          "\n      full training `lstm-train --data $LSTM_TRAIN_DATA --output artifacts/full` (about 10 minutes on"
+          "\n      2 cores, 0.887 test accuracy; README: Results),"
           "\n      the worker on a cluster: `kubectl apply -k deploy/k8s/overlays/cpu` (README: Deployment).")
 
 
