@@ -154,6 +154,11 @@ def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = 
         log(f"{config.members} member(s) {'in memory' if output is None else f'in {output}/member-*'}, "
             f"{processes} at a time, "
             f"{len(jobs[0].train_ids)} train / {len(jobs[0].val_ids)} validation documents each")
+    if (config.resume and shared and output is not None and (output / LAST_FILE).is_file()
+            and not (output / MEMBER_DIR.format(1) / LAST_FILE).is_file() and not quiet):
+        log(f"--resume: {output / LAST_FILE} is one LSTM with a vocabulary of its own training part "
+            "(--members 1 --bow-weight 0); members share one built from every training document, "
+            "so member 1 trains again")
     began, began_cpu = time.perf_counter(), time.process_time()
     if processes == 1:
         fits = [*trained, *(_fit(config, job, quiet, log) for job in to_train)]

@@ -99,6 +99,17 @@ def test_resume_with_more_members_keeps_the_trained_ones_and_trains_the_rest(syn
     assert load_checkpoint(tmp_path)["model_config"]["members"] == 3
 
 
+def test_growing_one_lstm_without_the_branch_says_why_member_1_trains_again(synthetic_jsonl: Path,
+                                                                           tmp_path: Path) -> None:
+    config = TrainConfig(data=str(synthetic_jsonl), output=str(tmp_path), jobs=1, **{**SMALL, "members": 1})
+    run_training(config, log=lambda line: None)
+    lines: list[str] = []
+    grown = run_training(replace(config, members=2, resume=True), log=lines.append)
+    assert any("member 1 trains again" in line for line in lines)
+    assert [m["seed"] for m in grown["members"]] == [5, 6]
+    assert load_checkpoint(tmp_path)["model_config"]["members"] == 2
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"members": 5, "val_fraction": 0.2}, "--members x --val-fraction must stay below 1"),
     ({"members": 0}, "--members must be at least 1"),
