@@ -33,6 +33,7 @@ def describe(manifest: dict) -> dict:
         "embed_dim": config.get("embed_dim"), "hidden_size": config.get("hidden_size"),
         "members": config.get("members", 1), "max_len": manifest["preprocessing"]["max_len"],
         "bow_weight": config.get("bow_weight", 0.0),
+        "pooling": config.get("pooling"),
         "epochs": train.get("epochs"),
         "test_accuracy": metrics.get("accuracy"), "test_macro_f1": metrics.get("macro_f1"),
         "test_map": metrics.get("mean_average_precision"), "train_seconds": metrics.get("train_seconds"),
@@ -75,12 +76,12 @@ def main(bundles: tuple[Path, ...], data: str, docs: int, rounds: int, threads: 
     output.mkdir(parents=True, exist_ok=True)
     (output / "frontier-latest.json").write_text(json.dumps(result, indent=2))
     fastest = max(r["docs_per_s"] for r in rows)
-    click.echo(f"{'bundle':<34}{'embed':>6}{'hidden':>7}{'members':>8}{'bow':>5}{'tokens':>7}{'test acc':>9}"
-               f"{'docs/s':>8}{'speed':>7}")
+    click.echo(f"{'bundle':<34}{'embed':>6}{'hidden':>7}{'members':>8}{'pooling':>10}{'bow':>5}{'tokens':>7}"
+               f"{'test acc':>9}{'docs/s':>8}{'speed':>7}")
     for r in rows:
         accuracy = r["test_accuracy"] or float("nan")
         click.echo(f"{r['bundle'][-34:]:<34}{r['embed_dim']!s:>6}{r['hidden_size']!s:>7}{r['members']!s:>8}"
-                   f"{r['bow_weight'] or '-'!s:>5}"
+                   f"{r['pooling']:>10}{r['bow_weight'] or '-'!s:>5}"
                    f"{r['max_len']!s:>7}{accuracy:>9.4f}{r['docs_per_s']:>8.0f}{r['docs_per_s'] / fastest:>7.2f}")
     if plot is not None:
         draw_frontier(result, plot)

@@ -34,11 +34,13 @@ def _pyplot():
 
 
 def model_label(row: dict) -> str:
-    """'3 x BiLSTM 96', plus what differs from the default shape (vectors, tokens, linear branch)."""
+    """'3 x BiLSTM 96', plus what differs from the default shape (vectors, tokens, pooling, linear branch)."""
     label = f"{row['members']} x BiLSTM {row['hidden_size']}"
     defaults = TrainConfig(data="", output="")
     if row["embed_dim"] != defaults.embed_dim or row["max_len"] != defaults.max_len:
         label += f", {row['embed_dim']}-d, {row['max_len']} tokens"
+    if pooling(row) != defaults.pooling:
+        label += f", {pooling(row).replace('_', '/')} pooling"
     if row.get("bow_weight"):
         label += " + linear branch"
     return label
@@ -48,8 +50,14 @@ def is_default(row: dict) -> bool:
     """The default's shape: its members, sizes and tokens, and a linear branch whenever the default has one
     (its weight is chosen per run on validation, so the weight itself does not identify it)."""
     defaults = TrainConfig(data="", output="")
-    return (row["members"], row["hidden_size"], row["embed_dim"], row["max_len"], bool(row.get("bow_weight"))) == (
-        defaults.members, defaults.hidden_size, defaults.embed_dim, defaults.max_len, defaults.bow_branch)
+    return (row["members"], row["hidden_size"], row["embed_dim"], row["max_len"], pooling(row),
+            bool(row.get("bow_weight"))) == (defaults.members, defaults.hidden_size, defaults.embed_dim,
+                                             defaults.max_len, defaults.pooling, defaults.bow_branch)
+
+
+def pooling(row: dict) -> str:
+    """Rows measured before bench.frontier recorded pooling all pooled by max and mean."""
+    return row.get("pooling", "max_mean")
 
 
 def pareto(rows: list[dict]) -> list[dict]:
