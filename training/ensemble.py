@@ -104,7 +104,12 @@ def _fit_in_processes(config: TrainConfig, jobs: list[MemberJob], processes: int
                 if member.ready() and not member.successful():
                     member.get()  # raises its exception; leaving the with-block terminates the others
             time.sleep(0.5)
-        return [p.get() for p in pending]
+        fits = [p.get() for p in pending]
+        # Leaving the with-block terminates the workers; joined first, they release their semaphores
+        # themselves instead of leaving them to the resource tracker's warning at exit.
+        pool.close()
+        pool.join()
+        return fits
 
 
 def _jobs(config: TrainConfig, prepared: PreparedData, features: Features, output: Path | None,
