@@ -131,8 +131,7 @@ def _jobs(config: TrainConfig, prepared: PreparedData, features: Features, outpu
 
 
 def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = print, *,
-                        output: Path | None = None, deadline: float | None = None, quiet: bool = False,
-                        trained: Sequence[MemberFit] = ()) -> TrainResult:
+                        output: Path | None = None, deadline: float | None = None, quiet: bool = False) -> TrainResult:
     """Train ``config``'s members on their folds, add the linear branch, and score the result on validation.
 
     ``TrainResult.val_score`` is the pooled out-of-fold accuracy of the model as built: each member's
@@ -140,8 +139,7 @@ def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = 
     ``output``: write each member's checkpoints there (``--resume`` continues them) and the assembled
     model to ``checkpoint.pt``; without it nothing is written. ``deadline`` (``time.time()``): no
     training batch starts after it (``cut_short`` says whether one was stopped). ``quiet``: no log
-    lines from the members (a search prints one line per trial itself). ``trained``: members 1, 2, ...
-    already trained with this configuration (a search's trial), used as they are.
+    lines from the members (a search prints one line per trial itself).
     """
     full, shared = prepared.full, shares_vocabulary(config)
     start = time.perf_counter()
@@ -153,8 +151,7 @@ def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = 
     if init is not None:
         check_shape(init, config)
     jobs = _jobs(config, prepared, features, output, deadline)
-    to_train = jobs[len(trained):]
-    processes = min(resolve_jobs(config), max(1, len(to_train)))
+    processes = min(resolve_jobs(config), len(jobs))
     if shared and not quiet:
         log(f"{config.members} member(s) {'in memory' if output is None else f'in {output}/member-*'}, "
             f"{processes} at a time, "
@@ -166,9 +163,9 @@ def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = 
             "so member 1 trains again")
     began, began_cpu = time.perf_counter(), time.process_time()
     if processes == 1:
-        fits = [*trained, *(_fit(config, job, quiet, log) for job in to_train)]
+        fits = [_fit(config, job, quiet, log) for job in jobs]
     else:
-        fits = [*trained, *_fit_in_processes(config, to_train, processes, quiet)]
+        fits = _fit_in_processes(config, jobs, processes, quiet)
     elapsed = time.perf_counter() - began
     for index, fit in enumerate(fits):
         prepared.keep_teacher_margins(config, index, fit.teacher_margins)
@@ -194,7 +191,7 @@ def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = 
         return TrainResult(model, features.vocab, fits[0].history, best_epoch, mean_f1, fits[0].train_seconds,
                            fits[0].train_cpu_seconds, fits[0].stopped_early, fits[0].embedding_source,
                            fits[0].distillation, val_score=val_score, cut_short=fits[0].cut_short,
-                           member_fits=fits, init=started_from)  # its checkpoint.pt is the one its training saved
+                           init=started_from)  # its checkpoint.pt is the one its training saved
     cpu = sum(fit.train_cpu_seconds for fit in fits) + time.process_time() - began_cpu
     history = [{**record, "member": index + 1} for index, fit in enumerate(fits) for record in fit.history]
     result = TrainResult(model, features.vocab, history, best_epoch=best_epoch, best_val_macro_f1=mean_f1,
@@ -203,7 +200,7 @@ def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = 
                          embedding_source=fits[0].embedding_source, distillation=fits[0].distillation,
                          members=[_summary(job, fit) for job, fit in zip(jobs, fits, strict=True)],
                          bow_selection=selection, val_score=val_score, cut_short=any(fit.cut_short for fit in fits),
-                         member_fits=fits, init=started_from)
+                         init=started_from)
     if output is not None:
         save_model(output / BEST_FILE, config, result, full.label_names)
     return result

@@ -4,15 +4,15 @@
    95th and 75th percentiles, capped at 256), the size gives the hidden size, and the command line's
    ``--epochs`` and half of it the epoch candidates.
 2. Probe: the base shape trained for one epoch is the first trial; its time per epoch, scaled by tokens
-   read and LSTM size, estimates every other trial. A trial trains two members on their own validation
-   folds in memory and is scored by their pooled out-of-fold accuracy with the linear branch chosen
-   out of fold (``train_configuration``'s ``val_score``): validation data only, never the test split.
-3. Trials run, cheapest first after the base, while each fits together with one more member of the
-   best shape and the report's reserve; with time left, the best shape made larger one way at a time
-   (hidden units, epochs, reading length) follows. The best score wins, ties going to the cheaper shape.
-4. The final model is the winner with as many members (at most 3: the default's serving cost) as fit in
-   what is left, less a reserve for scoring the test split and writing the report. The winning trial's
-   two members are reused, so only the extra members train. Every step has a deadline inside the budget.
+   read and LSTM size, estimates every other trial. A trial trains the final model's three members on
+   their own validation folds, side by side, in memory, and is scored by their pooled out-of-fold accuracy
+   with the linear branch chosen out of fold (``train_configuration``'s ``val_score``): validation data
+   only, never the test split.
+3. Trials run, cheapest first after the base, while each fits before the report's reserve; with time
+   left, the best shape made larger one way at a time (hidden units, epochs, reading length) follows.
+   The best score wins, ties going to the cheaper shape.
+4. The final model is the winning trial as it was trained (at most 3 members: the default's serving
+   cost), so nothing trains after the search but the report. Every step has a deadline inside the budget.
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ from training.predict import predict_logits
 from training.prepared import PreparedData
 from training.trainer import Log, TrainResult
 
-TRIAL_MEMBERS = 2  # folds a trial is scored on: two cores train two at once
 MAX_MEMBERS = 3  # the final model's: more would serve slower than the default
+# A trial trains the final model's members, side by side: the best trial is then the final model, and no
+# member has to train alone after the search (one member after two cost as much wall time as the two).
+TRIAL_MEMBERS = MAX_MEMBERS
 SAFETY = 1.25  # estimates are multiplied by this before they are trusted
 SCORING_SAMPLE = 300  # documents the probe's model scores to time the report's scoring of the test split
 BASELINE_SECONDS_PER_DOCUMENT = 1e-3  # TF-IDF + LinearSVC: a few seconds on 20 Newsgroups' 11k posts
@@ -90,7 +92,8 @@ class Search:
         base = self.shapes[0]
         scale = relative_work(shape, self.profile, self.config.embed_dim) / relative_work(
             base, self.profile, self.config.embed_dim)
-        parallel = max(1.0, members / self.cores) if members > 1 else 1.0
+        # The probe timed TRIAL_MEMBERS members side by side; fewer are not assumed to go faster.
+        parallel = max(1.0, members / TRIAL_MEMBERS)
         overhead = self.overhead if overhead is None else overhead
         return SAFETY * (overhead + parallel * self.epoch_seconds * scale * shape.epochs)
 
@@ -105,7 +108,8 @@ class Search:
                "val_accuracy": result.val_score, "lstm_val_accuracy": selection.get("lstm_accuracy"),
                "linear_val_accuracy": selection.get("linear_accuracy"), "bow_weight": selection.get("weight"),
                "bow_bigram_buckets": selection.get("bigram_buckets"),
-               "epochs_run": max(len([h for h in result.history if h.get("member") == m]) for m in (1, 2)),
+               "epochs_run": max(len([h for h in result.history if h.get("member") == m])
+                                 for m in range(1, TRIAL_MEMBERS + 1)),
                "seconds": round(seconds, 1), "status": "cut short by the search deadline" if result.cut_short
                else "done"}
         self.trials.append(row)
@@ -152,8 +156,8 @@ class Search:
         """The candidate shapes, the base first, then cheapest first, each while it fits; then, with time left,
         the best one made larger one way at a time (:func:`larger_shapes`).
 
-        A trial fits when it, then one more member of the best shape so far (or of it, if it wins), then
-        the report's reserve fit in what is left of the budget: the final model is never starved.
+        A trial fits when it and the report's reserve fit in what is left of the budget: a trial is a
+        whole final model, so nothing else has to fit after it.
         """
         for shape in sorted(self.shapes, key=lambda s: (s != self.shapes[0], self.estimate(s))):
             self._try(shape)
@@ -166,14 +170,12 @@ class Search:
     def _try(self, shape: Shape) -> None:
         end = self.started + self.budget - self.reserve_for(MAX_MEMBERS)
         needed = self.estimate(shape, overhead=self.trial_overhead)
-        best = self.best()
-        after = max(self.estimate(shape, 1), self.estimate(best, 1) if best in self.results else 0.0)
-        if time.time() + needed + after > end:
+        if time.time() + needed > end:
             self.trials.append({"trial": None, **shape.to_dict(), "members": TRIAL_MEMBERS,
-                                "status": f"skipped: estimated {needed:.0f}s, then {after:.0f}s for the final "
-                                          f"model's next member; {max(0.0, end - time.time()):.0f}s left"})
+                                "status": f"skipped: estimated {needed:.0f}s; {max(0.0, end - time.time()):.0f}s "
+                                          "left"})
             return
-        result = self.run_trial(shape, deadline=end - after)
+        result = self.run_trial(shape, deadline=end)
         ran = self.trials[-1]
         scale = relative_work(shape, self.profile, self.config.embed_dim) / relative_work(
             self.shapes[0], self.profile, self.config.embed_dim)
@@ -195,12 +197,12 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def plan_final(search: Search, shape: Shape) -> tuple[TrainConfig, TrainResult | None, list, str]:
-    """The final configuration; the trial result that already is the final model, if one is; members to reuse; why.
+def plan_final(search: Search, shape: Shape) -> tuple[TrainConfig, TrainResult | None, str]:
+    """The final configuration; the trial result that already is the final model, if one is; why.
 
-    Members first up to the cores (side by side they cost no more wall time than one), then epochs up to
-    the command line's, then members up to :data:`MAX_MEMBERS`. A finished trial is reused: its members
-    are the final model's first ones, or the whole model when nothing more fits in the time left.
+    A finished trial of the best shape is the model (it trained the final model's members). When only the
+    one-epoch probe finished, the base shape is trained properly if that fits: as many members as fit (at
+    most :data:`MAX_MEMBERS`), else fewer epochs.
     """
     trial = search.results.get(shape)
 
@@ -221,16 +223,8 @@ def plan_final(search: Search, shape: Shape) -> tuple[TrainConfig, TrainResult |
         if trial is not None:
             shape = search.fallback_shape
     if trial is not None:
-        final = _with_shape(search.config, shape, TRIAL_MEMBERS)
-        extra = next((n for n in range(MAX_MEMBERS - TRIAL_MEMBERS, 0, -1)
-                      if wall(n, shape.epochs) <= left(TRIAL_MEMBERS + n)), 0)
-        if not extra:
-            return final, trial, [], (f"the best trial is the model: one more member would take about "
-                                      f"{wall(1, shape.epochs):.0f}s, {max(0.0, left(TRIAL_MEMBERS + 1)):.0f}s "
-                                      "were left")
-        why = (f"the best trial's {TRIAL_MEMBERS} members, plus {extra} more trained now (as many as fit in the "
-               f"{left(TRIAL_MEMBERS + extra):.0f}s left, at most {MAX_MEMBERS} in all)")
-        return replace(final, members=TRIAL_MEMBERS + extra), None, list(trial.member_fits), why
+        return (_with_shape(search.config, shape, TRIAL_MEMBERS), trial,
+                f"the best trial is the model (its {TRIAL_MEMBERS} members, each on its own validation fold)")
     members = next((n for n in range(MAX_MEMBERS, 0, -1) if wall(n, shape.epochs) <= left(n)), 0)
     epochs = shape.epochs
     if not members:
@@ -238,10 +232,10 @@ def plan_final(search: Search, shape: Shape) -> tuple[TrainConfig, TrainResult |
         epochs = next((e for e in range(shape.epochs, 0, -1) if wall(members, e) <= left(members)), 1)
     probe = search.results.get(replace(shape, epochs=1))
     if probe is not None and epochs == 1 and members <= TRIAL_MEMBERS:
-        return (_with_shape(search.config, replace(shape, epochs=1), TRIAL_MEMBERS), probe, [],
+        return (_with_shape(search.config, replace(shape, epochs=1), TRIAL_MEMBERS), probe,
                 f"the probe is the model: {max(0.0, left(members)):.0f}s left fit no more than it trained")
     why = f"{members} member(s) of {epochs} epoch(s): what fits in the {max(0.0, left(members)):.0f}s left"
-    return _with_shape(search.config, replace(shape, epochs=epochs), members), None, [], why
+    return _with_shape(search.config, replace(shape, epochs=epochs), members), None, why
 
 
 def budget_report(search: Search, final: TrainConfig, result: TrainResult, why: str, reserve: float) -> dict:
@@ -266,13 +260,12 @@ def train_within_budget(run, log: Log) -> tuple[TrainConfig, TrainResult, dict]:
     search.probe(deadline=run.started + 0.5 * search.budget)
     search.search()
     shape = search.best()
-    final, result, reused, why = plan_final(search, shape)
+    final, result, why = plan_final(search, shape)
     reserve = search.reserve_for(final.members)
     log(f"final: max_len {final.max_len}, hidden {final.hidden_size}, {final.epochs} epochs, {final.members} "
         f"member(s): {why}")
     if result is None:
-        result = train_configuration(final, run.prepared, log, deadline=run.started + search.budget - reserve,
-                                     trained=reused)
+        result = train_configuration(final, run.prepared, log, deadline=run.started + search.budget - reserve)
     save_model(run.output / BEST_FILE, final, result, run.prepared.full.label_names)
     if result.cut_short:
         log("the budget's deadline stopped a member early; its best finished epoch is kept")

@@ -63,7 +63,6 @@ class TrainResult:
     # on it, mixed with a branch fitted without it); None without validation folds.
     val_score: float | None = None
     cut_short: bool = False  # a deadline stopped some member before its last epoch
-    member_fits: list = field(default_factory=list)  # the trained members (MemberFit), for a search to reuse
     init: dict | None = None  # --init-from: what carried over
 
 

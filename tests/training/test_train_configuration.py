@@ -6,7 +6,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from training.config import TrainConfig
@@ -76,17 +75,3 @@ def test_no_batch_starts_after_the_deadline(sms_spam: Path) -> None:
     finished = train_configuration(config, prepared, log=lambda line: None, deadline=time.time() + 3600)
     assert not finished.cut_short and len(finished.history) == 2
     assert "share_of_epoch" not in finished.history[0]
-
-
-def test_trained_members_are_reused_as_they_are(sms_spam: Path) -> None:
-    config = TrainConfig(data=str(sms_spam), output="unused", **{**SMS, "epochs": 1})
-    prepared = _prepared(config)
-    two = train_configuration(config, prepared, log=lambda line: None, quiet=True)
-    three = train_configuration(replace(config, members=3), prepared, log=lambda line: None, quiet=True,
-                                trained=two.member_fits)
-    assert three.member_fits[:2] == two.member_fits
-    assert [m["seed"] for m in three.members] == [4, 5, 6] and len(three.history) == 3
-    reference = train_configuration(replace(config, members=3), _prepared(config), log=lambda line: None,
-                                    quiet=True)
-    _states_equal(reference.model, three.model)
-    assert np.isclose(reference.val_score, three.val_score)
