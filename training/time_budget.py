@@ -83,8 +83,9 @@ class Search:
     def left(self) -> float:
         return self.started + self.budget - time.time()
 
-    def estimate(self, shape: Shape, members: int = TRIAL_MEMBERS, overhead: float | None = None) -> float:
-        """Seconds to train ``members`` members of ``shape``, from the probe's time per epoch.
+    def estimate(self, shape: Shape, overhead: float | None = None) -> float:
+        """Seconds to train ``shape``'s members side by side (at most the probe's count, whose time per epoch
+        this scales: fewer are not assumed to go faster).
 
         ``overhead``: the seconds beyond the epochs; by default what a new member needs (the latest
         trial's, plus fitting its own teacher; at first the probe's, which include everything prepared once).
@@ -92,10 +93,8 @@ class Search:
         base = self.shapes[0]
         scale = relative_work(shape, self.profile, self.config.embed_dim) / relative_work(
             base, self.profile, self.config.embed_dim)
-        # The probe timed TRIAL_MEMBERS members side by side; fewer are not assumed to go faster.
-        parallel = max(1.0, members / TRIAL_MEMBERS)
         overhead = self.overhead if overhead is None else overhead
-        return SAFETY * (overhead + parallel * self.epoch_seconds * scale * shape.epochs)
+        return SAFETY * (overhead + self.epoch_seconds * scale * shape.epochs)
 
     def run_trial(self, shape: Shape, deadline: float) -> TrainResult:
         began = time.time()
@@ -212,24 +211,24 @@ def plan_final(search: Search, shape: Shape) -> tuple[TrainConfig, TrainResult |
     if trial is not None and shape.epochs < search.config.epochs and len(search.results) == 1:
         # Only the one-epoch probe finished: train the base shape properly if that fits, else keep the probe.
         proper = replace(shape, epochs=search.config.epochs)
-        if search.estimate(replace(proper, epochs=1), 1) <= left(TRIAL_MEMBERS):
+        if search.estimate(replace(proper, epochs=1)) <= left(TRIAL_MEMBERS):
             trial, shape = None, proper
 
-    def wall(members: int, epochs: int) -> float:
-        return search.estimate(replace(shape, epochs=epochs), members)
+    def wall(epochs: int) -> float:
+        return search.estimate(replace(shape, epochs=epochs))
 
-    if trial is None and search.estimate(replace(shape, epochs=1), 1) > left(1):
+    if trial is None and search.estimate(replace(shape, epochs=1)) > left(1):
         trial = search.fallback  # no time to train anything more: the best there is, even if cut short
         if trial is not None:
             shape = search.fallback_shape
     if trial is not None:
         return (_with_shape(search.config, shape, TRIAL_MEMBERS), trial,
                 f"the best trial is the model (its {TRIAL_MEMBERS} members, each on its own validation fold)")
-    members = next((n for n in range(MAX_MEMBERS, 0, -1) if wall(n, shape.epochs) <= left(n)), 0)
+    members = next((n for n in range(MAX_MEMBERS, 0, -1) if wall(shape.epochs) <= left(n)), 0)
     epochs = shape.epochs
     if not members:
         members = min(MAX_MEMBERS, search.cores)
-        epochs = next((e for e in range(shape.epochs, 0, -1) if wall(members, e) <= left(members)), 1)
+        epochs = next((e for e in range(shape.epochs, 0, -1) if wall(e) <= left(members)), 1)
     probe = search.results.get(replace(shape, epochs=1))
     if probe is not None and epochs == 1 and members <= TRIAL_MEMBERS:
         return (_with_shape(search.config, replace(shape, epochs=1), TRIAL_MEMBERS), probe,
