@@ -27,14 +27,14 @@ $(STAMP): pyproject.toml
 test: install ## unit, integration (real broker, ONNX Runtime), deploy and docs tests (the tutorial too)
 	@$(PY) -m tests.support.datasets
 	deploy/validate.sh
-	$(PY) -m pytest -q -m "not faults" --durations=15
+	$(PY) -m pytest -q -m "not faults" --durations=15 --only-listed-skips
 
 deploy-check: ## render every overlay, schema-validate, lint, checkov (deploy/validate.sh)
 	deploy/validate.sh
 
 faults: install ## real processes under real faults: SIGKILL, broker freeze, poison input (CI runs it too)
 	@$(PY) -m tests.support.datasets news
-	$(PY) -m pytest -q -m faults tests/faults --durations=10
+	$(PY) -m pytest -q -m faults tests/faults --durations=10 --only-listed-skips
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check core training export worker tests bench scripts

@@ -1,9 +1,10 @@
 """docs/tutorial.md as a test: its ```bash blocks run in order, in one shell, in an empty folder.
 
 Exactly the documented commands run; the test only chooses the broker's port (through the variables
-the tutorial tells users to set when 9092 is taken) and the data (``SMS_DATA``, or the tutorial's own
-download). Then it checks what the tutorial promises: every streamed message labelled once, the first
-half by version 1, the second by version 2 promoted while the worker ran, and mostly right.
+the tutorial tells users to set when 9092 is taken) and the data (``SMS_DATA``, set to the file that
+tests/support/datasets.py resolves). Then it checks what the tutorial promises: every streamed message
+labelled once, the first half by version 1, the second by version 2 promoted while the worker ran, and
+mostly right.
 """
 
 from __future__ import annotations
@@ -35,14 +36,12 @@ def tutorial_script() -> str:
     return "set -euo pipefail\n" + "".join(f"echo '### tutorial block {n}'\n{b}" for n, b in enumerate(blocks, 1))
 
 
-def tutorial_env(sms_data: str | None) -> dict[str, str]:
+def tutorial_env(sms_data: str) -> dict[str, str]:
     # The user's own settings must not change what the documented commands do.
     env = {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS_PREFIXES) and k != "SMS_DATA"}
     port = free_port()
     env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", LSTM_WORKER_BROKER_PORT=str(port),
-               LSTM_WORKER_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}")
-    if sms_data:
-        env["SMS_DATA"] = sms_data
+               LSTM_WORKER_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}", SMS_DATA=sms_data)
     return env
 
 
@@ -74,7 +73,7 @@ def _group_alive(group: int) -> bool:
     return True
 
 
-def test_the_tutorial_runs_as_written(sms_data: str | None, tmp_path: Path) -> None:
+def test_the_tutorial_runs_as_written(sms_data: str, tmp_path: Path) -> None:
     shell = subprocess.Popen(["bash", "-c", tutorial_script()], cwd=tmp_path, env=tutorial_env(sms_data),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:

@@ -4,7 +4,10 @@
   ``../shared/data`` beside the repository; else scikit-learn's download, the one
   ``lstm-train --data 20newsgroups`` uses (cached in scikit-learn's data home after the first time).
 - The SMS Spam Collection (the tutorial's data): ``SMS_DATA`` when it names a file; else
-  ``../shared/data/sms-spam.tsv``; else, with internet, the tutorial downloads it as it tells users to.
+  ``../shared/data/sms-spam.tsv``; else the tutorial's download (UCI's zip), cached under
+  ``$XDG_CACHE_HOME/lstm-worker`` (``~/.cache/lstm-worker``) after the first time.
+
+Every fixture that needs a data set resolves it here, so each way of giving the data runs the same tests.
 
 ``python -m tests.support.datasets [news] [sms]`` (the Makefile's ``test`` and ``faults`` targets run it
 first) exits 2 with one line saying what to set when a data set is neither here nor reachable; the test
@@ -14,10 +17,12 @@ session's collection hook (``tests/conftest.py``) stops on the same line before 
 from __future__ import annotations
 
 import functools
+import io
 import os
-import socket
 import sys
+import urllib.request
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +30,9 @@ from training.readers import NEWS_ALIAS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-SMS_HOST = "archive.ics.uci.edu"  # where the tutorial downloads the SMS Spam Collection from
+# The tutorial downloads the SMS Spam Collection from here (docs/tutorial.md), and so does the resolver.
+SMS_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
+SMS_PAGE = "https://archive.ics.uci.edu/dataset/228/sms+spam+collection"
 
 
 @dataclass(frozen=True)
@@ -61,21 +68,36 @@ def news_source() -> Source:
 
 @functools.cache
 def sms_source() -> Source:
-    """The SMS Spam Collection file, or ``Source(None)`` without a problem when the tutorial can download it."""
+    """The SMS Spam Collection file: ``SMS_DATA``, the copy beside the repository, or the cached download."""
     configured = os.environ.get("SMS_DATA", "")
     if configured:
         if Path(configured).is_file():
             return Source(str(Path(configured).resolve()))
         return Source(None, f"SMS_DATA={configured} is not a file: point it at the SMS Spam Collection")
-    beside = SHARED_DATA / "sms-spam.tsv"
-    if beside.is_file():
-        return Source(str(beside))
+    for candidate in (SHARED_DATA / "sms-spam.tsv", sms_cache()):
+        if candidate.is_file():
+            return Source(str(candidate))
     try:
-        socket.create_connection((SMS_HOST, 443), timeout=5).close()
+        return Source(str(download_sms(sms_cache())))
     except OSError:
         return Source(None, "the SMS Spam Collection is neither local nor downloadable: set SMS_DATA to its "
-                            "file (https://archive.ics.uci.edu/dataset/228/sms+spam+collection)")
-    return Source(None)
+                            f"file ({SMS_PAGE})")
+
+
+def sms_cache() -> Path:
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache_home / "lstm-worker" / "SMSSpamCollection"
+
+
+def download_sms(target: Path) -> Path:
+    """The tutorial's download: UCI's zip, whose ``SMSSpamCollection`` member is kept (written atomically)."""
+    with urllib.request.urlopen(SMS_URL, timeout=30) as response:
+        archive = zipfile.ZipFile(io.BytesIO(response.read()))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.write_bytes(archive.read("SMSSpamCollection"))
+    partial.replace(target)
+    return target
 
 
 def problems(news: bool = True, sms: bool = True) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -37,14 +36,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sms_spam() -> Path:
+def sms_spam(sms_data: str) -> Path:
     """The real SMS spam collection (label<TAB>text, no header): short texts, two unbalanced classes."""
-    path = Path(__file__).resolve().parents[2].parent / "shared/data/sms-spam.tsv"
-    if not path.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} not found")
-        pytest.skip(f"{path} not found")
-    return path
+    return Path(sms_data)
 
 
 @pytest.fixture(scope="session")
