@@ -182,7 +182,8 @@ def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = 
         # On every training post, like the members together (and the baseline of such a run).
         model = with_bag_of_words(model, features.ids, full.train_labels, weight=weight, sharpness=sharpness,
                                   seed=config.seed, bigram_buckets=buckets, log=_silent if quiet else log)
-    val_score = _pooled_accuracy(folds[buckets], weight, sharpness)
+    held_out = _pooled(folds[buckets], weight, sharpness)
+    val_score = None if held_out is None else round(float((held_out[0].argmax(axis=1) == held_out[1]).mean()), 5)
     scores = [fit.best_val_macro_f1 for fit in fits]
     mean_f1 = None if None in scores else float(np.mean(scores))  # None: no validation split
     best_epoch = max(fit.best_epoch for fit in fits)
@@ -190,7 +191,7 @@ def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = 
     if not shared:
         return TrainResult(model, features.vocab, fits[0].history, best_epoch, mean_f1, fits[0].train_seconds,
                            fits[0].train_cpu_seconds, fits[0].stopped_early, fits[0].embedding_source,
-                           fits[0].distillation, val_score=val_score, cut_short=fits[0].cut_short,
+                           fits[0].distillation, val_score=val_score, held_out=held_out, cut_short=fits[0].cut_short,
                            init=started_from)  # its checkpoint.pt is the one its training saved
     cpu = sum(fit.train_cpu_seconds for fit in fits) + time.process_time() - began_cpu
     history = [{**record, "member": index + 1} for index, fit in enumerate(fits) for record in fit.history]
@@ -199,7 +200,8 @@ def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = 
                          stopped_early=all(fit.stopped_early for fit in fits),
                          embedding_source=fits[0].embedding_source, distillation=fits[0].distillation,
                          members=[_summary(job, fit) for job, fit in zip(jobs, fits, strict=True)],
-                         bow_selection=selection, val_score=val_score, cut_short=any(fit.cut_short for fit in fits),
+                         bow_selection=selection, val_score=val_score, held_out=held_out,
+                         cut_short=any(fit.cut_short for fit in fits),
                          init=started_from)
     if output is not None:
         save_model(output / BEST_FILE, config, result, full.label_names)
@@ -274,12 +276,12 @@ def _branch_setting(config: TrainConfig, folds: dict[int, list[FoldScores]], log
     return choice["weight"], choice["sharpness"], choice["bigram_buckets"], choice
 
 
-def _pooled_accuracy(folds: list[FoldScores], weight: float, sharpness: float) -> float | None:
-    """Out-of-fold accuracy of the model as built; None without validation folds."""
+def _pooled(folds: list[FoldScores], weight: float, sharpness: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Out-of-fold probabilities of the model as built, and their labels; None without validation folds."""
     if not folds:
         return None
     labels = np.concatenate([f.labels for f in folds])
     lstm = np.concatenate([f.lstm_probabilities for f in folds])
     if weight > 0:
         lstm = mixed_probabilities(lstm, np.concatenate([f.linear_margins for f in folds]), weight, sharpness)
-    return round(float((lstm.argmax(axis=1) == labels).mean()), 5)
+    return lstm, labels

@@ -16,7 +16,8 @@ import torch
 from core.vocab import Vocabulary
 from training.bag_of_words import features_name, part_metrics
 from training.baseline import run_baseline
-from training.checkpoint import load_checkpoint
+from training.calibration import Calibration, calibration_scores, fit_calibration
+from training.checkpoint import BEST_FILE, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import load_dataset, load_evaluation_rows
 from training.ensemble import train_configuration
@@ -26,7 +27,14 @@ from training.model import HybridClassifier, build_model
 from training.predict import encode_all, predict_logits, softmax
 from training.prepared import PreparedData, member_dataset, shares_vocabulary
 from training.readers import BadRow
-from training.report import plot_confusion, plot_learning_curves, summary_table, write_metrics, write_validation_split
+from training.report import (
+    plot_confusion,
+    plot_learning_curves,
+    plot_reliability,
+    summary_table,
+    write_metrics,
+    write_validation_split,
+)
 from training.trainer import Log, TrainingData, TrainResult
 
 MAX_BAD_ROWS_LISTED = 20
@@ -124,7 +132,11 @@ def finish_run(run: Run, config: TrainConfig, result: TrainResult, log: Log, tim
     dataset, device, output = run.prepared.full, run.device, run.output
     result.model.to(device)  # an ensemble is assembled on the CPU from its members
     test_ids = encode_all(result.vocab, dataset.test_texts, config.max_len)
-    probabilities = softmax(predict_logits(result.model, test_ids, device))
+    test_logits = predict_logits(result.model, test_ids, device)
+    calibration, calibration_report = calibrate(result, output, config.seed, log)
+    uncalibrated, probabilities = softmax(test_logits), calibration.apply_to_log_probabilities(test_logits)
+    calibration_report["test"] = {"before": calibration_scores(uncalibrated, dataset.test_labels),
+                                  "after": calibration_scores(probabilities, dataset.test_labels)}
     metrics = classification_metrics(dataset.test_labels, probabilities, dataset.label_names)
     metrics.update({
         "model": "LSTM",
@@ -147,6 +159,7 @@ def finish_run(run: Run, config: TrainConfig, result: TrainResult, log: Log, tim
         "config": config.to_dict(),
         "model_config": result.model.config.to_dict(),
         "confidence": confidence_coverage(dataset.test_labels, probabilities),
+        "calibration": calibration_report,
     })
     if shares_vocabulary(config):
         metrics["members"] = result.members
@@ -160,6 +173,7 @@ def finish_run(run: Run, config: TrainConfig, result: TrainResult, log: Log, tim
                             f"(weight {hybrid.bow_weight}, sharpness {hybrid.bow_sharpness})")
         metrics["parts"] = part_metrics(result.model, test_ids, dataset.test_labels, dataset.label_names, device)
     plot_confusion(output / "confusion_matrix.png", dataset.test_labels, probabilities.argmax(1), dataset.label_names)
+    plot_reliability(output / "reliability_diagram.png", dataset.test_labels, uncalibrated, probabilities)
     plot_learning_curves(output / "learning_curves.png", result.history)
     if config.baseline:
         log("baseline: TF-IDF + LinearSVC on the same split ...")
@@ -175,8 +189,29 @@ def finish_run(run: Run, config: TrainConfig, result: TrainResult, log: Log, tim
     write_metrics(output / "metrics.json", metrics)
     log("")
     log(summary_table(metrics))
-    log(f"\nwrote {output}/checkpoint.pt, metrics.json, confusion_matrix.png, learning_curves.png")
+    log(f"\nwrote {output}/checkpoint.pt, metrics.json, confusion_matrix.png, reliability_diagram.png, "
+        "learning_curves.png")
     return metrics
+
+
+def calibrate(result: TrainResult, output: Path, seed: int, log: Log) -> tuple[Calibration, dict]:
+    """Fit the calibration on ``result``'s out-of-fold predictions and store it in ``output/checkpoint.pt``."""
+    if result.held_out is None:
+        calibration, report = Calibration(), {"method": "none", "reason": "no validation folds (--val-fraction 0) "
+                                                                          "to fit it on; scores are uncalibrated"}
+    else:
+        calibration, report = fit_calibration(*result.held_out, seed=seed)
+    checkpoint = load_checkpoint(output / BEST_FILE)
+    checkpoint["calibration"] = calibration.to_dict()
+    save_checkpoint(checkpoint, output / BEST_FILE)
+    if "reason" in report:
+        log(f"calibration: none, {report['reason']}")
+    else:
+        before, after = report["validation"]["before"], report["validation"]["after_cross_fitted"]
+        log(f"calibration: {report['method']}, temperature {calibration.temperature:.3f}, fitted out of fold on "
+            f"{report['documents']} validation documents: ECE {before['ece']:.4f} -> {after['ece']:.4f}, "
+            f"NLL {before['nll']:.4f} -> {after['nll']:.4f} (cross-fitted)")
+    return calibration, report
 
 
 def evaluate_checkpoint(checkpoint_dir: str, data: str, text_field: str, label_field: str, device_name: str,
@@ -192,7 +227,9 @@ def evaluate_checkpoint(checkpoint_dir: str, data: str, text_field: str, label_f
     model.to(device)
     vocab = Vocabulary.from_dict(checkpoint["vocab"])
     max_len = int(checkpoint["preprocessing"]["max_len"])
-    probabilities = softmax(predict_logits(model, encode_all(vocab, texts, max_len), device))
+    calibration = Calibration.from_dict(checkpoint.get("calibration"))
+    probabilities = calibration.apply_to_log_probabilities(predict_logits(model, encode_all(vocab, texts, max_len),
+                                                                          device))
     metrics = classification_metrics(y_true, probabilities, labels)
     metrics.update({"model": "LSTM", "checkpoint": str(checkpoint_dir), "data": str(data), "bad_rows": bad})
     if output:

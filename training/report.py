@@ -54,6 +54,33 @@ def plot_confusion(path: Path, y_true, y_pred, label_names: list[str]) -> None:
     plt.close(fig)
 
 
+def plot_reliability(path: Path, y_true, uncalibrated: np.ndarray, calibrated: np.ndarray) -> None:
+    """Test reliability diagram: accuracy against mean top score per confidence bin, before and after calibration."""
+    from training.calibration import ECE_BINS, expected_calibration_error
+
+    plt = _pyplot()
+    labels = np.asarray(y_true)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="calibrated: accuracy = score")
+    for title, probabilities in (("raw", uncalibrated), ("calibrated", calibrated)):
+        confidence = probabilities.max(axis=1)
+        correct = probabilities.argmax(axis=1) == labels
+        index = np.clip(np.ceil(confidence * ECE_BINS).astype(int) - 1, 0, ECE_BINS - 1)
+        used = [b for b in range(ECE_BINS) if (index == b).any()]
+        ece = expected_calibration_error(probabilities, labels)
+        ax.plot([confidence[index == b].mean() for b in used], [correct[index == b].mean() for b in used],
+                marker="o", label=f"{title} (ECE {ece:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"top score (mean per bin, {ECE_BINS} equal-width bins)")
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title("Test reliability diagram")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_learning_curves(path: Path, history: list[dict]) -> None:
     """Loss and scores per epoch; an ensemble's records carry ``member`` and get one line each."""
     plt = _pyplot()
@@ -105,6 +132,8 @@ def summary_table(metrics: dict) -> str:
         lines += ["", _selection_line(selection)]
     if metrics.get("time_budget"):
         lines += ["", *_budget_lines(metrics["time_budget"])]
+    if metrics.get("calibration"):
+        lines += ["", *_calibration_lines(metrics["calibration"])]
     if metrics.get("confidence"):
         lines += ["", "lstm-worker --min-confidence T keeps the labels scoring T or more (the rest go to review):",
                   f"{'T':<12}{'kept':>14}{'accuracy':>14}"]
@@ -112,6 +141,22 @@ def summary_table(metrics: dict) -> str:
             accuracy = f"{row['accuracy']:>14.4f}" if row["accuracy"] is not None else f"{'-':>14}"
             lines.append(f"{row['min_confidence']:<12}{row['coverage']:>14.1%}{accuracy}")
     return "\n".join(lines)
+
+
+def _calibration_lines(calibration: dict) -> list[str]:
+    """ECE, NLL and Brier before and after calibration, on validation (cross-fitted) and on the test split."""
+    if "reason" in calibration:
+        return [f"calibration: none ({calibration['reason']})"]
+    lines = [f"calibration: {calibration['method']}, temperature {calibration['temperature']:.3f}, fitted on "
+             f"{calibration['documents']} out-of-fold validation documents (validation 'after' is cross-fitted):",
+             f"{'split':<12}{'ECE':>16}{'NLL':>18}{'Brier':>18}"]
+    for split, after_key in (("validation", "after_cross_fitted"), ("test", "after")):
+        scores = calibration.get(split)
+        if scores:
+            before, after = scores["before"], scores[after_key]
+            lines.append(f"{split:<12}" + "".join(f"{before[key]:>8.4f}->{after[key]:.4f}".rjust(width)
+                                                  for key, width in (("ece", 16), ("nll", 18), ("brier", 18))))
+    return lines
 
 
 def _baseline_verdict(metrics: dict) -> str:

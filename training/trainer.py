@@ -62,6 +62,8 @@ class TrainResult:
     # Pooled out-of-fold accuracy of the model as built (each fold scored by the member that did not train
     # on it, mixed with a branch fitted without it); None without validation folds.
     val_score: float | None = None
+    # The out-of-fold probabilities val_score is computed from, and their labels: what the calibration is fitted on.
+    held_out: tuple[np.ndarray, np.ndarray] | None = None
     cut_short: bool = False  # a deadline stopped some member before its last epoch
     init: dict | None = None  # --init-from: what carried over
 
