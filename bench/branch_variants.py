@@ -24,9 +24,7 @@ Writes ``bench/results/branch-variants-<UTC timestamp>.json``.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -36,6 +34,7 @@ import click
 import numpy as np
 import torch
 
+from bench.provenance import command_line, write_result
 from core.vocab import UNK_ID, Vocabulary
 from training.bag_of_words import branch_margins, fit_bag_of_words, token_counts
 from training.bow_selection import FoldScores, choose_bow_weight, mixed_probabilities
@@ -190,16 +189,14 @@ def main(checkpoint_path: str, data: str, only: tuple[str, ...], threads: int, o
             measured["row"]["distinct_bigrams"] = distinct_bigrams(
                 [x[: variant.max_len] for x in inputs["train_ids"]], inputs["vocab_size"])
         rows.append(measured["row"])
-    result = {"command": "python -m bench.branch_variants " + " ".join(sys.argv[1:]),
+    result = {"command": command_line("bench.branch_variants"),
               "measured_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "checkpoint": str(checkpoint_path), "train_config": inputs["config"],
               "train_tokens": inputs["train_tokens"], "hash": f"(prev * {BIGRAM_HASH_MULTIPLIER} + cur) mod buckets",
               "reference": reference, "variants": rows, "torch_threads": torch.get_num_threads(),
               "wall_seconds": round(time.perf_counter() - started, 1),
               "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
-    output.mkdir(parents=True, exist_ok=True)
-    path = output / f"branch-variants-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(output / f"branch-variants-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json", result)
     log(f"wrote {path} ({result['wall_seconds']:.0f}s)")
 
 

@@ -33,6 +33,7 @@ import click
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.provenance import command_line, write_result
 from bench.streaming import create_topics, output_consumer, produce, start_worker, wait_http
 from core.bundle import load_bundle
 from training.readers import read_news_archive
@@ -177,8 +178,8 @@ def main(bundle: Path, data: Path, sms: Path | None, window: int, min_confidence
     if stream:
         click.echo(f"worker /metrics after 20ng-test-shuffled: {results['worker_stream']['gauges']}")
         click.echo(f"replayed last window:                   {results['streams']['20ng-test-shuffled']['last_window']}")
-    out = ROOT / "bench" / "results" / f"drift-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    out = write_result(ROOT / "bench" / "results" / f"drift-{time.strftime('%Y%m%dT%H%M%S')}.json",
+                       {"command": command_line("bench.drift"), **results})
     click.echo(f"wrote {out}")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from bench.provenance import command_line, write_result
 from bench.streaming import (
     create_topics,
     measure_worker,
@@ -129,9 +130,8 @@ def main(bundle: Path, data: str, docs: int, rounds: int, threads: int, output: 
                                                        seconds=12, promote_after_s=None)
         result["half_load_with_swap"] = latency_run(broker.bootstrap_servers, make_store(bundle, Path(scratch)),
                                                     texts, threads, rate, seconds=12, promote_after_s=4.0)
-    output.mkdir(parents=True, exist_ok=True)
-    path = output / f"model-swap-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    result = {"command": command_line("bench.model_swap"), **result}
+    path = write_result(output / f"model-swap-{time.strftime('%Y%m%dT%H%M%S')}.json", result, indent=1)
     click.echo(json.dumps(result, indent=1))
     click.echo(f"results: {path}")
 

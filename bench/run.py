@@ -7,7 +7,6 @@ one run are what count; absolute numbers depend on the machine and its load.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import random
@@ -19,6 +18,7 @@ import click
 from bench.frontier import describe
 from bench.hardware import lstm_flops_per_token, matmul_peak_gflops
 from bench.offline import ort_batched, ort_per_message, torch_per_message
+from bench.provenance import command_line, write_result
 from bench.streaming import measure_worker
 from core.bundle import load_bundle
 from training.data import load_dataset
@@ -146,9 +146,9 @@ def ratios(r: dict) -> dict:
 def write(results: dict, output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    text = json.dumps(results, indent=2)
-    (output / f"{stamp}.json").write_text(text)
-    (output / "latest.json").write_text(text)
+    results = {"command": command_line("bench.run"), **results}
+    write_result(output / f"{stamp}.json", results)
+    write_result(output / "latest.json", results)
     click.echo(f"\nresults: {output / (stamp + '.json')}\n")
     click.echo(f"{'measure':<34}{'value':>12}{'target':>10}  ok")
     for name, value in results["ratios"].items():
