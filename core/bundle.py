@@ -105,6 +105,12 @@ class Bundle:
         return None if entry is None else (str(entry["input"]), str(entry["output"]))
 
     @property
+    def calibrated(self) -> bool:
+        """Whether the graph returns calibrated probabilities (bundles exported before calibration do not)."""
+        calibration = self.manifest["model"].get("calibration")
+        return isinstance(calibration, dict) and calibration.get("method", "none") != "none"
+
+    @property
     def name(self) -> str:
         return str(self.manifest["name"])
 
@@ -116,6 +122,21 @@ class Bundle:
     def model_id(self) -> str:
         """``name@version``, the form used in output messages and metrics."""
         return f"{self.name}@{self.version}"
+
+
+def not_held_out_reasons(manifest: dict[str, Any]) -> list[str]:
+    """Why the validation accuracy lstm-export measured is not a held-out score (none: it is)."""
+    model_config = manifest["model"]["config"]
+    train_config = (manifest.get("source") or {}).get("train_config") or {}
+    reasons = []
+    if train_config.get("val_fraction") == 0:
+        reasons.append("trained with --val-fraction 0 on every training post, so only --parity-data "
+                       "documents outside its training data are held out")
+    elif model_config.get("members", 1) > 1:
+        reasons.append("an ensemble's other members trained on member 1's validation fold")
+    if model_config.get("bow_weight", 0.0) > 0:
+        reasons.append("the bag-of-words branch was fitted on every training post")
+    return reasons
 
 
 def sha256_file(path: Path) -> str:

@@ -51,11 +51,13 @@ def write_bundle(
     self_test: SelfTest | None = None,
     self_test_report: dict[str, Any] | None = None,
     attributions: bool = True,
+    calibration: dict[str, Any] | None = None,
 ) -> Path:
     """Write a complete bundle into ``directory`` (created; must be empty or absent).
 
     ``attributions``: the graph has the ``explain`` input and ``attributions`` output of
-    ``export.explain_graph`` (every graph ``lstm-export`` writes does).
+    ``export.explain_graph`` (every graph ``lstm-export`` writes does). ``calibration``: what the graph
+    applies to its probabilities (``training.calibration``); None for a graph that applies none.
 
     With ``self_test`` the bundle is format 2; without, format 1 (the exporter's scratch bundles,
     which exist only to be gated, are written that way; a published bundle always has one).
@@ -92,6 +94,7 @@ def write_bundle(
             "quantization": quantization,
             "num_classes": len(labels),
             "config": dict(model_config or {}),
+            "calibration": calibration,
         },
         "vocab_file": VOCAB_FILE,
         "labels_file": LABELS_FILE,

@@ -15,8 +15,9 @@ import torch
 
 from core.bundle import Preprocessing
 from core.vocab import Vocabulary
+from export.calibrated import CalibratedExplainingModel
 from export.exceptions import CheckpointError
-from training.attribution import ExplainingModel
+from training.calibration import Calibration
 from training.model import ModelConfig, ProbabilityModel, build_model
 
 CHECKPOINT_FILE, VALIDATION_FILE, METRICS_FILE = "checkpoint.pt", "validation.jsonl", "metrics.json"
@@ -33,6 +34,8 @@ class Checkpoint:
     preprocessing: Preprocessing
     metrics: dict[str, Any]
     provenance: dict[str, Any]
+    # What lstm-train fitted out of fold (training.calibration); the identity for checkpoints trained before it.
+    calibration: Calibration = Calibration()
 
     def probability_model(self) -> ProbabilityModel:
         """A fresh eval-mode copy of the trained model with a softmax head (the probabilities that get exported)."""
@@ -44,9 +47,9 @@ class Checkpoint:
             raise CheckpointError(f"{path}: weights do not fit model_config: {exc}") from None
         return ProbabilityModel(classifier).eval()
 
-    def explaining_model(self) -> ExplainingModel:
-        """What gets exported: the same probabilities, and the predicted label's attributions per position."""
-        return ExplainingModel(self.probability_model().classifier).eval()
+    def explaining_model(self) -> CalibratedExplainingModel:
+        """What gets exported: the calibrated probabilities, and the predicted label's attributions per position."""
+        return CalibratedExplainingModel(self.probability_model().classifier, self.calibration).eval()
 
 
 def _sha256(path: Path) -> str:
@@ -80,6 +83,7 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
         prep = data["preprocessing"]
         preprocessing = Preprocessing(int(prep["max_len"]), bool(prep["lowercase"]), str(prep["tokenizer"]))
         state_dict = data["state_dict"]
+        calibration = Calibration.from_dict(data.get("calibration"))
     except Exception as exc:  # KeyError/TypeError/ValueError/VocabularyError: all mean "malformed"
         raise CheckpointError(f"{path}: malformed checkpoint ({type(exc).__name__}: {exc})") from None
     if len(vocab) != config.vocab_size or len(labels) != config.num_classes:
@@ -102,7 +106,10 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
         "best_val_macro_f1": data.get("best_val_macro_f1"),
         "train_config": data.get("train_config", {}),
     }
-    return Checkpoint(directory, config, state_dict, vocab, labels, preprocessing, metrics, provenance)
+    if calibration.class_bias is not None and len(calibration.class_bias) != len(labels):
+        raise CheckpointError(f"{path}: the calibration's class bias has {len(calibration.class_bias)} entries for "
+                              f"{len(labels)} labels")
+    return Checkpoint(directory, config, state_dict, vocab, labels, preprocessing, metrics, provenance, calibration)
 
 
 def load_validation(directory: str | Path, labels: tuple[str, ...],

@@ -18,13 +18,12 @@ import torch
 from core.bundle import INPUT_IDS, INPUT_LENGTHS, OUTPUT_ATTRIBUTIONS, OUTPUT_PROBABILITIES
 from export.exceptions import ExportError
 from export.explain_graph import explain_on_request
-from training.attribution import ExplainingModel
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 11  # GatherElements (the within-length reversal) needs opset 11; 11-21 export and pass the gates
 
 
-def export_onnx(model: ExplainingModel, opset: int = DEFAULT_OPSET) -> bytes:
+def export_onnx(model: torch.nn.Module, opset: int = DEFAULT_OPSET) -> bytes:
     """Serialized ONNX model: ``input_ids`` int64 [batch, seq], ``lengths`` int64 [batch] (and the optional
     bool ``explain``) → probabilities [batch, classes], attributions [batch, seq] (empty unless explained)."""
     # Example of width 3 with unequal lengths so the tracer sees the general (padded) case.

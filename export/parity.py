@@ -25,7 +25,6 @@ import torch
 from core.text import tokenize
 from core.vocab import Vocabulary, pad_batch
 from export.exceptions import PaddingInvarianceError, ParityError
-from training.attribution import ExplainingModel
 from worker.engine import InferenceEngine
 
 PARITY_TOLERANCE = 1e-4
@@ -38,7 +37,7 @@ INVARIANCE_PROBES = 8
 PARITY_SAMPLE_SEED = 0
 
 
-def after_reference_hook(model: ExplainingModel) -> None:
+def after_reference_hook(model: torch.nn.Module) -> None:
     """Called after the PyTorch reference is computed and before ONNX export. Does nothing.
 
     Tests replace it to perturb the weights, i.e. to export a model that really
@@ -90,7 +89,7 @@ def batch_plan(n: int, sizes: Sequence[int] = BATCH_SIZES) -> list[tuple[int, in
     return plan
 
 
-def torch_outputs(model: ExplainingModel, id_lists: Sequence[Sequence[int]],
+def torch_outputs(model: torch.nn.Module, id_lists: Sequence[Sequence[int]],
                   plan) -> tuple[np.ndarray, list[np.ndarray]]:
     """PyTorch's probabilities ``[n, classes]`` and each document's attributions (one per token)."""
     probabilities, attributions = [], []
@@ -103,7 +102,7 @@ def torch_outputs(model: ExplainingModel, id_lists: Sequence[Sequence[int]],
     return np.concatenate(probabilities).astype(np.float32), attributions
 
 
-def torch_probabilities(model: ExplainingModel, id_lists: Sequence[Sequence[int]], plan) -> np.ndarray:
+def torch_probabilities(model: torch.nn.Module, id_lists: Sequence[Sequence[int]], plan) -> np.ndarray:
     return torch_outputs(model, id_lists, plan)[0]
 
 

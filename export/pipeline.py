@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime
 import torch
 
-from core.bundle import DRIFT_REFERENCE_KEY, MODEL_FILE, load_bundle
+from core.bundle import DRIFT_REFERENCE_KEY, MODEL_FILE, load_bundle, not_held_out_reasons
 from core.bundle_writer import write_bundle
 from core.model_store import ModelStore, check_version_name
 from core.selftest import SelfTest
@@ -148,6 +148,7 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
         model_config=checkpoint.model_config.to_dict(),
         metrics=checkpoint.metrics,
         extra=_manifest_extra(config, checkpoint),
+        calibration=checkpoint.calibration.to_dict(),
     )
     scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.export-", dir=output.parent))
     try:
@@ -220,17 +221,21 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
 
 def _not_held_out(manifest: dict) -> str:
     """Why the validation accuracy printed is not a held-out score, if it is not."""
-    model_config = manifest["model"]["config"]
-    train_config = (manifest.get("source") or {}).get("train_config") or {}
-    reasons = []
-    if train_config.get("val_fraction") == 0:
-        reasons.append("trained with --val-fraction 0 on every training post, so only --parity-data "
-                       "documents outside its training data are held out")
-    elif model_config.get("members", 1) > 1:
-        reasons.append("an ensemble's other members trained on member 1's validation fold")
-    if model_config.get("bow_weight", 0.0) > 0:
-        reasons.append("the bag-of-words branch was fitted on every training post")
+    reasons = not_held_out_reasons(manifest)
     return f" (not held out: {'; '.join(reasons)})" if reasons else ""
+
+
+def _calibration_line(manifest: dict) -> str:
+    """What the graph applies to its probabilities, and lstm-train's test ECE before and after."""
+    applied = manifest["model"].get("calibration") or {}
+    fitted = (manifest.get("metrics") or {}).get("calibration") or {}
+    if applied.get("method", "none") == "none":
+        return f"none, scores are uncalibrated ({fitted.get('reason', 'the checkpoint records no calibration')})"
+    line = f"{applied['method']}, temperature {applied['temperature']:.3f} (fitted out of fold)"
+    test = fitted.get("test")
+    if test:
+        line += f"; test ECE {test['before']['ece']:.4f} -> {test['after']['ece']:.4f}"
+    return line
 
 
 def summary(bundle_dir: Path) -> str:
@@ -248,6 +253,7 @@ def summary(bundle_dir: Path) -> str:
            "accepted with --allow-batch-dependence"),
         f"  validation accuracy: {report['validation_accuracy']:.4f}"
         + _not_held_out(bundle.manifest),
+        f"  calibration: {_calibration_line(bundle.manifest)}",
     ]
     if bundle.self_test is not None:
         info = bundle.manifest["self_test"]

@@ -48,6 +48,12 @@ CPU_ROWS_PER_CALL = 16
 GPU_ROWS_PER_CALL = 64
 
 
+# One line wherever a bundle without calibration is loaded (worker/options.report_self_test).
+UNCALIBRATED_WARNING = ("its scores are uncalibrated (exported before lstm-train fitted a calibration, or trained "
+                        "without validation folds): a score is not the chance that the label is right; retrain and "
+                        "re-export it for calibrated scores")
+
+
 @dataclass(frozen=True)
 class Prediction:
     label: str

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from core.bundle import load_bundle, read_manifest
+from core.bundle import load_bundle, not_held_out_reasons, read_manifest
 from core.exceptions import BundleError, StoreError
 from core.model_store import ModelStore
 from worker.engine import PROVIDERS, open_verified
@@ -94,9 +94,21 @@ def _row(store: ModelStore, version: str, current: str | None, promoted: dict[st
     except (BundleError, StoreError) as exc:
         return {**row, "error": str(exc)}
     metrics, report = manifest.get("metrics") or {}, manifest.get("parity") or {}
+    calibration = metrics.get("calibration") or {}
+    applied = (manifest.get("model") or {}).get("calibration") or {}
+    try:
+        caveats = not_held_out_reasons(manifest)
+    except (KeyError, TypeError, AttributeError):
+        caveats = ["the manifest does not say how the model was trained"]
     return {**row, "model": f"{manifest.get('name')}@{manifest.get('version')}",
             "created_at": manifest.get("created_at"), "test_accuracy": metrics.get("accuracy"),
             "validation_accuracy": report.get("validation_accuracy"),
+            "validation_not_held_out": caveats,
+            "out_of_fold_accuracy": metrics.get("val_out_of_fold_accuracy"),
+            # The bundle's own scores: calibrated ones if its graph applies a calibration, the raw ones if not.
+            "calibration": applied.get("method", "none"),
+            "test_ece": (calibration.get("test") or {}).get("after" if applied.get("method", "none") != "none"
+                                                            else "before", {}).get("ece"),
             "quantization": (manifest.get("model") or {}).get("quantization"),
             "self_test": "self_test" in manifest}
 
@@ -107,6 +119,14 @@ def _cell(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _ece_cell(row: dict[str, Any]) -> str:
+    """The test calibration error of the scores the bundle serves; 'uncalibrated' marks raw scores."""
+    if "error" in row:
+        return "-"
+    ece = _cell(row.get("test_ece"))
+    return ece if row.get("calibration") != "none" else f"{ece} uncalibrated"
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @option("--store", required=True, type=click.Path(path_type=Path), help=STORE_HELP)
 @option("--format", "output_format", default="table", type=click.Choice(("table", "json")),
@@ -115,7 +135,9 @@ def models(store: Path, output_format: str) -> None:
     """List the versions of a model store: which is CURRENT, when each was last promoted, its accuracy.
 
     Accuracy is the test accuracy lstm-train recorded and the validation accuracy
-    lstm-export measured through ONNX Runtime, both from the bundle's manifest
+    lstm-export measured through ONNX Runtime (marked when that split trained part of
+    the model, with the out-of-fold accuracy beside it); TEST ECE is the expected
+    calibration error of the bundle's scores on the test split; all from the bundle's manifest
     (its digest is checked; the files' checksums are checked by promote and at load).
 
     Exit status: 0 listed; 1 a version's manifest is unreadable (listed with its error);
@@ -130,14 +152,20 @@ def models(store: Path, output_format: str) -> None:
     if output_format == "json":
         click.echo("\n".join(json.dumps(row, sort_keys=True) for row in rows))
     else:
-        header = ("", "VERSION", "MODEL", "CREATED", "PROMOTED", "TEST ACC", "VAL ACC", "SELF-TEST")
+        header = ("", "VERSION", "MODEL", "CREATED", "PROMOTED", "TEST ACC", "VAL ACC", "OOF ACC", "TEST ECE",
+                  "SELF-TEST")
         table = [header] + [(
             "*" if row["current"] else "", row["version"], row.get("model", "BROKEN: " + row.get("error", "")),
             _cell(row.get("created_at")), _cell(row["promoted_at"]), _cell(row.get("test_accuracy")),
-            _cell(row.get("validation_accuracy")), "yes" if row.get("self_test") else "no") for row in rows]
+            _cell(row.get("validation_accuracy")) + ("†" if row.get("validation_not_held_out") else ""),
+            _cell(row.get("out_of_fold_accuracy")), _ece_cell(row), "yes" if row.get("self_test") else "no")
+            for row in rows]
         widths = [max(len(r[i]) for r in table) for i in range(len(header))]
         for r in table:
             click.echo("  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip())
+        if any(row.get("validation_not_held_out") for row in rows):
+            click.echo("† not held out (the validation split trained part of the model); OOF ACC is the held-out, "
+                       "out-of-fold accuracy lstm-train measured")
         if current is None:
             click.echo(f"(no CURRENT: promote one with lstm-worker promote --store {store} VERSION)")
     if any("error" in row for row in rows):

@@ -22,7 +22,7 @@ from core.bundle import load_bundle
 from core.cli_types import FiniteFloat
 from core.exceptions import BundleError, StoreError
 from core.model_store import ModelStore, resolve_model
-from worker.engine import PROVIDERS, InferenceEngine, open_verified
+from worker.engine import PROVIDERS, UNCALIBRATED_WARNING, InferenceEngine, open_verified
 from worker.exceptions import EngineError
 from worker.settings import INPUT_FORMATS
 
@@ -71,6 +71,9 @@ def report_self_test(engine: InferenceEngine, store: ModelStore | None = None) -
             log.info("model_self_test", model=bundle.model_id, passed=result.passed,
                      max_abs_diff=result.max_abs_diff, tolerance=result.tolerance, inputs=result.n,
                      provider=result.provider, **where)
+        if not bundle.calibrated:
+            log.warning("model_uncalibrated", model=bundle.model_id, bundle=str(bundle.path),
+                        message=UNCALIBRATED_WARNING, **where)
         return
     origin = f" (store {store.path}, CURRENT)" if store is not None else ""
     if result is None:
@@ -78,6 +81,8 @@ def report_self_test(engine: InferenceEngine, store: ModelStore | None = None) -
                    f"{bundle.manifest['format_version']}); served unchecked, re-export it to get one", err=True)
     else:
         click.echo(f"{bundle.model_id}{origin}: {result.describe()}", err=True)
+    if not bundle.calibrated:
+        click.echo(f"warning: {bundle.model_id}{origin}: {UNCALIBRATED_WARNING}", err=True)
 
 
 def option(name: str, *declarations: str, **kwargs: Any) -> Callable:
