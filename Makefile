@@ -8,7 +8,7 @@ LSTM_TRAIN_DATA ?= $(if $(wildcard ../shared/data/20news-bydate.tar.gz),$(abspat
 export LSTM_TRAIN_DATA
 
 .DEFAULT_GOAL := help
-.PHONY: help install test faults deploy-check lint bench plots docs demo clean
+.PHONY: help install kafka-jars kafka test faults deploy-check lint bench plots docs demo clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,9 +22,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all]'
 	touch $@
 
+# Apache Kafka for the test suites and `make kafka`: Maven fetches the pinned release once into
+# ~/.cache/lstm-worker (needs java and mvn; a missing one is a one-line error naming the package).
+kafka-jars: install ## fetch the pinned Apache Kafka release from Maven Central (cached; idempotent)
+	@$(PY) -m devtools.kafka_jars
+
+kafka: kafka-jars ## run a local Apache Kafka (PLAINTEXT, SSL, SASL_SSL) in the foreground; Ctrl-C stops it
+	@$(PY) -m devtools.apache_kafka
+
 # The data check stops at once, with one line saying what to set, when the real data is neither here nor
 # downloadable. deploy/validate.sh renders and lints deploy/ (tools in .venv-deploy) before the tests assert on it.
-test: install ## unit, integration (real broker, ONNX Runtime), deploy and docs tests (the tutorial too)
+test: install kafka-jars ## unit, integration (real broker, ONNX Runtime), deploy and docs tests (the tutorial too)
 	@$(PY) -m tests.support.datasets
 	deploy/validate.sh
 	$(PY) -m pytest -q -m "not faults" --durations=15 --only-listed-skips
@@ -32,12 +40,12 @@ test: install ## unit, integration (real broker, ONNX Runtime), deploy and docs 
 deploy-check: ## render every overlay, schema-validate, lint, checkov (deploy/validate.sh)
 	deploy/validate.sh
 
-faults: install ## real processes under real faults: SIGKILL, broker freeze, poison input (CI runs it too)
+faults: install kafka-jars ## real processes under real faults: SIGKILL, broker freeze, poison input (CI runs it too)
 	@$(PY) -m tests.support.datasets news
 	$(PY) -m pytest -q -m faults tests/faults --durations=10 --only-listed-skips
 
 lint: install ## ruff
-	$(VENV)/bin/ruff check core training export worker tests bench scripts
+	$(VENV)/bin/ruff check core training export worker tests bench scripts devtools
 
 bench: install ## throughput, latency against offered load, RSS; writes bench/results/latest.json
 	$(PY) -m bench.run

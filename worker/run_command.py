@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from core.cli_types import FiniteFloat
+from worker.kafka_tools import bootstrap_servers_option
 from worker.options import CannotStart, engine_options, open_engine, option
 from worker.settings import (
     ASSIGNMENT_STRATEGIES,
@@ -25,7 +26,7 @@ from worker.settings import (
 
 @click.command("run")
 @option("--topic", required=True, help="Input topic to classify.")
-@option("--bootstrap-servers", default="localhost:9092", help="Kafka bootstrap servers, comma-separated host:port.")
+@bootstrap_servers_option
 @option("--group-id", default="lstm-worker", help="Consumer group; run more workers with the same id to scale out.")
 @option("--output-topic", default=None, help="Topic for labels. [default: <topic>.labels]")
 @option("--dlq-topic", default=None, help="Dead-letter topic for unclassifiable records. [default: <topic>.dlq]")
