@@ -32,11 +32,22 @@ CLI_PAGE = ROOT / "docs" / "cli.md"
 CONFIGURATION_PAGE = ROOT / "docs" / "configuration.md"
 HELP_BLOCK = re.compile(r"(<!-- cli: (?P<command>[^>]+?) -->\n)(?P<body>.*?)(<!-- /cli -->)", re.S)
 OPTIONS_BLOCK = re.compile(r"(<!-- options -->\n)(?P<body>.*?)(<!-- /options -->)", re.S)
+
+
+def leaf_commands(prefix: str, group: click.Group) -> list[tuple[str, click.Command]]:
+    """Every command of a group, a subgroup's commands named with its name (``lstm-worker topics create``)."""
+    found = []
+    for name, command in group.commands.items():
+        found += (leaf_commands(f"{prefix} {name}", command) if isinstance(command, click.Group)
+                  else [(f"{prefix} {name}", command)])
+    return found
+
+
 # In the order a user meets them: train, export, then the worker's commands.
 COMMANDS: list[tuple[str, click.Command]] = [
     ("lstm-train", train_main),
     ("lstm-export", export_main),
-    *((f"lstm-worker {name}", command) for name, command in worker_main.commands.items()),
+    *leaf_commands("lstm-worker", worker_main),
 ]
 
 

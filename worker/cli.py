@@ -9,6 +9,9 @@ from worker.broker_command import broker
 from worker.classify_command import classify
 from worker.models_command import models, promote
 from worker.run_command import run
+from worker.send_command import send
+from worker.tail_command import tail
+from worker.topics_command import topics
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -20,5 +23,8 @@ def main() -> None:
 main.add_command(run)
 main.add_command(classify)
 main.add_command(broker)
+main.add_command(topics)
+main.add_command(send)
+main.add_command(tail)
 main.add_command(promote)
 main.add_command(models)

@@ -95,7 +95,7 @@ class KafkaSource:
         if not partitions:
             self.consumer.close(autocommit=False, timeout_ms=1000)
             raise StartupError(f"input topic {self.topic!r} does not exist: create it "
-                               f"(kafka-topics.sh --create --topic {self.topic}) or fix --topic")
+                               f"(`lstm-worker topics create {self.topic}`) or fix --topic")
         return len(partitions)
 
     def subscribe(self, hooks: RebalanceHooks) -> None:

@@ -28,7 +28,7 @@ def test_missing_input_topic_is_one_clear_line(broker: DevBroker, tiny_bundle_di
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     [line] = error_lines(result)
-    assert unique_name in line and "does not exist" in line and "create" in line
+    assert unique_name in line and "does not exist" in line and f"lstm-worker topics create {unique_name}" in line
 
 
 def test_tampered_bundle_is_refused(broker: DevBroker, tiny_bundle_dir: Path, tmp_path: Path) -> None:
