@@ -56,9 +56,18 @@ def test_each_label_lists_its_strongest_tokens_from_the_document(tiny_bundle_dir
     engine.close()
 
 
+class ProbabilitiesOnly(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.model(ids, lengths)[0]
+
+
 def plain_graph(checkpoint_dir: Path) -> bytes:
-    """The graph lstm-export wrote before attributions: probabilities only."""
-    model = load_checkpoint(checkpoint_dir).probability_model()
+    """The graph lstm-export wrote before attributions: (the same, calibrated) probabilities only."""
+    model = ProbabilitiesOnly(load_checkpoint(checkpoint_dir).explaining_model()).eval()
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
