@@ -171,7 +171,7 @@ def describe(kafka: ApacheKafka) -> str:
     """What a user needs to connect: each listener, the TLS files, and where the passwords are."""
     tls = kafka.tls
     lines = [f"Apache Kafka {KAFKA_VERSION} (KRaft, one node) in {kafka.workdir}"]
-    lines += [f"  {name:<10} {address}" for name, address in kafka.listeners.items()]
+    lines += [f"  {name:<19} {address}" for name, address in kafka.listeners.items()]
     lines += [f"  CA certificate      {tls.ca_cert}",
               f"  client certificate  {tls.client_cert}",
               f"  client key          {tls.client_key}",

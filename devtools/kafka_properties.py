@@ -1,7 +1,8 @@
 """The ``server.properties`` of a one-node KRaft test broker, and its log4j2 configuration.
 
 Listeners, each on its own loopback port: PLAINTEXT, SSL (client certificates requested, not required),
-SASL_SSL (SCRAM-SHA-512 and PLAIN) for clients; INTERNAL (inter-broker: the transaction coordinator writes its
+SASL_SSL (SCRAM-SHA-512 and PLAIN) for clients, SSL_WRONG_HOST (TLS with a certificate for another host name,
+which hostname verification must refuse); INTERNAL (inter-broker: the transaction coordinator writes its
 markers through it) and CONTROLLER, both SASL_PLAINTEXT as the user ``broker``, so that with the authorizer on the
 broker is a named super user rather than ``User:ANONYMOUS``, which every PLAINTEXT client also is.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 from devtools.kafka_tls import TestCertificates
 
 HOST = "127.0.0.1"
-CLIENT_LISTENERS = ("PLAINTEXT", "SSL", "SASL_SSL")
+CLIENT_LISTENERS = ("PLAINTEXT", "SSL", "SASL_SSL", "SSL_WRONG_HOST")
 BROKER_USER = "broker"
 ADMIN_USER = "admin"
 STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
@@ -68,7 +69,7 @@ def server_properties(layout: BrokerLayout) -> dict[str, object]:
         "controller.quorum.bootstrap.servers": f"{HOST}:{ports['CONTROLLER']}",
         "listeners": ",".join(f"{name}://{HOST}:{port}" for name, port in ports.items()),
         "advertised.listeners": ",".join(f"{name}://{HOST}:{ports[name]}" for name in (*CLIENT_LISTENERS, "INTERNAL")),
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,"
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,SSL_WRONG_HOST:SSL,"
                                           "INTERNAL:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "INTERNAL",
@@ -83,6 +84,8 @@ def server_properties(layout: BrokerLayout) -> dict[str, object]:
         "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
             "org.apache.kafka.common.security.scram.ScramLoginModule required;",
         "listener.name.ssl.ssl.client.auth": "requested",
+        "listener.name.ssl_wrong_host.ssl.keystore.type": "PEM",
+        "listener.name.ssl_wrong_host.ssl.keystore.location": layout.tls.wrong_host_keystore,
         "ssl.keystore.type": "PEM",
         "ssl.keystore.location": layout.tls.broker_keystore,
         "ssl.truststore.type": "PEM",

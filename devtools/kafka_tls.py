@@ -31,6 +31,7 @@ class TestCertificates:
     client_key: Path
     other_ca_cert: Path  # a second CA that did not sign the broker: a client trusting only it must be refused
     broker_keystore: Path  # the broker's key and certificate in one file, as ssl.keystore.type=PEM reads it
+    wrong_host_keystore: Path  # the same CA's certificate for another host name (listener SSL_WRONG_HOST)
     authority: Authority  # signs further certificates (issue_certificate), e.g. one for another host
 
 
@@ -65,13 +66,18 @@ def issue_certificate(directory: Path, name: str, authority: Authority,
 
 
 def make_test_certificates(directory: Path) -> TestCertificates:
-    """A CA, the broker's certificate for localhost and 127.0.0.1, a client certificate, and a foreign CA."""
+    """A CA, the broker's certificate for localhost and 127.0.0.1 (and one for another host), a client
+    certificate, and a foreign CA."""
     directory.mkdir(parents=True, exist_ok=True)
     authority = make_authority(directory, "ca")
     broker_cert, broker_key = issue_certificate(directory, "broker", authority, ("localhost", "127.0.0.1"))
     keystore = directory / "broker-keystore.pem"
     keystore.write_text(broker_key.read_text() + broker_cert.read_text())
+    wrong_cert, wrong_key = issue_certificate(directory, "wrong-host", authority, ("other.example",))
+    wrong_host_keystore = directory / "wrong-host-keystore.pem"
+    wrong_host_keystore.write_text(wrong_key.read_text() + wrong_cert.read_text())
     client_cert, client_key = issue_certificate(directory, "client", authority)
     other = make_authority(directory, "other-ca")
     return TestCertificates(ca_cert=authority.cert, client_cert=client_cert, client_key=client_key,
-                            other_ca_cert=other.cert, broker_keystore=keystore, authority=authority)
+                            other_ca_cert=other.cert, broker_keystore=keystore,
+                            wrong_host_keystore=wrong_host_keystore, authority=authority)
