@@ -86,8 +86,12 @@ class ModelStore:
 
     @staticmethod
     def is_store(path: str | Path) -> bool:
-        """A store is recognised by its ``CURRENT`` file."""
-        return (Path(path) / CURRENT_FILE).is_file()
+        """A store is recognised by what only a store's own writes make: ``CURRENT`` or ``HISTORY``.
+
+        A folder that merely holds bundles (a user's working folder) is not one, so nothing
+        writes CURRENT or HISTORY into it; a store whose CURRENT was lost still has its HISTORY.
+        """
+        return (Path(path) / CURRENT_FILE).is_file() or (Path(path) / HISTORY_FILE).is_file()
 
     def current_version(self) -> str | None:
         """The version ``CURRENT`` names (re-read on every call: one small file), None if it has none yet."""
@@ -227,8 +231,9 @@ def resolve_model(path: str | Path) -> tuple[Path, ModelStore | None]:
         store = ModelStore(path)
         return store.current_bundle_path(), store
     if path.is_dir() and not (path / MANIFEST_FILE).exists():
-        versions = [p.name for p in path.iterdir() if p.is_dir() and (p / MANIFEST_FILE).is_file()]
-        if versions:
-            raise StoreError(f"{path} looks like a model store ({len(versions)} versions) but has no CURRENT; "
-                             f"promote one with lstm-worker promote --store {path} VERSION")
+        bundles = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / MANIFEST_FILE).is_file())
+        if bundles:
+            raise StoreError(f"{path} is neither a bundle nor a model store (it holds the bundle folder "
+                             f"{bundles[0]!r}{' and others' if len(bundles) > 1 else ''}): give the bundle "
+                             f"folder itself, e.g. {path / bundles[0]}")
     return path, None  # load_bundle says what is wrong with anything else

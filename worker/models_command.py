@@ -28,6 +28,9 @@ STORE_HELP = "Model store directory (versions as sub-directories, CURRENT names 
 def _store(path: Path) -> ModelStore:
     if not path.is_dir():
         raise CannotStart(f"--store: {path} is not a directory (lstm-export --store creates one)")
+    if not ModelStore.is_store(path):  # never write CURRENT or HISTORY into a folder that merely holds bundles
+        raise CannotStart(f"--store: {path} is not a model store (no CURRENT or HISTORY file); "
+                          "`lstm-export --checkpoint DIR --store STORE --version V` creates one")
     return ModelStore(path)
 
 
@@ -63,7 +66,8 @@ def promote(version: str | None, store: Path, previous: bool, provider: str, thr
     --provider; otherwise it is refused and CURRENT is untouched. CURRENT is
     replaced atomically and the change appended to the store's HISTORY (version,
     when, by whom, the self-test's max |Δp|). Workers serving the store
-    (--model STORE) pick it up on their next start.
+    (--model STORE) see it within their --model-poll-s (10 s by default; SIGHUP
+    at once), self-test it and swap it in at a batch boundary, without a restart.
 
     Exit status: 0 promoted; 1 failed while writing CURRENT or HISTORY; 2 refused
     (no such version, bad bundle, failed self-test, nothing to roll back to) or

@@ -42,7 +42,7 @@ def open_engine(model: Path, **engine_settings: Any) -> InferenceEngine:
     """Load and verify the bundle (or a store's CURRENT), open it in ONNX Runtime and run its self-test.
 
     A bad bundle, store, provider or a failed self-test is :class:`CannotStart`, and so is
-    ``explain=True`` for a bundle exported without attributions. The self-test's measurement is
+    ``explain=True`` for a bundle exported before explanations existed. The self-test's measurement is
     on ``engine.self_test_result`` and in the line this prints.
     """
     try:
@@ -116,8 +116,8 @@ def engine_options(*, batch_size: int, batch_help: str) -> Callable:
                     "them there instead (0 = off; choosing it: docs/worker.md)."),
         option("--explain", default=0, type=click.IntRange(0), metavar="K",
                help="Each label also lists the K tokens of the document that raised its probability most, with "
-                    "their weights (0 = off; the bundle must have been exported with attributions; see "
-                    "docs/worker.md, Explanations)."),
+                    "their weights (0 = off; every bundle lstm-export writes can, a bundle exported before "
+                    "explanations existed is refused; see docs/worker.md, Explanations)."),
         option("--max-message-bytes", default=1_000_000, type=click.IntRange(1),
                help="Larger inputs are not classified: dead-lettered (run) or an error record (classify), "
                     "as 'oversize'."),

@@ -72,9 +72,29 @@ def test_export_promote_rollback_and_list(store: Path, tiny_checkpoint_dir: Path
     metrics = json.loads((tiny_checkpoint_dir / "metrics.json").read_text())
     assert rows["1"]["test_accuracy"] == metrics["accuracy"] and 0.2 < rows["2"]["validation_accuracy"] <= 1
     assert rows["1"]["promoted_at"] and rows["2"]["promoted_at"] == entry["promoted_at"]
+    # One LSTM without the branch: its validation split is held out; the ECE is that of the calibrated scores.
+    assert rows["1"]["validation_not_held_out"] == [] and rows["1"]["calibration"] != "none"
+    assert rows["1"]["test_ece"] == metrics["calibration"]["test"]["after"]["ece"]
+    assert rows["1"]["out_of_fold_accuracy"] == metrics["val_out_of_fold_accuracy"]
     table = worker("models", "--store", str(store)).stdout.splitlines()
-    assert table[0].split()[:2] == ["VERSION", "MODEL"]
+    assert table[0].split()[:2] == ["VERSION", "MODEL"] and "TEST ECE" in table[0]
     assert table[2].startswith("*  2") and f"{metrics['accuracy']:.4f}" in table[2]
+    assert f"{metrics['calibration']['test']['after']['ece']:.4f}" in table[2] and "†" not in "".join(table)
+
+
+def test_models_marks_a_validation_accuracy_that_is_not_held_out(store: Path) -> None:
+    """A hybrid's validation split fitted its linear branch: the table says so and shows the out-of-fold score."""
+    path = store / "2" / MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest["model"]["config"]["bow_weight"] = 0.3
+    manifest["metrics"]["val_out_of_fold_accuracy"] = 0.4321
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    path.write_text(json.dumps(manifest))
+    listed = worker("models", "--store", str(store))
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("*  2"))
+    assert "†" in row and "0.4321" in row
+    assert "† not held out" in listed.stdout
 
     back = worker("promote", "--store", str(store), "--previous")
     assert back.returncode == 0 and "CURRENT 2 -> 1 (rollback" in back.stdout
@@ -164,3 +184,29 @@ def test_a_format_1_bundle_is_served_with_a_warning(tiny_bundle_dir: Path, tmp_p
     result = worker("classify", "--model", str(old), "hello")
     assert result.returncode == 0, result.stderr
     assert "carries no self-test (bundle format 1)" in result.stderr
+
+
+def test_a_folder_that_merely_holds_a_bundle_is_not_a_store(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    """A user's working folder with one bundle in it: promote writes nothing there, --model points at the bundle."""
+    working = tmp_path / "work"
+    shutil.copytree(tiny_bundle_dir, working / "spam-v1")
+    for command in (("promote", "--store", str(working), "spam-v1"), ("models", "--store", str(working))):
+        result = worker(*command)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"Error: --store: {working} is not a model store (no CURRENT or HISTORY file); "
+            "`lstm-export --checkpoint DIR --store STORE --version V` creates one"]
+    assert sorted(p.name for p in working.iterdir()) == ["spam-v1"]
+    served = worker("classify", "--model", str(working), "hello")
+    assert served.returncode == 2
+    assert served.stderr.strip().splitlines() == [
+        f"Error: --model: {working} is neither a bundle nor a model store (it holds the bundle folder 'spam-v1'): "
+        f"give the bundle folder itself, e.g. {working / 'spam-v1'}"]
+
+
+def test_promote_help_says_when_workers_swap() -> None:
+    from worker.run_command import run
+
+    poll = next(p for p in run.params if p.name == "model_poll_s")
+    text = worker("promote", "--help").stdout
+    assert "next start" not in text and "--model-poll-s" in text and f"({poll.default:g} s by default" in text

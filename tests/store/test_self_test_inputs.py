@@ -109,7 +109,7 @@ def test_a_refusing_check_leaves_current_and_history_alone(tmp_path: Path) -> No
 def test_resolve_model_accepts_a_bundle_or_a_store(tmp_path: Path) -> None:
     make_version(tmp_path / "store", "1")
     assert resolve_model(tmp_path / "store" / "1") == (tmp_path / "store" / "1", None)
-    with pytest.raises(StoreError, match="looks like a model store .* but has no CURRENT"):
+    with pytest.raises(StoreError, match="neither a bundle nor a model store .* give the bundle folder itself"):
         resolve_model(tmp_path / "store")
     (tmp_path / "store" / "CURRENT").write_text("1\n")
     path, store = resolve_model(tmp_path / "store")
