@@ -19,6 +19,9 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from confluent_kafka.admin import AdminClient, NewTopic
 
 Headers = list[tuple[str, bytes]]
+# librdkafka settings added to every client of a helper (``client_config=``): security, e.g.
+# ``ApacheKafka.admin_config()`` on a broker with the authorizer on.
+ClientConfig = dict[str, str] | None
 # (key, value) or (key, value, headers); a str key is encoded as UTF-8.
 Record = tuple[bytes | str | None, bytes | None] | tuple[bytes | str | None, bytes | None, Headers]
 
@@ -55,18 +58,21 @@ def result_topics(topic: str) -> tuple[str, str]:
     return f"{topic}.labels", f"{topic}.dlq"
 
 
-def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 3) -> None:
+def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 3,
+                  client_config: ClientConfig = None) -> None:
     """Create ``names`` (each with ``partitions`` partitions) and wait until the broker confirmed them."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # keep a reference until the futures resolve
+    # Keep a reference until the futures resolve.
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(client_config or {})})
     futures = admin.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names])
     for future in futures.values():
         future.result(timeout=30)
 
 
-def create_stream(bootstrap: str, topic: str, partitions: int = 3) -> tuple[str, str, str]:
+def create_stream(bootstrap: str, topic: str, partitions: int = 3,
+                  client_config: ClientConfig = None) -> tuple[str, str, str]:
     """The input topic and the worker's default output and dead-letter topics; returns their names."""
     names = (topic, *result_topics(topic))
-    create_topics(bootstrap, names, partitions)
+    create_topics(bootstrap, names, partitions, client_config)
     return names
 
 
@@ -74,12 +80,13 @@ def _encode_key(key: bytes | str | None) -> bytes | None:
     return key.encode() if isinstance(key, str) else key
 
 
-def produce(bootstrap: str, topic: str, records: Iterable[Record], pace_s: float = 0.0) -> None:
+def produce(bootstrap: str, topic: str, records: Iterable[Record], pace_s: float = 0.0,
+            client_config: ClientConfig = None) -> None:
     """Write ``records``; ``pace_s`` spreads them out so that faults land mid-stream. Fails unless all land."""
     # murmur2: the partitioner of the Java client and kafka-python (the worker), so a key maps to the same
     # partition number in the input and in the worker's outputs.
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "message.max.bytes": 4_000_000,
-                         "partitioner": "murmur2_random"})
+                         "partitioner": "murmur2_random", **(client_config or {})})
     failed: list[str] = []
 
     def delivered(error, _message) -> None:  # noqa: ANN001 - librdkafka callback
@@ -111,11 +118,11 @@ def _partitions(consumer: Consumer, topics: Sequence[str]) -> list[TopicPartitio
     return found
 
 
-def _reader(bootstrap: str, isolation_level: str) -> Consumer:
+def _reader(bootstrap: str, isolation_level: str, client_config: ClientConfig = None) -> Consumer:
     return Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-reader-{time.time_ns()}",
                      "enable.auto.commit": False, "isolation.level": isolation_level,
                      "enable.partition.eof": True, "fetch.wait.max.ms": 10, "fetch.message.max.bytes": 8_000_000,
-                     "receive.message.max.bytes": 100_000_000})
+                     "receive.message.max.bytes": 100_000_000, **(client_config or {})})
 
 
 def _message(m) -> Message:  # noqa: ANN001 - confluent_kafka.Message
@@ -124,12 +131,12 @@ def _message(m) -> Message:  # noqa: ANN001 - confluent_kafka.Message
 
 
 def read_all(bootstrap: str, topics: Sequence[str], isolation_level: str = "read_uncommitted",
-             timeout: float = 60) -> list[Message]:
+             timeout: float = 60, client_config: ClientConfig = None) -> list[Message]:
     """Every record of ``topics`` up to the end of each partition as of this read; fails rather than return less.
 
     ``read_committed`` on Tansu still returns records of aborted transactions (it does not filter them).
     """
-    consumer = _reader(bootstrap, isolation_level)
+    consumer = _reader(bootstrap, isolation_level, client_config)
     try:
         partitions = _partitions(consumer, topics)
         consumer.assign(partitions)
@@ -191,9 +198,11 @@ def high_watermarks(bootstrap: str, partitions: Sequence[tuple[str, int]],
         consumer.close()
 
 
-def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int,
+                      client_config: ClientConfig = None) -> dict[int, int]:
     """The group's committed offset of each partition of ``topic`` (0 where none), read without joining it."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+                         **(client_config or {})})
     try:
         found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
     finally:
@@ -229,12 +238,12 @@ class Reconciliation:
 
 def reconcile(bootstrap: str, topic: str, expected_keys: Iterable[str], timeout: float,
               topics: Sequence[str] | None = None, settle_s: float = 3.0,
-              isolation_level: str = "read_uncommitted") -> Reconciliation:
+              isolation_level: str = "read_uncommitted", client_config: ClientConfig = None) -> Reconciliation:
     """Read results until every key is accounted for (or ``timeout``), then ``settle_s`` more for late duplicates.
 
     ``topics`` replaces the default ``<topic>.labels`` and ``<topic>.dlq``; those ending in .dlq hold dead letters.
     """
-    consumer = _reader(bootstrap, isolation_level)
+    consumer = _reader(bootstrap, isolation_level, client_config)
     outputs: Counter = Counter()
     dead: Counter = Counter()
     reasons: Counter = Counter()
