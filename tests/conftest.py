@@ -17,7 +17,6 @@ import pytest
 
 from tests.support.datasets import news_source, problems, sms_source
 from tests.support.model import TINY_TRAIN_ARGS, run_cli
-from tests.support.schema_broker import SchemaBroker
 from tests.support.workers import MODES, WorkerPool
 
 
@@ -81,13 +80,6 @@ def workers(tiny_bundle_dir: Path, tmp_path: Path) -> Iterator[WorkerPool]:
     pool = WorkerPool(tiny_bundle_dir, tmp_path)
     yield pool
     pool.close()
-
-
-@pytest.fixture
-def schema_broker(tmp_path: Path) -> Iterator[SchemaBroker]:
-    """A fresh Tansu with a file schema registry: ``reject_records(topic)`` makes a topic refuse every record."""
-    with SchemaBroker(tmp_path / "broker") as running:
-        yield running
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,18 @@
-"""Fixtures for the fault suite: a fresh broker per test (some tests freeze it) and real documents."""
+"""Fixtures for the fault suite: brokers (one shared, or a fresh one for a test that freezes it) and real documents.
+
+A broker JVM takes seconds to start, so tests that leave the broker alone share one per session (each uses
+its own topics and group, ``unique_name``); a test that freezes the broker takes ``own_broker``, a fresh one.
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from worker.devbroker import DevBroker
+from tests.support.brokers import Broker, running_broker
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -16,9 +21,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.faults)
 
 
+@pytest.fixture(scope="session")
+def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """One broker for the session's tests that do not freeze or kill it."""
+    with running_broker(request.param) as running:
+        yield running
+
+
 @pytest.fixture
-def broker() -> Iterator[DevBroker]:
-    with DevBroker() as running:
+def own_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    """A fresh broker for this test alone: it may freeze (SIGSTOP) or kill the broker's process."""
+    with running_broker(request.param, tmp_path / "broker") as running:
         yield running
 
 

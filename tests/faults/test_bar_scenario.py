@@ -14,24 +14,24 @@ from tests.support.report import record_report
 from tests.support.workers import freeze, in_background, kill_in_turn
 
 
-def test_kills_freeze_and_poison_together(broker, real_texts, workers) -> None:
+def test_kills_freeze_and_poison_together(own_broker, real_texts, workers) -> None:
     topic = "bar"
-    create_stream(broker.bootstrap_servers, topic, partitions=6)
-    group = workers.start_group(broker.bootstrap_servers, topic, f"g-{topic}", 3)
+    create_stream(own_broker.bootstrap_servers, topic, partitions=6)
+    group = workers.start_group(own_broker.bootstrap_servers, topic, f"g-{topic}", 3)
     good = json_records(real_texts[:3000])
     bad = malformed_payloads(120)
     records = good + bad
     random.Random(3).shuffle(records)
-    producer = in_background(produce, broker.bootstrap_servers, topic, records, 0.008)
+    producer = in_background(produce, own_broker.bootstrap_servers, topic, records, 0.008)
     # Kills first, then the freeze: a worker restarted into a frozen broker would (rightly) report the
     # broker unreachable at start-up, which is a different test.
     kill_in_turn(group, kills=3, every_s=3)
     for worker in group:
         worker.wait_healthy()
-    freeze(broker.process.pid, 10)
+    freeze(own_broker.process.pid, 10)
     producer.join()
     keys = [k for k, _ in records]
-    result = reconcile(broker.bootstrap_servers, topic, keys, timeout=300)
+    result = reconcile(own_broker.bootstrap_servers, topic, keys, timeout=300)
     assert result.lost(keys) == []
     # Malformed payloads are dead letters, real documents labels; none of either is missing.
     assert all(result.dead[k] >= 1 for k, _ in bad)

@@ -24,8 +24,8 @@ def sample_readyz(worker, until: threading.Event, samples: list[tuple[float, int
         until.wait(0.5)
 
 
-def test_a_minute_without_broker_is_survived_and_reported(broker, real_texts, workers, mode) -> None:
-    topic, bootstrap = "outage", broker.bootstrap_servers
+def test_a_minute_without_broker_is_survived_and_reported(own_broker, real_texts, workers, mode) -> None:
+    topic, bootstrap = "outage", own_broker.bootstrap_servers
     create_stream(bootstrap, topic, partitions=2)
     worker = workers.start(bootstrap, topic, "g-outage", *mode_flags(mode))
     worker.wait_ready()
@@ -37,7 +37,7 @@ def test_a_minute_without_broker_is_survived_and_reported(broker, real_texts, wo
     stop = threading.Event()
     sampler = threading.Thread(target=sample_readyz, args=(worker, stop, samples), daemon=True)
     sampler.start()
-    with frozen(broker.process.pid):
+    with frozen(own_broker.process.pid):
         outage_started = time.monotonic()
         time.sleep(OUTAGE_S)
         assert worker.alive(), f"the worker exited while the broker was unreachable:\n{worker.log()}"

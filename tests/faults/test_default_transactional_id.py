@@ -15,8 +15,8 @@ from tests.support.workers import EXACTLY_ONCE, in_background, mode_flags
 
 
 def test_two_exactly_once_replicas_with_the_default_transactional_id_both_keep_running(broker, real_texts,
-                                                                                      workers) -> None:
-    topic, group, bootstrap = "default-txid", "g-default-txid", broker.bootstrap_servers
+                                                                                      workers, unique_name) -> None:
+    topic, group, bootstrap = unique_name, f"g-{unique_name}", broker.bootstrap_servers
     create_stream(bootstrap, topic, partitions=4)
     first, second = (workers.start(bootstrap, topic, group, *mode_flags(EXACTLY_ONCE)) for _ in range(2))
     for worker in (first, second):

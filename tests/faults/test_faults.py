@@ -1,8 +1,8 @@
 """Nothing is lost under crashes, poison input, rebalances and restarts, in both delivery modes.
 
 Each test reconciles every input key against the output and dead-letter topics, read back with
-librdkafka (read_uncommitted: on Tansu an aborted transaction's records stay visible anyway, so a
-duplicate count in exactly-once mode includes aborted results).
+librdkafka (read_uncommitted, so a duplicate count in exactly-once mode includes aborted results: what a
+read_committed reader sees is checked in test_exactly_once_faults.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ def report_name(name: str, mode: str) -> str:
     return name if mode == AT_LEAST_ONCE else f"{name}_{mode.replace('-', '_')}"
 
 
-def test_three_sigkills_lose_nothing(broker, real_texts, workers, mode) -> None:
-    topic, bootstrap = "kills", broker.bootstrap_servers
+def test_three_sigkills_lose_nothing(broker, real_texts, workers, mode, unique_name) -> None:
+    topic, bootstrap = unique_name, broker.bootstrap_servers
     create_stream(bootstrap, topic, partitions=6)
     group = workers.start_group(bootstrap, topic, f"g-{topic}", 3, mode=mode)
     records = json_records(real_texts[:1500]) + malformed_payloads(60)
@@ -40,8 +40,8 @@ def test_three_sigkills_lose_nothing(broker, real_texts, workers, mode) -> None:
     assert [w.terminate() for w in group] == [0, 0, 0]
 
 
-def test_poison_input_is_dead_lettered_exactly(broker, real_texts, workers, mode) -> None:
-    topic, bootstrap = "poison", broker.bootstrap_servers
+def test_poison_input_is_dead_lettered_exactly(broker, real_texts, workers, mode, unique_name) -> None:
+    topic, bootstrap = unique_name, broker.bootstrap_servers
     create_stream(bootstrap, topic, partitions=3)
     (worker,) = workers.start_group(bootstrap, topic, f"g-{topic}", 1, mode=mode)
     good = json_records(real_texts[:500])
@@ -58,8 +58,8 @@ def test_poison_input_is_dead_lettered_exactly(broker, real_texts, workers, mode
     assert worker.terminate() == 0
 
 
-def test_workers_joining_and_leaving_lose_nothing(broker, real_texts, workers, mode) -> None:
-    topic, bootstrap, group = "rebalance", broker.bootstrap_servers, "g-rebalance"
+def test_workers_joining_and_leaving_lose_nothing(broker, real_texts, workers, mode, unique_name) -> None:
+    topic, bootstrap, group = unique_name, broker.bootstrap_servers, f"g-{unique_name}"
     create_stream(bootstrap, topic, partitions=6)
     (first,) = workers.start_group(bootstrap, topic, group, 1, mode=mode)
     records = json_records(real_texts[:1200])
@@ -67,7 +67,7 @@ def test_workers_joining_and_leaving_lose_nothing(broker, real_texts, workers, m
     time.sleep(2)
     second, third = (workers.start(bootstrap, topic, group, *replica_flags(mode, group, i)) for i in (1, 2))
     # As a rolling update does: the newcomers own partitions before the first leaves. (Tansu stalls a rebalance
-    # that a member leaves for minutes; Apache Kafka does not: see docs/worker.md.)
+    # that a member leaves for minutes; Apache Kafka does not: see docs/kafka.md.)
     second.wait_ready()
     third.wait_ready()
     assert first.terminate() == 0
@@ -79,8 +79,8 @@ def test_workers_joining_and_leaving_lose_nothing(broker, real_texts, workers, m
     assert [second.terminate(), third.terminate()] == [0, 0]
 
 
-def test_sigterm_then_restart_produces_no_duplicates(broker, real_texts, workers, mode) -> None:
-    topic, bootstrap = "restart", broker.bootstrap_servers
+def test_sigterm_then_restart_produces_no_duplicates(broker, real_texts, workers, mode, unique_name) -> None:
+    topic, bootstrap = unique_name, broker.bootstrap_servers
     create_stream(bootstrap, topic, partitions=3)
     (worker,) = workers.start_group(bootstrap, topic, f"g-{topic}", 1, mode=mode)
     first = json_records(real_texts[:400], prefix="a")

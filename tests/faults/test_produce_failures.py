@@ -1,18 +1,9 @@
 """Produce failures with a real broker and real worker processes: nothing lost, no commit past, no crash loop.
 
-What the development broker (Tansu 0.6) lets us inject, probed before writing these tests:
-
-- It creates any topic a client asks metadata for, so a missing output topic never reaches the worker here
-  (the start-up refusal on brokers without auto-creation is tested in tests/worker/test_delivery.py).
-- It enforces no size limit (``max.message.bytes`` is accepted on a topic and ignored; 6 MB records pass),
-  so "too large" is the producer's limit (``max_request_size``), not the broker's.
-- DeleteTopics acknowledges later writes into the deleted topic and loses some of them: a broker bug a
-  worker cannot guard against, so topic deletion is not used.
-- Its file schema registry rejects records that do not match ``<topic>.json`` with InvalidRecordError, and
-  picks up a schema that appears while it runs: the output topic becomes unwritable mid-stream. It never
-  drops a schema it has loaded, and after one rejection kafka-python's idempotent producer has every later
-  record refused on Tansu, whatever the topic. So the fix here is the operator's other fix: restart the
-  worker onto a writable output topic. Recovery without a restart is tested with fakes in test_delivery.py.
+On Apache Kafka (tests/support/topic_refusal.py) an output topic refuses writes for real and accepts them again
+while the worker runs (``min.insync.replicas`` above the replica count: NOT_ENOUGH_REPLICAS, retriable), and
+a topic's ``max.message.bytes`` below a label is a real RecordTooLarge refusal. Tansu ignores both settings,
+so those tests are ``kafka_only``; "too large" for the worker's own producer (``max_request_size``) runs on both.
 
 Both delivery modes must behave alike: a refused send (or a transaction that keeps failing) is retried with
 back-off, the worker stays up and reports not ready, and only a real fence would make it exit.
@@ -24,11 +15,19 @@ import json
 import re
 import time
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.support.data import json_records
-from tests.support.kafka import committed_offsets, create_stream, create_topics, high_watermarks, produce, reconcile
-from tests.support.workers import AT_LEAST_ONCE, WorkerProcess, mode_flags, wait_until
+from tests.support.kafka import committed_offsets, create_stream, high_watermarks, produce, reconcile
+from tests.support.topic_refusal import (
+    SIZE_LIMITED,
+    WRITES_REFUSED,
+    accept_writes,
+    limit_record_size,
+    refuse_writes,
+)
+from tests.support.workers import WorkerProcess, mode_flags, wait_until
 
 
 def metric(worker: WorkerProcess, name: str, labels: str = "") -> float:
@@ -83,11 +82,12 @@ def first_unanswered(positions: dict[str, tuple[int, int]], answered: set[str]) 
     return result
 
 
-def test_unwritable_output_topic_stalls_without_loss_and_drains_after_the_fix(
-        schema_broker, real_texts, workers, mode) -> None:
-    """Fails on the old worker with --exactly-once: it gives up after 5 aborted transactions and exits 1."""
-    topic, partitions, group = "unwritable", 3, "g-unwritable"
-    bootstrap = schema_broker.bootstrap_servers
+@pytest.mark.kafka_only(WRITES_REFUSED)
+def test_an_output_topic_refusing_writes_stalls_without_loss_and_drains_once_it_accepts_them(
+        broker, real_texts, workers, mode, unique_name) -> None:
+    """The send fault clears while the worker keeps running: no restart, nothing lost, no commit past it."""
+    topic, partitions, group = unique_name, 3, f"g-{unique_name}"
+    bootstrap = broker.bootstrap_servers
     create_stream(bootstrap, topic, partitions)
     worker = workers.start(bootstrap, topic, group, *mode_flags(mode), "--send-retry-backoff-max-s", "2")
     worker.wait_ready()
@@ -95,13 +95,13 @@ def test_unwritable_output_topic_stalls_without_loss_and_drains_after_the_fix(
     produce(bootstrap, topic, before)
     assert reconcile(bootstrap, topic, [k for k, _ in before], timeout=90).lost([k for k, _ in before]) == []
 
-    schema_broker.reject_records(f"{topic}.labels")  # from now on the broker refuses every label
+    refuse_writes(bootstrap, f"{topic}.labels")  # from now on the broker refuses every label
     produce(bootstrap, topic, after)
     wait_until(lambda: not worker.alive() or worker.status("/readyz") == 503, 60, "/readyz to report the stall")
-    time.sleep(15)  # several retries (or aborted transactions) at the 2 s back-off cap
+    time.sleep(15)  # the producer's retries (or aborted transactions) go on
     assert worker.alive(), f"the worker exited while the output topic refused records:\n{worker.log()}"
     status, body = worker.get("/readyz")
-    assert status == 503 and f"{topic}.labels" in body and "InvalidRecordError" in body
+    assert status == 503 and f"{topic}.labels" in body, body
     assert worker.get("/healthz")[0] == 200  # alive: a restart would not fix the broker
     assert metric(worker, "lstm_worker_fetch_paused") == 1
 
@@ -113,33 +113,45 @@ def test_unwritable_output_topic_stalls_without_loss_and_drains_after_the_fix(
     for partition, offset in committed_offsets(bootstrap, group, topic, partitions).items():
         assert offset <= stuck.get(partition, offset), f"partition {partition} committed past an unproduced record"
 
-    assert worker.terminate(timeout=40) == 0  # SIGTERM drains and exits 0 while a send is stuck
-    for partition, offset in committed_offsets(bootstrap, group, topic, partitions).items():
-        assert offset <= stuck.get(partition, offset), f"partition {partition} committed past it on shutdown"
-    if mode == AT_LEAST_ONCE:  # the operator's hint in the log (exactly-once logs its aborts its own way)
-        retries = worker.events("send_retry")
-        assert retries and all(e["topic"] == f"{topic}.labels" and "schema" in e["fix"] for e in retries)
-
-    # The fix: this broker never forgets a schema, so the operator points the worker at a writable topic.
-    create_topics(bootstrap, [f"{topic}.fixed"], partitions)
-    worker.extra = (*worker.extra, "--output-topic", f"{topic}.fixed")
-    worker.start()
-    worker.wait_ready()
-    result = reconcile(bootstrap, topic, keys, timeout=120,
-                       topics=[f"{topic}.labels", f"{topic}.fixed", f"{topic}.dlq"])
-    assert result.lost(keys) == []
+    accept_writes(bootstrap, f"{topic}.labels")  # the operator's fix, while the worker runs
+    result = reconcile(bootstrap, topic, keys, timeout=180)
+    assert result.lost(keys) == [], worker.log()
     assert sum(result.dead.values()) == 0
+    wait_until(lambda: worker.status("/readyz") == 200, 60, "/readyz to report ready again")
+    assert worker.starts == 1 and worker.terminate() == 0
+
+
+@pytest.mark.kafka_only(SIZE_LIMITED)
+def test_a_topic_size_limit_smaller_than_a_label_dead_letters_it_as_output_too_large(
+        broker, real_texts, workers, mode, unique_name) -> None:
+    """The broker itself refuses the label (RecordTooLarge): it is dead-lettered, the rest flows on."""
+    topic, bootstrap = unique_name, broker.bootstrap_servers
+    create_stream(bootstrap, topic, partitions=2)
+    limit_record_size(bootstrap, f"{topic}.labels", 100_000)
+    worker = workers.start(bootstrap, topic, f"g-{topic}", *mode_flags(mode), "--max-message-bytes", "1000000")
+    worker.wait_healthy()
+    normal = json_records(real_texts[:200])
+    # A short text with a 300 kB id: its label echoes the id and is over the topic's limit; the input is not.
+    big = [(f"big-{i}", json.dumps({"id": "i" * 300_000, "text": real_texts[i]}).encode()) for i in range(3)]
+    produce(bootstrap, topic, normal[:100] + big + normal[100:])
+    keys = [k for k, _ in normal + big]
+    result = reconcile(bootstrap, topic, keys, timeout=120)
+    assert result.lost(keys) == []
+    assert all(result.outputs[k] == 1 for k, _ in normal)
+    assert all(result.dead[k] == 1 for k, _ in big)
+    assert result.dead_reasons == {"output_too_large": 3}
+    assert worker.get("/readyz")[0] == 200 and worker.alive()
     assert worker.terminate() == 0
 
 
 def test_output_too_large_for_the_producer_is_dead_lettered_and_nothing_stalls(
-        broker, real_texts, workers, mode) -> None:
+        broker, real_texts, workers, mode, unique_name) -> None:
     """Fails on the old worker with --exactly-once: its smallest dead letter drops the key as well as the
     1.2 MB header (at-least-once keeps the key), so big-* come back without their key."""
-    topic, bootstrap = "toolarge", broker.bootstrap_servers
+    topic, bootstrap = unique_name, broker.bootstrap_servers
     create_stream(bootstrap, topic, partitions=2)
     # The producer takes requests up to max(1 MiB, 2 x --max-message-bytes) + 64 KiB = 1,114,112 bytes.
-    worker = workers.start(bootstrap, topic, "g-toolarge", *mode_flags(mode), "--max-message-bytes", "100000")
+    worker = workers.start(bootstrap, topic, f"g-{topic}", *mode_flags(mode), "--max-message-bytes", "100000")
     worker.wait_healthy()
     normal = json_records(real_texts[:200])
     producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 4_000_000})

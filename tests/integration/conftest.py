@@ -1,8 +1,8 @@
-"""One real Tansu broker per test session, and real documents.
+"""One real broker per test session (Apache Kafka unless LSTM_TEST_BROKER=tansu), and real documents.
 
-Every test uses its own topics and consumer group (``unique_name``), so tests
-share the broker without seeing each other's records. The broker is always
-killed at the end of the session, whatever happened.
+Every test uses its own topics and consumer group (``unique_name``), so tests share the broker without
+seeing each other's records. The broker is always stopped at the end of the session, whatever happened.
+Tests marked ``tansu_smoke`` run on Tansu as well (:mod:`tests.support.brokers`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.brokers import Broker, running_broker
 from training.data import read_source
-from worker.devbroker import DevBroker
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -22,8 +22,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[DevBroker]:
-    with DevBroker() as running:
+def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """The session's broker of the kind the test is parametrized with (see tests.support.brokers)."""
+    with running_broker(request.param) as running:
         yield running
 
 

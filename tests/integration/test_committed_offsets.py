@@ -2,8 +2,7 @@
 
 Offsets end exactly at the end of the input once every input has its one result; a batch the broker
 refuses never moves them; with --exactly-once, a second producer with the worker's transactional id
-fences the worker. (Tansu returns aborted records to read_committed readers, so the end-to-end
-exactly-once check lives in tests/faults/test_exactly_once_faults.py behind a probe.)
+fences the worker. (The end-to-end exactly-once checks, with SIGKILLs, are in tests/faults.)
 """
 
 from __future__ import annotations
@@ -11,9 +10,11 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from confluent_kafka import Producer
 
 from tests.support.kafka import committed_offsets, create_stream, produce, read_all, wait_committed
+from tests.support.topic_refusal import WRITES_REFUSED, refuse_writes
 from tests.support.workers import EXACTLY_ONCE, mode_flags
 
 
@@ -41,7 +42,8 @@ def test_offsets_end_at_the_input_end_with_one_result_per_input(broker, workers,
     ends = {p: 1 + max(m.offset for m in inputs if m.partition == p) for p in range(3)}
     assert committed == ends, worker.log()
     outputs = read_all(bootstrap, [f"{topic}.labels", f"{topic}.dlq"], "read_committed")
-    # Nothing failed in this run, so even on Tansu each input has exactly one result.
+    # Nothing failed in this run, so even on Tansu (which shows aborted records to read_committed readers) each
+    # input has exactly one result.
     assert sorted(m.source() for m in outputs) == sorted((m.partition, m.offset) for m in inputs)
     dead = {m.key: m.header("error.type") for m in outputs if m.is_dead_letter}
     assert dead == {b"bad-0": b"not_json_object", b"bad-1": b"null_value", None: b"output_too_large"}
@@ -49,17 +51,17 @@ def test_offsets_end_at_the_input_end_with_one_result_per_input(broker, workers,
     assert worker.events("worker_exit")[0]["torch_imported"] is False
 
 
-def test_a_batch_the_broker_refuses_never_moves_offsets(schema_broker, workers, news_docs, unique_name,
-                                                        mode) -> None:
+@pytest.mark.kafka_only(WRITES_REFUSED)
+def test_a_batch_the_broker_refuses_never_moves_offsets(broker, workers, news_docs, unique_name, mode) -> None:
     """Whatever the worker does while every label is refused (retry, abort), no offset passes what is answered."""
-    bootstrap = schema_broker.bootstrap_servers
+    bootstrap = broker.bootstrap_servers
     topic, group = unique_name, f"{unique_name}-g"
     create_stream(bootstrap, topic, partitions=1)
     first = json_docs(news_docs[:30], "a")
     produce(bootstrap, topic, first)
     worker = workers.start(bootstrap, topic, group, *mode_flags(mode), "--send-retry-backoff-max-s", "1")
     assert wait_committed(bootstrap, group, topic, 1, len(first)) == {0: len(first)}, worker.log()
-    schema_broker.reject_records(f"{topic}.labels")  # from now on the broker refuses every label
+    refuse_writes(bootstrap, f"{topic}.labels")  # from now on the broker refuses every label
     produce(bootstrap, topic, json_docs(news_docs[30:40], "b"))
     seen = []
     deadline = time.monotonic() + 10  # several retries or aborted transactions

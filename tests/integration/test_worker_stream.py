@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from core.bundle import load_bundle
+from tests.support.brokers import Broker
 from tests.support.kafka import Message, create_stream, produce, read_all, read_until
 from tests.support.workers import WorkerPool, mode_flags
-from worker.devbroker import DevBroker
 from worker.engine import InferenceEngine
 
 MAX_MESSAGE_BYTES = 200_000
@@ -52,8 +52,9 @@ MALFORMED = [
 ]
 
 
+@pytest.mark.tansu_smoke
 def test_stream_is_labelled_like_offline_dead_letters_explained_and_restart_rereads_nothing(
-    broker: DevBroker, workers: WorkerPool, tiny_bundle_dir: Path, news_docs: list[str], unique_name: str, mode: str
+    broker: Broker, workers: WorkerPool, tiny_bundle_dir: Path, news_docs: list[str], unique_name: str, mode: str
 ) -> None:
     bootstrap = broker.bootstrap_servers
     topic, output, dlq = create_stream(bootstrap, unique_name, partitions=3)
@@ -160,7 +161,7 @@ def test_stream_is_labelled_like_offline_dead_letters_explained_and_restart_rere
 
 
 def test_dead_letter_source_headers_point_at_the_input(
-    broker: DevBroker, workers: WorkerPool, unique_name: str, mode: str
+    broker: Broker, workers: WorkerPool, unique_name: str, mode: str
 ) -> None:
     """With --input-format json, plain text is a dead letter whose source headers locate the original."""
     bootstrap = broker.bootstrap_servers
@@ -177,8 +178,9 @@ def test_dead_letter_source_headers_point_at_the_input(
     assert json.loads(labelled.value)["id"] == "b"
 
 
+@pytest.mark.tansu_smoke
 def test_sigterm_mid_stream_drains_and_restart_completes_without_loss_or_duplicates(
-    broker: DevBroker, workers: WorkerPool, news_docs: list[str], unique_name: str, mode: str
+    broker: Broker, workers: WorkerPool, news_docs: list[str], unique_name: str, mode: str
 ) -> None:
     """A clean drain commits everything it polled: first run + restart = every record exactly once."""
     bootstrap = broker.bootstrap_servers

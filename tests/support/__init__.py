@@ -8,7 +8,8 @@
 - :mod:`tests.support.model`: the tiny model's training arguments and the console scripts.
 - :mod:`tests.support.datasets`: where the real data comes from (20 Newsgroups, the tutorial's SMS
   messages), and the one-line stop when it is missing.
-- :mod:`tests.support.schema_broker`: Tansu with a file schema registry (makes a topic unwritable).
+- :mod:`tests.support.topic_refusal`: a topic of a live Apache Kafka that refuses writes (and accepts them again).
+- :mod:`tests.support.brokers`: the suites' broker switch (``LSTM_TEST_BROKER``) and its markers.
 - :mod:`tests.support.report`: measured numbers kept for the README (artifacts/faults-report.json).
 
 Fixtures live in the conftest.py files.

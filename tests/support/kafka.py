@@ -15,9 +15,11 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+COORDINATOR_NOT_READY = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                         KafkaError.COORDINATOR_NOT_AVAILABLE)
 Headers = list[tuple[str, bytes]]
 # librdkafka settings added to every client of a helper (``client_config=``): security, e.g.
 # ``ApacheKafka.admin_config()`` on a broker with the authorizer on.
@@ -203,8 +205,16 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int,
     """The group's committed offset of each partition of ``topic`` (0 where none), read without joining it."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
                          **(client_config or {})})
+    deadline = time.monotonic() + 30
     try:
-        found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        while True:
+            try:
+                found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+                break
+            except KafkaException as exc:  # a fresh Kafka answers NOT_COORDINATOR until its offsets topic exists
+                if exc.args[0].code() not in COORDINATOR_NOT_READY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
     return {tp.partition: max(tp.offset, 0) for tp in found}
