@@ -17,6 +17,7 @@ from typing import Any
 
 Headers = list[tuple[str, bytes]]
 _BOM = "\ufeff"
+_STRUCTURED_STARTS = ("{", "[")  # in auto mode, a value starting so is meant as JSON
 
 CONTENT_TYPE_HEADER = "content-type"
 MODEL_HEADER = "lstm-worker.model"
@@ -102,8 +103,9 @@ def decode_value(
 
     ``auto``: a value that parses as a JSON object is JSON; a JSON string is its
     decoded text; a JSON array or ``null`` is rejected (a structured payload that
-    is not an object is a producer bug, not prose); anything else, numbers and
-    text that merely starts with ``{`` included, is plain text.
+    is not an object is a producer bug, not prose), and so is a value that starts
+    like one (``{`` or ``[``) but does not parse (a truncated or broken payload, not
+    prose); anything else, numbers included, is plain text.
     ``json``: only a JSON object is accepted. ``text``: the whole value is the text.
     """
     if value is None:
@@ -120,7 +122,7 @@ def decode_value(
         text = raw
     else:
         parsed, error = _parse_json(raw)
-        if input_format == "json" and error is not None:
+        if error is not None and (input_format == "json" or raw.lstrip().startswith(_STRUCTURED_STARTS)):
             return Rejection(INVALID_JSON, f"value is not valid JSON: {error}")
         if isinstance(parsed, dict):
             field = parsed.get(text_field)

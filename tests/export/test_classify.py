@@ -92,10 +92,16 @@ def test_bad_lines_become_error_records_in_place(tiny_bundle_dir: Path, tmp_path
 
 
 def test_auto_format_reads_json_objects_and_text_lines(tiny_bundle_dir: Path) -> None:
-    stdin = '{"id": 7, "body": "windows driver"}\n{not json, just text}\n'
+    stdin = '{"id": 7, "body": "windows driver"}\njust text, {with braces}\n'
     result, records = invoke(tiny_bundle_dir, "--text-field", "body", stdin=stdin)
     assert result.exit_code == 0
     assert [r["id"] for r in records] == [7, 2] and all("label" in r for r in records)
+
+
+def test_auto_format_counts_a_truncated_json_line_as_invalid_json(tiny_bundle_dir: Path) -> None:
+    result, records = invoke(tiny_bundle_dir, stdin='{"text": "windows driver"}\n{"text": \n')
+    assert result.exit_code == EXIT_SOME_REJECTED
+    assert "label" in records[0] and records[1]["error"]["type"] == "invalid_json"
 
 
 def test_streams_across_batches_in_order(tiny_bundle_dir: Path) -> None:

@@ -79,6 +79,7 @@ def hostile_payloads(text: str) -> list[Hostile]:
         Hostile(b"h-surrogate-in-text", b'{"id": "sur-text", "text": "' + body + b' \\ud800 tail"}', LABEL),
         Hostile(b"h-invalid-utf8", b'{"id": "bad", "text": "caf\xe9 \xff"}', "invalid_utf8"),
         Hostile(b"h-tombstone", None, "null_value"),
+        Hostile(b"h-truncated-json", b'{"text": ', "invalid_json"),  # cut short: not prose to classify
         Hostile(b"h-json-array", b'[{"id": "a", "text": "in an array"}]', "not_json_object"),
         Hostile(b"h-empty-text", b'{"id": "empty", "text": ""}', "empty_text"),
         Hostile(b"h-number-text", b'{"id": "number", "text": 42}', "missing_text"),

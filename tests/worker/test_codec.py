@@ -62,10 +62,17 @@ def test_oversize_is_rejected_before_decoding():
     assert isinstance(decode(b"a" * 100, max_message_bytes=100), Decoded)
 
 
-def test_auto_mode_treats_numbers_broken_json_and_json_strings_as_text():
+def test_auto_mode_treats_numbers_json_strings_and_prose_as_text():
     assert decode(b"42").text == "42"
-    assert decode(b"{not json at all").text == "{not json at all"
     assert decode(b'"a quoted sentence"').text == "a quoted sentence"
+    assert decode(b"an {aside} in braces").text == "an {aside} in braces"
+
+
+@pytest.mark.parametrize("value", [b'{"text": ', b'  {"text": "cut', b"[1, 2", b"{not json at all", b"\xef\xbb\xbf{"])
+def test_auto_mode_rejects_what_starts_like_json_but_does_not_parse(value):
+    result = decode(value)
+    assert isinstance(result, Rejection) and result.reason == codec.INVALID_JSON
+    assert result.message.startswith("value is not valid JSON: ")
 
 
 def test_json_mode_rejects_everything_but_objects():
@@ -125,12 +132,13 @@ def test_a_byte_order_mark_before_json_is_ignored():
     assert decoded == Decoded("hello", "b")
 
 
-def test_hostile_json_is_text_or_a_rejection_never_an_exception():
+def test_hostile_json_is_a_rejection_never_an_exception():
     deep = b'{"text": "t", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     huge_int = b'{"text": "t", "id": ' + b"9" * 5000 + b"}"  # over Python's 4300-digit limit: a ValueError
     for value in (deep, huge_int):
-        assert isinstance(codec.decode_value(value, b"k", SRC), Decoded)
-        assert isinstance(codec.decode_value(value, b"k", SRC, input_format="json"), Rejection)
+        for input_format in ("auto", "json"):
+            result = codec.decode_value(value, b"k", SRC, input_format=input_format)
+            assert isinstance(result, Rejection) and result.reason == codec.INVALID_JSON
 
 
 def test_to_json_refuses_non_finite_numbers():
