@@ -1,8 +1,9 @@
 """The pause in output while three workers are rolled one by one, the way a Deployment rolls pods.
 
-One local broker (Tansu), a 6-partition input topic, three ``lstm-worker run`` processes in one
-consumer group, and a producer that writes real 20 Newsgroups documents at a steady rate to the
-partitions in turn. After a steady-state window the workers are replaced one at a time:
+One local broker (``--broker``: Apache Kafka by default, or Tansu), a 6-partition input topic, three
+``lstm-worker run`` processes in one consumer group, and a producer that writes real 20 Newsgroups
+documents at a steady rate to the partitions in turn. After a steady-state window the workers are
+replaced one at a time:
 
 - ``--order replace-first`` (the shipped Deployment: ``maxSurge: 0``, ``maxUnavailable: 1``): the old
   worker gets SIGTERM and its replacement starts at once, as the ReplicaSet controller does;
@@ -48,7 +49,8 @@ import click
 
 from bench.rollout_stream import PARTITIONS, Stream, window_stats
 from bench.streaming import create_topics
-from worker.devbroker import DevBroker, free_port
+from devtools.local_broker import BROKER_KINDS, DESCRIPTIONS, KAFKA, running_broker
+from worker.devbroker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = 3
@@ -159,11 +161,13 @@ def wait_exit(worker: Worker, events: list[dict], timeout: float = 40) -> int:
 @click.option("--worker-arg", "worker_args", multiple=True, help="Extra `lstm-worker run` argument (repeatable).")
 @click.option("--worker-src", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="Run the workers from this checkout (PYTHONPATH) instead of the installed one.")
+@click.option("--broker", "broker_kind", type=click.Choice(BROKER_KINDS), default=KAFKA, show_default=True,
+              envvar="LSTM_BENCH_BROKER", show_envvar=True, help="The local broker the workers run against.")
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Result file. [default: bench/results/rolling-restart-<stamp>.json]")
 def main(bundle: Path, data: str, assignment_strategy: str | None, min_ready_s: float, probe_period_s: float,
          order: str, rate: float, steady_s: float, settle_s: float, worker_args: tuple[str, ...],
-         worker_src: Path | None, output: Path | None) -> None:
+         worker_src: Path | None, broker_kind: str, output: Path | None) -> None:
     """Measure the output pause of a rolling restart of three workers on the local broker."""
     from training.data import load_dataset
 
@@ -176,7 +180,7 @@ def main(bundle: Path, data: str, assignment_strategy: str | None, min_ready_s: 
     events: list[dict] = []
     exit_codes: dict[str, int] = {}
     workers: list[Worker] = []
-    with DevBroker() as broker:
+    with running_broker(broker_kind) as broker:
         topic = f"rr-{stamp.lower()}"
         create_topics(broker.bootstrap_servers, [topic, f"{topic}.labels", f"{topic}.dlq"], PARTITIONS)
         stream = Stream(broker.bootstrap_servers, topic, texts, rate)
@@ -238,7 +242,7 @@ def main(bundle: Path, data: str, assignment_strategy: str | None, min_ready_s: 
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
-        "broker": "Tansu (local, in memory)",
+        "broker": DESCRIPTIONS[broker_kind],
         "bundle": str(bundle),
         "worker": worker_revision(worker_src),
         "settings": {"partitions": PARTITIONS, "workers": WORKERS, "rate_docs_per_s": rate, "order": order,

@@ -11,18 +11,15 @@ it with the reason (never a silent skip).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
-from devtools.apache_kafka import ApacheKafka
-from worker.devbroker import DevBroker
+from devtools.local_broker import KAFKA, TANSU, LocalBroker, running_broker
+
+__all__ = ["Broker", "running_broker", "selected_broker"]
 
 BROKER_VARIABLE = "LSTM_TEST_BROKER"
-KAFKA, TANSU = "kafka", "tansu"
-Broker = ApacheKafka | DevBroker
+Broker = LocalBroker
 # The fixtures that yield a broker (tests/integration/conftest.py, tests/faults/conftest.py).
 BROKER_FIXTURES = ("broker", "own_broker")
 _deselected = pytest.StashKey[list[tuple[str, str]]]()
@@ -33,14 +30,6 @@ def selected_broker() -> str:
     if kind not in (KAFKA, TANSU):
         raise pytest.UsageError(f"{BROKER_VARIABLE}={kind!r}: use {KAFKA} (Apache Kafka) or {TANSU}")
     return kind
-
-
-@contextmanager
-def running_broker(kind: str, workdir: Path | None = None) -> Iterator[Broker]:
-    """A started broker of ``kind``, always stopped on leaving (both expose bootstrap_servers and process)."""
-    broker = ApacheKafka(workdir) if kind == KAFKA else DevBroker()
-    with broker:
-        yield broker
 
 
 def pytest_configure(config: pytest.Config) -> None:
