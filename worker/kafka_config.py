@@ -1,7 +1,8 @@
-"""The kafka-python client configurations, built once from the settings, and the start-up error they share.
+"""The kafka-python client configurations, built once from the settings, and the start-up errors they share.
 
 One consumer and one producer configuration serve both delivery guarantees; exactly-once only adds
-the transactional id. A broker that cannot be reached becomes one line naming the fix.
+the transactional id. A broker that cannot be reached, or that refuses this worker's principal an
+operation, becomes one line naming the cause and the fix.
 """
 
 from __future__ import annotations
@@ -11,8 +12,14 @@ from typing import Any
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from kafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    TransactionalIdAuthorizationFailedError,
+)
 
 from worker.exceptions import StartupError
+from worker.kafka_client_log import CLIENT_LOG, connection_cause
 from worker.settings import WorkerSettings
 
 ASSIGNORS = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor,
@@ -69,8 +76,36 @@ def producer_config(settings: WorkerSettings) -> dict[str, Any]:
 
 
 def connect_error(settings: WorkerSettings, exc: Exception) -> StartupError:
+    """One line: where, over which protocol, and why the last attempt failed (the client only says it timed out)."""
     servers = ",".join(settings.bootstrap_servers)
-    return StartupError(
-        f"cannot reach Kafka at {servers} ({type(exc).__name__}): check --bootstrap-servers and the "
-        "security options, or start a local broker with `lstm-worker broker`"
-    )
+    where = f"cannot connect to Kafka at {servers} ({settings.security.protocol})"
+    return StartupError(f"{where}: {connection_cause(CLIENT_LOG.last_failure or exc)}")
+
+
+def principal(settings: WorkerSettings) -> str:
+    """Who the broker sees: the SASL user, the client certificate's subject (mutual TLS), or ANONYMOUS."""
+    security = settings.security
+    if security.protocol.startswith("SASL"):
+        return f"User:{security.sasl_username}"
+    if security.ssl_certfile:
+        return f"the subject of --ssl-certfile ({security.ssl_certfile})"
+    return "User:ANONYMOUS"
+
+
+def refused_permission(settings: WorkerSettings, exc: Exception, output_topic: str | None = None) -> str:
+    """The ACL (operation on resource) an authorization error says this worker lacks; docs/security.md lists them."""
+    if isinstance(exc, GroupAuthorizationFailedError):
+        return f"READ on group {settings.group_id!r}"
+    if isinstance(exc, TransactionalIdAuthorizationFailedError):
+        return f"WRITE on transactional id {settings.transactional_id!r}"
+    if isinstance(exc, ClusterAuthorizationFailedError):
+        return "IDEMPOTENT_WRITE on the cluster"
+    if output_topic is not None:
+        return f"WRITE on topic {output_topic!r}"
+    return f"READ on topic {settings.topic!r}"
+
+
+def not_authorized(settings: WorkerSettings, exc: Exception, output_topic: str | None = None) -> StartupError:
+    return StartupError(f"not authorized: the broker refuses {principal(settings)} "
+                        f"{refused_permission(settings, exc, output_topic)} ({type(exc).__name__}): grant that "
+                        "ACL (docs/security.md lists every ACL the worker needs)")

@@ -12,6 +12,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import (
+    AuthorizationError,
     InvalidProducerEpochError,
     KafkaError,
     KafkaTimeoutError,
@@ -22,7 +23,7 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from worker.exceptions import StartupError
-from worker.kafka_config import connect_error, consumer_config, producer_config
+from worker.kafka_config import connect_error, consumer_config, not_authorized, producer_config
 from worker.pipeline.ports import Headers, InputRecord, RebalanceHooks
 from worker.settings import WorkerSettings
 
@@ -89,9 +90,17 @@ class KafkaSource:
         except (KafkaError, OSError) as exc:
             raise connect_error(settings, exc) from None
         self.topic = settings.topic
+        self._settings = settings
 
     def check_topic(self) -> int:
         partitions = self.consumer.partitions_for_topic(self.topic)
+        try:  # the group's committed offset: refused without Read (Describe) on the topic or on the group
+            self.consumer.committed(TopicPartition(self.topic, min(partitions, default=0)), timeout_ms=5000)
+        except AuthorizationError as exc:
+            self.consumer.close(autocommit=False, timeout_ms=1000)
+            raise not_authorized(self._settings, exc) from None
+        except KafkaError:  # a missing topic, a slow broker: said below, or found by the loop
+            pass
         if not partitions:
             self.consumer.close(autocommit=False, timeout_ms=1000)
             raise StartupError(f"input topic {self.topic!r} does not exist: create it "
@@ -192,6 +201,7 @@ class KafkaSink:
 
     def __init__(self, settings: WorkerSettings):
         self.transactional_id = settings.transactional_id
+        self.settings = settings
         try:
             self.producer = KafkaProducer(**producer_config(settings))
         except (KafkaError, OSError) as exc:
@@ -201,6 +211,8 @@ class KafkaSink:
         """Fetch metadata for an output topic (brokers with auto-creation create it here)."""
         try:
             partitions = self.producer.partitions_for(topic)
+        except AuthorizationError as exc:
+            raise not_authorized(self.settings, exc, output_topic=topic) from None
         except KafkaError:
             partitions = None
         if not partitions:
@@ -213,6 +225,8 @@ class KafkaSink:
             self.producer.init_transactions()
         except UnsupportedVersionError:
             raise StartupError("the broker does not support transactions: run without --exactly-once") from None
+        except AuthorizationError as exc:
+            raise not_authorized(self.settings, exc) from None
         except KafkaError as exc:
             raise StartupError(f"cannot start transactions for --transactional-id {self.transactional_id!r} "
                                f"({type(exc).__name__}: {exc})") from None

@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from worker.kafka_client_log import CLIENT_LOG
+
 
 def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     """Log to stderr; ``auto`` is console on a TTY, JSON lines otherwise."""
@@ -27,6 +29,11 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # kafka-python logs through stdlib logging; keep its chatter at warning unless debugging.
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.ERROR)
+    # kafka-python logs through stdlib logging: its records become JSON lines like ours (errors only unless
+    # debugging), none during start-up, and its warnings are read for the cause of a failed connection.
+    client = logging.getLogger("kafka")
+    client.handlers[:] = [CLIENT_LOG]
+    client.propagate = False
+    client.setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.WARNING)
+    CLIENT_LOG.configure(structlog.get_logger("kafka"), logging.DEBUG if numeric <= logging.DEBUG else logging.ERROR)

@@ -128,6 +128,7 @@ def run_worker(settings: WorkerSettings) -> int:
     from core.model_store import ModelStore
     from worker.exceptions import StartupError
     from worker.health import HealthServer, HealthState
+    from worker.kafka_client_log import CLIENT_LOG
     from worker.kafka_io import KafkaSink, KafkaSource
     from worker.logging_setup import configure_logging
     from worker.metrics import WorkerMetrics
@@ -194,6 +195,7 @@ def run_worker(settings: WorkerSettings) -> int:
              metrics_port=server.port if server else None,
              delivery="exactly-once" if settings.exactly_once else "at-least-once",
              assignment_strategy=settings.assignment_strategy, transactional_id=settings.transactional_id or None)
+    CLIENT_LOG.started()  # the client's own errors show from now on (as JSON lines); start-up failed in one line
     try:
         code = pipeline.run()
     finally:
