@@ -10,7 +10,9 @@ import click
 
 from core.cli_types import FiniteFloat
 from core.exceptions import ContractError
+from core.exit_codes import EXIT_PARTIAL, CannotStart
 from core.model_store import ModelStore
+from core.output_paths import unwritable_reason
 from export import __version__
 from export.exceptions import ExportError, GateError
 from export.onnx_export import DEFAULT_OPSET, MIN_OPSET
@@ -37,11 +39,26 @@ def _version(ctx: click.Context, param: click.Parameter, value: str | None) -> s
     return _identifier(ctx, param, value)
 
 
+class ExportCommand(click.Command):
+    """Refuses a bare ``--version`` among other arguments: it would print the tool's version and export nothing."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for position, arg in enumerate(args):
+            if arg == "--":
+                break
+            bare = arg == "--version" and (position + 1 == len(args) or args[position + 1].startswith("-"))
+            if bare and len(args) > 1:
+                raise CannotStart("--version needs a value here: the model's version, e.g. --version 2 "
+                                  "(alone, `lstm-export --version` prints the tool's version)")
+        return super().parse_args(ctx, args)
+
+
 def _on_command_line(parameter: str) -> bool:
     return click.get_current_context().get_parameter_source(parameter) is click.core.ParameterSource.COMMANDLINE
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LSTM_EXPORT",
+@click.command(cls=ExportCommand,
+               context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LSTM_EXPORT",
                                  "max_content_width": 100})
 @click.option("--checkpoint", "checkpoint", required=True, show_envvar=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -66,7 +83,7 @@ def _on_command_line(parameter: str) -> bool:
               show_default=True, show_envvar=True, envvar="LSTM_EXPORT_VERSION", is_eager=True, callback=_version,
               metavar="[VERSION]",
               help="Model version in the manifest ('name@version'). "
-                   "Given without a value, print lstm-export's own version and exit.")
+                   "`lstm-export --version` alone prints lstm-export's own version.")
 @click.option("--parity-docs", type=click.IntRange(MIN_PARITY_DOCS), default=1024, show_default=True,
               show_envvar=True, help="Validation documents the parity gate compares (at least 512).")
 @click.option("--parity-data", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -95,8 +112,9 @@ def main(checkpoint: Path, output: Path | None, store: Path | None, quantize: st
     (48 shuffled token-id inputs and PyTorch's probabilities) that every
     `lstm-worker` load re-runs on its own ONNX Runtime and provider.
 
-    Exit status: 0 bundle written; 1 error (checkpoint unreadable, output exists...);
-    2 bad option; 3 refused by a gate (the report is printed to stderr).
+    Exit status (docs/cli.md): 0 bundle written; 1 error while exporting (checkpoint
+    unreadable, output exists...); 2 nothing done (a bad option, an --output that
+    cannot be written); 3 refused by a gate (the report is printed to stderr).
     """
     # Refused only when typed: an environment that sets these for its int8 exports still exports fp32.
     if quantize is None and _on_command_line("allow_batch_dependence") and allow_batch_dependence:
@@ -109,6 +127,9 @@ def main(checkpoint: Path, output: Path | None, store: Path | None, quantize: st
     if store is not None and click.get_current_context().get_parameter_source("model_version") in (
             click.core.ParameterSource.DEFAULT, None):
         raise click.UsageError("--store needs --version VERSION: it names the new version's directory")
+    unwritable = unwritable_reason(output if output is not None else store)
+    if unwritable:
+        raise CannotStart(f"{unwritable}: choose another {'--output' if output is not None else '--store'}")
     config = ExportConfig(checkpoint, output, quantize, opset, name, model_version, parity_docs, threads,
                           parity_data=parity_data, allow_batch_dependence=allow_batch_dependence, store=store,
                           max_accuracy_drop=max_accuracy_drop)
@@ -118,7 +139,7 @@ def main(checkpoint: Path, output: Path | None, store: Path | None, quantize: st
         click.echo(f"lstm-export: REFUSED: {exc}", err=True)
         for key, value in exc.report.items():
             click.echo(f"  {key}: {value}", err=True)
-        sys.exit(3)
+        sys.exit(EXIT_PARTIAL)
     except (ExportError, ContractError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(summary(bundle_dir))

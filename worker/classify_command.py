@@ -20,11 +20,12 @@ from typing import IO, Any
 
 import click
 
+from core.exit_codes import EXIT_PARTIAL
 from worker import codec
 from worker.engine import InferenceEngine, Prediction
 from worker.exceptions import WorkerError
 from worker.explanations import explain_all
-from worker.options import EXIT_SOME_REJECTED, CannotStart, engine_options, open_engine, option
+from worker.options import CannotStart, engine_options, open_engine, option
 
 
 @dataclass(frozen=True)
@@ -174,4 +175,4 @@ def classify(texts: tuple[str, ...], model: Path, input_path: str | None, output
                f"in {elapsed:.2f}s ({(total - rejected) / max(elapsed, 1e-9):.0f} docs/s); {rejected} rejected",
                err=True)
     if rejected:
-        sys.exit(EXIT_SOME_REJECTED)
+        sys.exit(EXIT_PARTIAL)

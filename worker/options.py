@@ -21,21 +21,11 @@ import structlog
 from core.bundle import load_bundle
 from core.cli_types import FiniteFloat
 from core.exceptions import BundleError, StoreError
+from core.exit_codes import CannotStart
 from core.model_store import ModelStore, resolve_model
 from worker.engine import PROVIDERS, UNCALIBRATED_WARNING, InferenceEngine, open_verified
 from worker.exceptions import EngineError
 from worker.settings import INPUT_FORMATS
-
-EXIT_OK = 0
-EXIT_FAILED = 1  # failed while running (run: fenced, a bug; classify: inference stopped)
-EXIT_CANNOT_START = 2  # nothing ran: a bad option, bundle, provider, broker or topic (click's usage errors too)
-EXIT_SOME_REJECTED = 3  # classify finished, but some lines got error records instead of labels
-
-
-class CannotStart(click.ClickException):
-    """A user error found before any input was read: one line naming the fix, no traceback."""
-
-    exit_code = EXIT_CANNOT_START
 
 
 def open_engine(model: Path, **engine_settings: Any) -> InferenceEngine:

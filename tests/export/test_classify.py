@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 
 from core.bundle import load_bundle
+from core.exit_codes import EXIT_CANNOT_START, EXIT_PARTIAL
 from core.vocab import pad_batch
 from worker.classify_command import classify
 from worker.engine import InferenceEngine
-from worker.options import EXIT_CANNOT_START, EXIT_SOME_REJECTED
 
 BIN = Path(sys.executable).parent
 
@@ -80,7 +80,7 @@ def test_bad_lines_become_error_records_in_place(tiny_bundle_dir: Path, tmp_path
     source.write_bytes(b"\n".join(lines) + b"\n")
     output = tmp_path / "out.jsonl"
     result, _ = invoke(tiny_bundle_dir, "--input", str(source), "--output", str(output), "--input-format", "json")
-    assert result.exit_code == EXIT_SOME_REJECTED
+    assert result.exit_code == EXIT_PARTIAL
     records = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in records] == ["ok-1", 2, "e", 4, 5, 6, 7]
     errors = {r["id"]: r["error"]["type"] for r in records if "error" in r}
@@ -100,7 +100,7 @@ def test_auto_format_reads_json_objects_and_text_lines(tiny_bundle_dir: Path) ->
 
 def test_auto_format_counts_a_truncated_json_line_as_invalid_json(tiny_bundle_dir: Path) -> None:
     result, records = invoke(tiny_bundle_dir, stdin='{"text": "windows driver"}\n{"text": \n')
-    assert result.exit_code == EXIT_SOME_REJECTED
+    assert result.exit_code == EXIT_PARTIAL
     assert "label" in records[0] and records[1]["error"]["type"] == "invalid_json"
 
 
@@ -177,7 +177,7 @@ def test_every_output_line_is_strict_json_whatever_the_input_id(tiny_bundle_dir:
     stdin = (b'{"id": "\\ud800", "text": "hockey"}\n{"id": NaN, "text": "space"}\n{"id": 1e999, "text": "cars"}\n'
              b'{"id": "\\udc00", "text": "  "}\n\xef\xbb\xbf{"id": "bom", "text": "god"}\n')
     result, _ = invoke(tiny_bundle_dir, stdin=stdin)
-    assert result.exit_code == EXIT_SOME_REJECTED  # the whitespace-only line
+    assert result.exit_code == EXIT_PARTIAL  # the whitespace-only line
     lines = result.stdout.splitlines()
     records = [json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}")) for line in lines]
     assert all(line.encode("utf-8") for line in lines)  # no lone surrogate written

@@ -9,6 +9,7 @@ exactly what the parity gate exists to catch.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -295,3 +296,41 @@ def test_the_printed_validation_accuracy_says_why_it_is_not_held_out(model_confi
     assert (expected in caveat and caveat.startswith(" (not held out: ")) if expected else caveat == ""
     if train_config["val_fraction"] == 0:
         assert "member 1" not in caveat  # every member trained on everything; there is no member-1 fold
+
+
+def read_only_folder(tmp_path: Path) -> Path:
+    """A folder this process cannot write in: mode 555, or for root (whom modes do not stop) /proc."""
+    if os.geteuid() == 0:
+        return Path("/proc")
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o555)
+    return folder
+
+
+def test_an_unwritable_output_is_refused_before_any_work(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
+    a_file = tmp_path / "afile"
+    a_file.write_text("not a folder")
+    read_only = read_only_folder(tmp_path)
+    cases = {str(a_file / "bundle"): f"{a_file} is a file, not a folder",
+             str(a_file): f"{a_file} is a file, not a folder",
+             str(read_only / "bundle"): f"cannot write in {read_only} ("}
+    for output, reason in cases.items():
+        for option in ("--output", "--store"):
+            result = run_cli("lstm-export", "--checkpoint", str(tiny_checkpoint_dir), option, output,
+                             "--version", "2")
+            assert result.returncode == 2
+            [line] = result.stderr.strip().splitlines()  # no traceback, no work logged before it
+            assert line.startswith(f"Error: {reason}") and line.endswith(f"choose another {option}")
+    assert a_file.read_text() == "not a folder"
+
+
+def test_a_bare_version_among_other_arguments_is_refused(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
+    """`--version` without a value names no model version: refused, not read as 'print the tool's version'."""
+    output = tmp_path / "bundle"
+    for args in (["--output", str(output), "--version"], ["--version", "--output", str(output)]):
+        result = run_cli("lstm-export", "--checkpoint", str(tiny_checkpoint_dir), *args)
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr.strip().splitlines() == [
+            "Error: --version needs a value here: the model's version, e.g. --version 2 "
+            "(alone, `lstm-export --version` prints the tool's version)"]
+    assert not output.exists()
