@@ -148,6 +148,14 @@ def _fit(log_probabilities: np.ndarray, labels: np.ndarray, with_bias: bool) -> 
     return Calibration(temperature, None, METHOD_TEMPERATURE)
 
 
+def calibrated_log_loss(probabilities: np.ndarray, labels) -> float:
+    """Mean NLL after the temperature that minimises it: how well held-out scores separate the classes, not how
+    sharp they happen to be (a candidate trained one epoch less is flatter, which a temperature undoes)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    log_probabilities = _log(probabilities)
+    return float(_per_document_nll(_fit(log_probabilities, labels, False), log_probabilities, labels).mean())
+
+
 def _cross_fitted(log_probabilities: np.ndarray, labels: np.ndarray, with_bias: bool, folds: np.ndarray) -> tuple[
         np.ndarray, np.ndarray]:
     """Each document calibrated by a fit on the other folds: (probabilities, per-document NLL)."""

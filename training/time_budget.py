@@ -10,7 +10,8 @@
    only, never the test split.
 3. Trials run, cheapest first after the base, while each fits before the report's reserve; with time
    left, the best shape made larger one way at a time (hidden units, epochs, reading length) follows.
-   The best score wins, ties going to the cheaper shape.
+   The best score wins; ties (short budgets on easy data tie out of fold) go to the lower out-of-fold
+   log-loss after a temperature (the better-trained candidate), then to the cheaper shape.
 4. The final model is the winning trial as it was trained (at most 3 members: the default's serving
    cost), so nothing trains after the search but the report. Every step has a deadline inside the budget.
 """
@@ -26,6 +27,7 @@ import torch
 
 from training.bag_of_words import features_name
 from training.budget_plan import Shape, candidate_shapes, larger_shapes, profile_data, relative_work
+from training.calibration import calibrated_log_loss
 from training.checkpoint import BEST_FILE
 from training.config import TrainConfig
 from training.ensemble import save_model, train_configuration
@@ -104,7 +106,8 @@ class Search:
         selection = result.bow_selection or {}
         number = sum(1 for t in self.trials if t["trial"] is not None) + 1
         row = {"trial": number, **shape.to_dict(), "members": TRIAL_MEMBERS,
-               "val_accuracy": result.val_score, "lstm_val_accuracy": selection.get("lstm_accuracy"),
+               "val_accuracy": result.val_score, "val_log_loss": None if result.held_out is None else _log_loss(result),
+               "lstm_val_accuracy": selection.get("lstm_accuracy"),
                "linear_val_accuracy": selection.get("linear_accuracy"), "bow_weight": selection.get("weight"),
                "bow_bigram_buckets": selection.get("bigram_buckets"),
                "epochs_run": max(len([h for h in result.history if h.get("member") == m])
@@ -185,11 +188,16 @@ class Search:
             self.overhead = self.trial_overhead + self.teacher_seconds
 
     def best(self) -> Shape:
-        """The best scored shape; ties go to the cheaper one."""
+        """The best scored shape; ties go to the lower out-of-fold log-loss, then to the cheaper shape."""
         scored = [s for s, r in self.results.items() if r.val_score is not None]
         if not scored:  # nothing finished, or no validation folds: the base shape
             return next(iter(self.results), self.shapes[0])
-        return max(scored, key=lambda s: (self.results[s].val_score, -self.estimate(s)))
+        return max(scored, key=lambda s: (self.results[s].val_score, -_log_loss(self.results[s]), -self.estimate(s)))
+
+
+def _log_loss(result: TrainResult) -> float:
+    """The trial's out-of-fold log-loss after a temperature (infinite without validation folds)."""
+    return float("inf") if result.held_out is None else round(calibrated_log_loss(*result.held_out), 5)
 
 
 def _fmt(value: float | None) -> str:
@@ -245,7 +253,8 @@ def budget_report(search: Search, final: TrainConfig, result: TrainResult, why: 
             "trials": search.trials,
             "chosen": {"max_len": final.max_len, "hidden_size": final.hidden_size, "epochs": final.epochs,
                        "members": final.members, "val_accuracy": result.val_score,
-                       "why": "the best validation accuracy of the trials (ties: the cheaper shape); " + why}}
+                       "why": "the best validation accuracy of the trials (ties: the lower validation log-loss, "
+                              "then the cheaper shape); " + why}}
 
 
 def train_within_budget(run, log: Log) -> tuple[TrainConfig, TrainResult, dict]:

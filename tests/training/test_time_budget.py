@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -32,6 +33,8 @@ def test_the_search_reports_its_trials_and_trains_the_choice(budget_run: tuple[P
     assert trials and trials[0]["epochs"] == 1, "the probe: the base shape for one epoch"
     assert all(t["seconds"] > 0 and "status" in t for t in trials)
     assert all(t["val_accuracy"] is None or 0 < t["val_accuracy"] <= 1 for t in trials)
+    assert all((t["val_log_loss"] is None) == (t["val_accuracy"] is None) for t in trials)
+    assert metrics["calibration"]["method"] != "none"  # the budgeted model is calibrated like any other
     assert "trial 1: max_len" in stdout and "time budget 60s" in stdout
     # metrics.json's config holds the settings the final model was trained with.
     chosen, config = budget["chosen"], metrics["config"]
@@ -70,3 +73,33 @@ def test_bad_budgets_are_one_clear_line(sms_spam: Path, tmp_path: Path, args, en
                str(tmp_path), *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, **env})
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tied_trials_go_to_the_lower_out_of_fold_log_loss_then_the_cheaper_shape() -> None:
+    """A short budget ties every trial out of fold; the better-trained one wins, not the probe: surer where it is
+    right and less sure where it is wrong, which no temperature gives the probe's uniform scores."""
+    import numpy as np
+
+    from training.budget_plan import Shape
+    from training.time_budget import Search
+
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 1] * 20)
+    right = np.eye(3)[labels]
+
+    def trial(right_score: float, wrong_score: float) -> SimpleNamespace:
+        """Right on the same documents as every other trial (a tie); ``*_score``: its top score where right/wrong."""
+        def table(top: float) -> np.ndarray:
+            return (1 - top) / 2 + (top - (1 - top) / 2) * right
+
+        probabilities = table(right_score)
+        probabilities[:4] = table(wrong_score)[:4][:, [1, 2, 0]]  # the first four documents wrong
+        return SimpleNamespace(val_score=float((probabilities.argmax(1) == labels).mean()),
+                               held_out=(probabilities, labels))
+
+    probe, trained, larger = Shape(64, 32, 1), Shape(64, 32, 4), Shape(128, 64, 4)
+    cost = {probe: 1.0, trained: 4.0, larger: 16.0}
+    search = SimpleNamespace(shapes=[probe], estimate=cost.__getitem__,
+                             results={probe: trial(0.6, 0.6), trained: trial(0.9, 0.4), larger: trial(0.9, 0.4)})
+    assert Search.best(search) == trained  # ties with the probe on accuracy; ties with the larger on both
+    search.results[probe] = SimpleNamespace(val_score=search.results[trained].val_score + 0.01, held_out=None)
+    assert Search.best(search) == probe  # accuracy still decides first
