@@ -221,11 +221,11 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int,
 
 
 def wait_committed(bootstrap: str, group: str, topic: str, partitions: int, total: int,
-                   timeout: float = 60) -> dict[int, int]:
+                   timeout: float = 60, client_config: ClientConfig = None) -> dict[int, int]:
     """Committed offsets once they add up to ``total`` (or whatever they are after ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:
-        offsets = committed_offsets(bootstrap, group, topic, partitions)
+        offsets = committed_offsets(bootstrap, group, topic, partitions, client_config)
         if sum(offsets.values()) >= total or time.monotonic() > deadline:
             return offsets
         time.sleep(0.3)
