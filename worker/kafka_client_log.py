@@ -74,8 +74,8 @@ def _specific(failure: BaseException | None) -> bool:
 CLIENT_LOG = KafkaClientLog()
 
 
-def connection_cause(failure: BaseException) -> str:
-    """What a connection failure means, in words that name the option to fix."""
+def connection_cause(failure: BaseException, protocol: str) -> str:
+    """What a connection failure over ``protocol`` means, in words that name the option to fix."""
     text = str(failure)
     if isinstance(failure, kafka_errors.SaslAuthenticationFailedError):
         detail = text.split(": ", 2)[-1] if ": " in text else text
@@ -94,7 +94,13 @@ def connection_cause(failure: BaseException) -> str:
     if "ECONNREFUSED" in text or errno.errorcode.get(getattr(failure, "errno", None) or 0) == "ECONNREFUSED":
         return ("connection refused, nothing listens there: check --bootstrap-servers, or start a local broker with "
                 "`lstm-worker broker`")
-    if isinstance(failure, (kafka_errors.KafkaConnectionError, kafka_errors.InvalidReceiveError)):
+    dropped = isinstance(failure, (kafka_errors.KafkaConnectionError, kafka_errors.InvalidReceiveError))
+    if dropped and protocol.startswith("SASL"):
+        # Apache Kafka often refuses a SCRAM password by closing the connection before its error reaches the client.
+        return (f"the broker closed the connection ({text}), as it does on a failed SASL authentication: check "
+                "--sasl-username, --sasl-mechanism and the password (--sasl-password-file), and that "
+                "--security-protocol matches the listener")
+    if dropped:
         return (f"the broker closed the connection ({text}): check that --security-protocol matches the listener "
                 "(PLAINTEXT, SSL, SASL_SSL)")
     return f"{type(failure).__name__}: {text}: check --bootstrap-servers and that the brokers are up"

@@ -7,6 +7,7 @@ errors into one line naming the fix.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -23,12 +24,15 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from worker.exceptions import StartupError
-from worker.kafka_config import connect_error, consumer_config, not_authorized, producer_config
+from worker.kafka_config import connect_error, consumer_config, not_authorized, producer_config, refused_permission
 from worker.pipeline.ports import Headers, InputRecord, RebalanceHooks
 from worker.settings import WorkerSettings
 
 # Another producer registered our transactional id, or the broker aborted our transaction and bumped the epoch.
 FENCING_ERRORS = (ProducerFencedError, InvalidProducerEpochError, TransactionCoordinatorFencedError)
+# A refused fetch fails one poll and the polls between fetches succeed: refused until records arrive or no
+# refusal came for this long.
+REFUSAL_HOLD_S = 5.0
 # Each of the lag's two requests waits at most this long, on the loop thread.
 LAG_TIMEOUT_MS = 1000
 
@@ -91,6 +95,7 @@ class KafkaSource:
             raise connect_error(settings, exc) from None
         self.topic = settings.topic
         self._settings = settings
+        self._refused: tuple[str, float] | None = None  # (the permission refused, when: monotonic)
 
     def check_topic(self) -> int:
         partitions = self.consumer.partitions_for_topic(self.topic)
@@ -111,7 +116,14 @@ class KafkaSource:
         self.consumer.subscribe([self.topic], listener=RebalanceListener(self.consumer, hooks))
 
     def poll(self, timeout_ms: int, max_records: int) -> list[InputRecord]:
-        batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        try:
+            batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except AuthorizationError as exc:  # an ACL taken away while running: wait for it, reading nothing
+            self._refused = f"{refused_permission(self._settings, exc)} ({type(exc).__name__})", time.monotonic()
+            time.sleep(timeout_ms / 1000)  # what poll would have waited: the loop does not spin
+            return []
+        if self._refused is not None and (batches or time.monotonic() - self._refused[1] > REFUSAL_HOLD_S):
+            self._refused = None
         return [
             InputRecord(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []), r.timestamp)
             for records in batches.values() for r in records
@@ -134,6 +146,10 @@ class KafkaSource:
     def group_metadata(self) -> Any:
         """Generation and member id: lets the broker fence a zombie member's transactional offsets (KIP-447)."""
         return self.consumer.group_metadata()
+
+    def refused(self) -> str | None:
+        """The permission the broker refused a poll (Read on the topic or the group); None once it reads again."""
+        return self._refused[0] if self._refused is not None else None
 
     def membership_in_doubt(self) -> bool:
         """True while no heartbeat was answered for longer than the session timeout.
@@ -265,9 +281,17 @@ class KafkaSink:
         """
         if isinstance(exc, FENCING_ERRORS):
             return exc
-        manager = getattr(self.producer, "_transaction_manager", None)
-        cause = manager.last_error if manager is not None and manager.has_fatal_error() else None
+        cause = self.broken()
         return cause if isinstance(cause, FENCING_ERRORS) else None
+
+    def broken(self) -> BaseException | None:
+        """The error that left this producer unusable, if one did (kept on kafka-python's transaction manager).
+
+        kafka-python makes some refusals fatal to an idempotent producer, a topic's Write ACL taken away among
+        them: every later send fails with the same error until the producer is replaced.
+        """
+        manager = getattr(self.producer, "_transaction_manager", None)
+        return manager.last_error if manager is not None and manager.has_fatal_error() else None
 
     def close(self, timeout_s: float) -> None:
         self.producer.close(timeout=max(0.0, timeout_s))

@@ -187,7 +187,8 @@ def run_worker(settings: WorkerSettings) -> int:
     else:
         from worker.pipeline.at_least_once import AtLeastOnce
 
-        guarantee = AtLeastOnce(*common)
+        # A refusal kafka-python makes fatal to the producer (a Write ACL taken away) ends with a new one.
+        guarantee = AtLeastOnce(*common, new_producer=lambda: KafkaSink(settings))
     pipeline = Pipeline(settings, served, models, source, guarantee, tracker, metrics, health, log, shadow)
     _install_signal_handlers(pipeline, models)
     log.info("worker_started", topic=settings.topic, partitions=partitions, group=settings.group_id,

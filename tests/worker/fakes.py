@@ -139,6 +139,9 @@ class FakeProducer:
     def fenced_by(self, exc: BaseException) -> BaseException | None:
         return exc if isinstance(exc, ProducerFencedError) else None
 
+    def broken(self) -> BaseException | None:
+        return None  # refusals that leave a real producer unusable are tested on Apache Kafka (test_acls.py)
+
     def close(self, timeout_s: float) -> None:
         self.closed = True
 
@@ -222,6 +225,9 @@ class FakeConsumer:
 
     def membership_in_doubt(self) -> bool:
         return self.in_doubt
+
+    def refused(self) -> str | None:
+        return None  # ACLs taken away while running are tested on Apache Kafka (test_acls.py)
 
     def positions(self) -> dict[TopicPartition, int]:
         """The next record's offset; past the last record, the log end (markers are skipped)."""

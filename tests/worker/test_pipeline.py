@@ -93,7 +93,7 @@ def run_pipeline(mode: str, records: list[InputRecord], *, until: Callable[[Run]
     consumer = FakeConsumer(broker, records, log_ends)
     common = (settings, producer, consumer, tracker, metrics, log)
     guarantee = (ExactlyOnce(*common, new_producer=lambda: producer) if settings.exactly_once
-                 else AtLeastOnce(*common))
+                 else AtLeastOnce(*common, new_producer=lambda: producer))
     def watcher(served: ServedModel) -> ModelWatcher:
         return ModelWatcher(None, served, poll_s=10, engine_settings={}, metrics=metrics, log=log)
 

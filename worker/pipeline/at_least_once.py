@@ -26,6 +26,7 @@ from collections import OrderedDict
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
+from worker.exceptions import StartupError
 from worker.pipeline.guarantee import OVERDUE_S, Guarantee
 from worker.pipeline.messages import FIRST_DEAD_LETTER, Message, smaller
 from worker.pipeline.send_failures import FailureKind, classify
@@ -57,7 +58,7 @@ class AtLeastOnce(Guarantee):
 
     def service(self, now: float) -> None:
         self._take_outcomes(now)
-        if self.stall is not None and self._probe is None and self.retry_due(now):
+        if self.stall is not None and self._probe is None and self.retry_due(now) and self._producer_usable(now):
             probe = self._pop_live()
             if probe is None:  # everything held belonged to revoked partitions
                 self.recovered(now, held=0)
@@ -69,6 +70,20 @@ class AtLeastOnce(Guarantee):
             message = self._pop_live()
             if message is not None:
                 self._send(message, now)
+
+    def _producer_usable(self, now: float) -> bool:
+        """Replace a producer that a refusal left unusable, before the retry; False if no new one started yet."""
+        broken = self.producer.broken()
+        if broken is None:
+            return True
+        try:
+            replacement = self.new_producer()
+        except (KafkaError, StartupError) as exc:  # the broker is still away: try again after the backoff
+            self.schedule_retry(self.stall.topic, exc, now)
+            return False
+        self.discard_producer(broken)
+        self.producer = replacement
+        return True
 
     def problem(self) -> str | None:
         stalled = super().problem()

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from kafka.errors import KafkaError, KafkaTimeoutError
@@ -39,14 +38,12 @@ from kafka.structs import TopicPartition
 from worker.exceptions import StartupError
 from worker.pipeline.guarantee import Guarantee
 from worker.pipeline.messages import Message, smaller
-from worker.pipeline.ports import Producer
 from worker.pipeline.send_failures import FailureKind, backoff_s, classify
 
 
 class ExactlyOnce(Guarantee):
-    def __init__(self, *args: Any, new_producer: Callable[[], Producer], **kwargs: Any):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._new_producer = new_producer  # a started producer with our transactional id (init_transactions done)
         self._pending: deque[list[Message]] = deque()  # batches not yet committed, oldest first
         self._timeout_s = self.settings.flush_timeout_s
         self._next_offsets_commit = 0.0  # when a transaction of offsets alone may run next (monotonic)
@@ -109,7 +106,7 @@ class ExactlyOnce(Guarantee):
         started = time.monotonic()
         try:
             if self.producer is None:
-                self.producer = self._new_producer()
+                self.producer = self.new_producer()
             self.producer.begin()
             sent = [self._send(message) for message in batch]
             self.producer.flush(timeout)
@@ -179,7 +176,7 @@ class ExactlyOnce(Guarantee):
             except KafkaError as abort_error:
                 fence = abort_error
         if fence is not None:  # no answer to the abort, or the broker timed the transaction out: start afresh
-            self._replace_producer(fence)
+            self.discard_producer(fence)  # the next try starts a new one, aborting what is open
         return True
 
     def _log_aborted(self, batch: list[Message], offsets: dict[TopicPartition, int], exc: BaseException) -> None:
@@ -193,15 +190,6 @@ class ExactlyOnce(Guarantee):
                          partition=first.partition.partition, first_offset=first.offset)
         self.schedule_retry(batch[0].topic, exc, time.monotonic(), partition=first.partition.partition,
                             offset=first.offset, batches_waiting=len(self._pending))
-
-    def _replace_producer(self, cause: BaseException) -> None:
-        self.log.warning("producer_replaced", reason=f"{type(cause).__name__}: {cause}",
-                         transactional_id=self.settings.transactional_id)
-        producer, self.producer = self.producer, None  # the next try starts a new one (aborting what is open)
-        try:
-            producer.close(1.0)
-        except Exception as exc:  # noqa: BLE001 - it is being discarded; its state no longer matters
-            self.log.warning("producer_close_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _offsets_after(batch: list[Message]) -> dict[TopicPartition, int]:

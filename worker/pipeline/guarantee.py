@@ -17,6 +17,7 @@ the same ladder (:mod:`worker.pipeline.messages`) and count results the same way
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +55,10 @@ class Guarantee:
     """What both strategies share: the retry schedule, the accounting of stored results, the fatal flag."""
 
     def __init__(self, settings: WorkerSettings, producer: Producer, consumer: Consumer, tracker: OffsetTracker,
-                 metrics: WorkerMetrics, log: Any):
+                 metrics: WorkerMetrics, log: Any, *, new_producer: Callable[[], Producer]):
         self.settings, self.producer, self.consumer, self.tracker = settings, producer, consumer, tracker
+        # A started replacement for a producer that cannot go on (with --exactly-once: init_transactions done).
+        self.new_producer = new_producer
         self.metrics, self.log = metrics, log
         self.fatal: str | None = None  # set when only a restart helps; the loop then stops and exits 1
         self.stall: Stall | None = None
@@ -90,6 +93,10 @@ class Guarantee:
         stall = self.stall
         if stall is not None:
             return f"sends to {stall.topic!r} fail ({stall.error}), retry {stall.attempt} in progress: {stall.fix}"
+        refused = self.consumer.refused()
+        if refused is not None:
+            return (f"the broker refuses this worker {refused}: grant it (docs/security.md); nothing is read or "
+                    "committed until then")
         if self.consumer.membership_in_doubt():  # an idle exactly-once worker sends and commits nothing to fail
             return ("no heartbeat answered for a session timeout: the group coordinator is unreachable (or this "
                     "process was frozen); commits are held until the group answers")
@@ -139,6 +146,16 @@ class Guarantee:
         self.metrics.send_stalled.set(0)
         self.log.info("send_recovered", topic=stall.topic, attempts=stall.attempt,
                       stalled_s=round(now - stall.since, 3), **context)
+
+    def discard_producer(self, cause: BaseException) -> None:
+        """Close a producer that cannot go on; the caller starts a replacement (``new_producer``)."""
+        self.log.warning("producer_replaced", reason=f"{type(cause).__name__}: {cause}",
+                         transactional_id=self.settings.transactional_id or None)
+        producer, self.producer = self.producer, None
+        try:
+            producer.close(1.0)
+        except Exception as exc:  # noqa: BLE001 - it is being discarded; its state no longer matters
+            self.log.warning("producer_close_failed", error=f"{type(exc).__name__}: {exc}")
 
     def commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit through the consumer (at-least-once); a failure is logged and retried at the next commit."""
