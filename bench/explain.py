@@ -12,7 +12,8 @@ document, from the tokens the model read (its first ``max_len``):
 - the drop is the predicted label's probability before minus after.
 
 A document passes when the explained tokens' drop exceeds the mean drop of its
-random draws; the bar is 80 % of documents. On the first ``--occlusion-docs``
+random draws; the bar is 80 % of documents, and no label scored 0.9 or more without an
+explanation. On the first ``--occlusion-docs``
 documents the explained tokens are also compared with the K tokens whose
 deletion alone lowers the label's probability most (every distinct token is
 deleted in turn): the share they have in common, beside the share a random
@@ -49,6 +50,8 @@ from worker.engine import InferenceEngine
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).parent / "lstm-worker"
 BAR = 0.8
+# A label scored this high must come with an explanation (an empty one there is a defect).
+CONFIDENT = 0.9
 
 
 def classify(bundle: Path, input_path: Path, output_path: Path, threads: int, explain: int) -> float:
@@ -95,6 +98,8 @@ def deletion_test(engine: InferenceEngine, texts: list[str], outputs: list[dict]
     drops = p_before[:, None] - after[np.arange(len(kept)), :, label]  # [docs, 1 + draws]
     explained_drop, random_drops = drops[:, 0], drops[:, 1:]
     share = float(np.mean(explained_drop > random_drops.mean(axis=1)))
+    # Calibrated scores saturate more often; a confident label must still say why.
+    empty_confident = sum(1 for output in outputs if output["score"] >= CONFIDENT and not output["explanation"])
     return {
         "documents": len(texts),
         "documents_compared": len(kept),
@@ -108,7 +113,9 @@ def deletion_test(engine: InferenceEngine, texts: list[str], outputs: list[dict]
         "median_drop_explained": round(float(np.median(explained_drop)), 4),
         "median_drop_random": round(float(np.median(random_drops)), 4),
         "mean_probability_before": round(float(p_before.mean()), 4),
-        "passed": share >= BAR,
+        "confident_labels": sum(1 for output in outputs if output["score"] >= CONFIDENT),
+        "confident_labels_without_explanation": empty_confident,
+        "passed": share >= BAR and empty_confident == 0,
     }
 
 
@@ -212,6 +219,8 @@ def main(bundles: tuple[Path, ...], data: str, docs: int, k: int, draws: int, oc
                                 Path(work)))
         f, t = rows[-1]["faithfulness"], rows[-1]["throughput"]
         o = f["single_word_deletion_top_k"]
+        click.echo(f"{rows[-1]['model']} ({bundle}): {f['confident_labels_without_explanation']} of "
+                   f"{f['confident_labels']} labels scored {CONFIDENT} or more have an empty explanation")
         click.echo(f"{rows[-1]['model']} ({bundle}): explained tokens lower p(label) more than random ones on "
                    f"{f['share_explained_beats_mean_random']:.1%} of {f['documents_compared']} documents "
                    f"(bar {BAR:.0%}; {f['share_explained_beats_each_draw']:.1%} of draws); mean drop "

@@ -81,6 +81,12 @@ def test_export_promote_rollback_and_list(store: Path, tiny_checkpoint_dir: Path
     assert table[2].startswith("*  2") and f"{metrics['accuracy']:.4f}" in table[2]
     assert f"{metrics['calibration']['test']['after']['ece']:.4f}" in table[2] and "†" not in "".join(table)
 
+    back = worker("promote", "--store", str(store), "--previous")
+    assert back.returncode == 0 and "CURRENT 2 -> 1 (rollback" in back.stdout
+    assert current(store) == "1\n"
+    nothing = worker("promote", "--store", str(store), "--previous")
+    assert nothing.returncode == 2 and "nothing to roll back to" in nothing.stderr and current(store) == "1\n"
+
 
 def test_models_marks_a_validation_accuracy_that_is_not_held_out(store: Path) -> None:
     """A hybrid's validation split fitted its linear branch: the table says so and shows the out-of-fold score."""
@@ -92,15 +98,9 @@ def test_models_marks_a_validation_accuracy_that_is_not_held_out(store: Path) ->
     path.write_text(json.dumps(manifest))
     listed = worker("models", "--store", str(store))
     assert listed.returncode == 0, listed.stderr
-    row = next(line for line in listed.stdout.splitlines() if line.startswith("*  2"))
+    row = next(line for line in listed.stdout.splitlines() if line.split()[:1] == ["2"])
     assert "†" in row and "0.4321" in row
     assert "† not held out" in listed.stdout
-
-    back = worker("promote", "--store", str(store), "--previous")
-    assert back.returncode == 0 and "CURRENT 2 -> 1 (rollback" in back.stdout
-    assert current(store) == "1\n"
-    nothing = worker("promote", "--store", str(store), "--previous")
-    assert nothing.returncode == 2 and "nothing to roll back to" in nothing.stderr and current(store) == "1\n"
 
 
 def test_current_is_replaced_by_rename_never_rewritten_in_place(store: Path) -> None:
