@@ -59,7 +59,7 @@ def _opt(*names: str, env: str, help: str, **kwargs):
 OPTIONS = [
     _opt("--data", env="DATA", help="Training data: the 20news-bydate archive (.tar.gz or folder), '20newsgroups' "
          "(download with scikit-learn), or a CSV/TSV/JSONL file."),
-    _opt("--output", type=click.Path(file_okay=False), env="OUTPUT",
+    _opt("--output", type=click.Path(), env="OUTPUT",
          help="Folder for checkpoint.pt, last.pt, metrics.json and plots (created)."),
     _opt("--test-data", type=click.Path(dir_okay=False), env="TEST_DATA",
          help="Labelled test file; default: the archive's test split or a stratified 20% of --data."),
@@ -165,6 +165,9 @@ OPTIONS = [
          "The LSTM options must match its shape."),
     _opt("--resume", is_flag=True, default=False, env="RESUME",
          help="Continue the interrupted run in --output from its last.pt (same options required)."),
+    _opt("--overwrite", is_flag=True, default=False, env="OVERWRITE",
+         help="Train into an --output that already holds files, replacing those a run writes (without it, "
+              "such a folder is refused unless --resume)."),
     _opt("--evaluate", "evaluate_dir", type=click.Path(), default=None, env="EVALUATE",
          help="Instead of training: score the checkpoint in this folder on --data and print the metrics "
               "(written to --output/evaluation.json when --output is given)."),
@@ -183,7 +186,7 @@ def _apply(options):
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @_apply(OPTIONS)
 @click.version_option(_version(), prog_name="lstm-train")
-def main(data, output, evaluate_dir, **options) -> None:
+def main(data, output, evaluate_dir, overwrite, **options) -> None:
     """Train an LSTM text classifier and report it beside a TF-IDF + LinearSVC baseline.
 
     \b
@@ -212,7 +215,10 @@ def main(data, output, evaluate_dir, **options) -> None:
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
         from training.pipeline import run_training
+        from training.run_guard import check_output, guarded_run
 
-        run_training(config, log=click.echo)
+        check_output(output, config.resume, overwrite)
+        with guarded_run(output):
+            run_training(config, log=click.echo)
     except TrainingError as exc:
         raise click.ClickException(str(exc)) from None

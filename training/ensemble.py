@@ -23,7 +23,6 @@ builds its vocabulary from its own training part and saves straight into the out
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections.abc import Sequence
@@ -31,15 +30,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from training.bag_of_words import features_name, with_bag_of_words
 from training.bow_selection import FoldScores, choose_branch, fold_margins, mixed_probabilities
 from training.checkpoint import BEST_FILE, LAST_FILE, make_checkpoint, save_checkpoint
 from training.config import AUTO, TrainConfig
+from training.member_processes import fit_in_processes, silent, train_member
 from training.model import build_model
 from training.prepared import Features, PreparedData, shares_vocabulary
-from training.trainer import Log, MemberFit, MemberJob, TrainResult, fit_member
+from training.trainer import Log, MemberFit, MemberJob, TrainResult
 from training.transfer import check_shape, init_report
 
 MEMBER_DIR = "member-{}"
@@ -60,56 +59,6 @@ def resolve_jobs(config: TrainConfig) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     per_member = config.threads if config.threads > 0 else cores
     return max(1, min(config.members, 2 * cores // per_member))
-
-
-def _fit(config: TrainConfig, job: MemberJob, quiet: bool, log: Log | None = None) -> MemberFit:
-    """One member, in its own process or in this one."""
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
-    # As an LSTM learns, its saturated gates pass subnormal floats through backpropagation, which x86 CPUs
-    # compute many times slower than normal ones; flushed to zero, late epochs run as fast as the first.
-    torch.set_flush_denormal(True)
-    if job.output:
-        job.output.mkdir(parents=True, exist_ok=True)
-        if config.resume and job.name and not (job.output / LAST_FILE).is_file():
-            config = replace(config, resume=False)  # interrupted before this member's first epoch ended
-    if quiet:
-        log = _silent
-    elif log is None or job.name:
-        log = _Prefixed(job.name)
-    return fit_member(config, job, torch.device(config.device), log)
-
-
-def _silent(line: str) -> None:
-    pass
-
-
-class _Prefixed:
-    """A member's log lines on stdout, tagged with its name (picklable, for member processes)."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __call__(self, line: str) -> None:
-        print(f"[{self.name}] {line}", flush=True)
-
-
-def _fit_in_processes(config: TrainConfig, jobs: list[MemberJob], processes: int, quiet: bool) -> list[MemberFit]:
-    """Members in ``processes`` processes; the first member that fails stops the others and raises its error."""
-    # spawn, not fork: a forked child would inherit this process's PyTorch thread pool state.
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        pending = [pool.apply_async(_fit, (config, job, quiet)) for job in jobs]
-        while not all(p.ready() for p in pending):
-            for member in pending:
-                if member.ready() and not member.successful():
-                    member.get()  # raises its exception; leaving the with-block terminates the others
-            time.sleep(0.5)
-        fits = [p.get() for p in pending]
-        # Leaving the with-block terminates the workers; joined first, they release their semaphores
-        # themselves instead of leaving them to the resource tracker's warning at exit.
-        pool.close()
-        pool.join()
-        return fits
 
 
 def _jobs(config: TrainConfig, prepared: PreparedData, features: Features, output: Path | None,
@@ -163,9 +112,9 @@ def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = 
             "so member 1 trains again")
     began, began_cpu = time.perf_counter(), time.process_time()
     if processes == 1:
-        fits = [_fit(config, job, quiet, log) for job in jobs]
+        fits = [train_member(config, job, quiet, log) for job in jobs]
     else:
-        fits = _fit_in_processes(config, jobs, processes, quiet)
+        fits = fit_in_processes(config, jobs, processes, quiet)
     elapsed = time.perf_counter() - began
     for index, fit in enumerate(fits):
         prepared.keep_teacher_margins(config, index, fit.teacher_margins)
@@ -181,7 +130,7 @@ def train_configuration(config: TrainConfig, prepared: PreparedData, log: Log = 
     if weight > 0:
         # On every training post, like the members together (and the baseline of such a run).
         model = with_bag_of_words(model, features.ids, full.train_labels, weight=weight, sharpness=sharpness,
-                                  seed=config.seed, bigram_buckets=buckets, log=_silent if quiet else log)
+                                  seed=config.seed, bigram_buckets=buckets, log=silent if quiet else log)
     held_out = _pooled(folds[buckets], weight, sharpness)
     val_score = None if held_out is None else round(float((held_out[0].argmax(axis=1) == held_out[1]).mean()), 5)
     scores = [fit.best_val_macro_f1 for fit in fits]

@@ -95,7 +95,7 @@ def start_run(config: TrainConfig, log: Log) -> Run:
     device = resolve_device(config.device)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    torch.set_flush_denormal(True)  # as each member's process does (training.ensemble._fit): the same arithmetic
+    torch.set_flush_denormal(True)  # as each member process does (member_processes.train_member): same arithmetic
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     dataset, bad_rows = prepare_splits(replace(config, val_fraction=0.0))

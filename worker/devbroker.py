@@ -7,17 +7,15 @@ the tool; production points ``lstm-worker run`` at any real Kafka cluster.
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import TracebackType
 
+from core.process import die_with_parent
 from worker.exceptions import BrokerError
 
 
@@ -43,18 +41,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: the kernel sends it SIGKILL when the process that started it dies.
-
-    Without it a parent killed with SIGKILL (or SIGHUP without a handler) would leave Tansu running in
-    its own session, holding the port.
-    """
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -97,9 +83,10 @@ class DevBroker:
         if _port_accepts(self.host, self.port):
             raise BrokerError(f"port {self.port} on {self.host} is already in use: stop what runs there or use --port")
         output = None if foreground or not self.quiet else subprocess.DEVNULL
-        # New session: a Ctrl-C in the terminal reaches us, and we stop the broker in order.
+        # New session: a Ctrl-C in the terminal reaches us, and we stop the broker in order; and it dies
+        # with us even when we are killed with SIGKILL.
         self.process = subprocess.Popen(self.command(), stdout=output, stderr=output, start_new_session=True,
-                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                        preexec_fn=die_with_parent)
         self.wait_ready(timeout)
         return self
 

@@ -7,6 +7,8 @@ and commits nothing.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 
 import click
@@ -58,6 +60,8 @@ def tail(topic: str, bootstrap_servers: str, from_beginning: bool, max_messages:
                     break
         except KeyboardInterrupt:
             pass
+        except BrokenPipeError:  # `tail ... | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         finally:
             consumer.close()
     click.echo(f"{printed} records from {topic}", err=True)
