@@ -119,7 +119,8 @@ def test_each_missing_acl_stops_the_start_naming_it(stream_factory, tiny_bundle_
 
 
 @pytest.mark.parametrize(("mode", "lost"), [
-    (AT_LEAST_ONCE, "labels"), (EXACTLY_ONCE, "labels"), (AT_LEAST_ONCE, "input"),
+    (AT_LEAST_ONCE, "labels"), (EXACTLY_ONCE, "labels"), (AT_LEAST_ONCE, "input"), (AT_LEAST_ONCE, "group"),
+    (EXACTLY_ONCE, "transactional id"),
 ])
 def test_an_acl_lost_while_running_holds_commits_and_resumes(stream_factory, workers: WorkerPool,
                                                              news_docs: list[str], mode: str, lost: str) -> None:

@@ -131,7 +131,8 @@ class Guarantee:
         delay = backoff_s(attempt, self.settings.send_retry_backoff_max_s)
         since = self.stall.since if self.stall is not None else now
         error = f"{type(exc).__name__}: {exc}"
-        self.stall = Stall(topic, error, advice(topic, exc), attempt, now + delay, since)
+        self.stall = Stall(topic, error, advice(topic, exc, self.settings.transactional_id), attempt, now + delay,
+                           since)
         self.metrics.send_stalled.set(1)
         self.log.error("send_retry", topic=topic, attempt=attempt, retry_in_s=round(delay, 3), error=error,
                        fix=self.stall.fix, **context)

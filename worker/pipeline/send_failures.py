@@ -32,8 +32,10 @@ def classify(exc: BaseException) -> FailureKind:
     return FailureKind.RETRY
 
 
-def advice(topic: str, exc: BaseException) -> str:
-    """What an operator can do about a send to ``topic`` failing with ``exc``."""
+def advice(topic: str, exc: BaseException, transactional_id: str = "") -> str:
+    """What an operator can do about a send to ``topic`` (in a transaction of ``transactional_id``) failing."""
+    if isinstance(exc, kafka_errors.TransactionalIdAuthorizationFailedError):
+        return f"grant this worker's principal Write on transactional id {transactional_id!r}"
     if isinstance(exc, kafka_errors.AuthorizationError):
         return f"grant this worker's principal Write (and Describe) on topic {topic!r}"
     if isinstance(exc, (kafka_errors.UnknownTopicOrPartitionError, kafka_errors.KafkaTimeoutError)):
