@@ -34,7 +34,7 @@ CHECKPOINT, BUNDLE = ARTIFACTS / "model", ARTIFACTS / "bundle"
 BIN = Path(sys.executable).parent
 TOPIC = "demo-incoming"
 DOCS = int(os.environ.get("DEMO_DOCS", "3000"))
-# A quick model: about three minutes on 2 cores. `README.md` shows the full configuration.
+# A quick model (README, Results: the quick row). `README.md` shows the full configuration.
 QUICK_TRAIN = ["--epochs", "3", "--max-len", "128", "--embed-dim", "64", "--hidden-size", "64",
                "--vocab-size", "20000", "--no-baseline", "--seed", "0", "--members", "1"]
 MALFORMED = [b"\xff\xfe not utf-8", b"", b"   ", b'{"text": 42}', b"[1, 2, 3]", b"null"]
@@ -63,7 +63,8 @@ def ensure_bundle(data: str) -> None:
         pass
     if not (CHECKPOINT / "checkpoint.pt").exists():
         say(f"Training a quick model on {data} (full training: see README)")
-        run(str(BIN / "lstm-train"), "--data", data, "--output", str(CHECKPOINT), *QUICK_TRAIN)
+        # --overwrite: an earlier demo stopped before its checkpoint leaves this folder partly written.
+        run(str(BIN / "lstm-train"), "--data", data, "--output", str(CHECKPOINT), "--overwrite", *QUICK_TRAIN)
     say("Exporting the checkpoint to an ONNX bundle (parity-gated against PyTorch)")
     run(str(BIN / "lstm-export"), "--checkpoint", str(CHECKPOINT), "--output", str(BUNDLE),
         "--name", "news-demo", "--version", "1")
@@ -173,7 +174,8 @@ def report(result: dict, texts: list[str], truths: list[str], exit_code: int, lo
             subject = next((ln for ln in texts[i].splitlines() if ln.lower().startswith("subject:")), "")[:60]
             mark = "ok " if out["label"] == truths[i] else "MISS"
             print(f"   [{mark}] {out['label']:<26} {out['score']:.2f}  (truth {truths[i]})  {subject}")
-    print("\nNext: your own labelled CSV, from training to a stream: docs/tutorial.md;"
+    print("\nNext: your own labelled CSV on a stream, no code: README, 'Your CSV in four commands';"
+          "\n      the whole path, a second version promoted live: docs/tutorial.md;"
           "\n      full training `lstm-train --data $LSTM_TRAIN_DATA --output artifacts/full` (about 10 minutes on"
           "\n      2 cores, 0.887 test accuracy; README: Results),"
           "\n      the worker on a cluster: `kubectl apply -k deploy/k8s/overlays/cpu` (README: Deployment).")
