@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed
 # Offline machines: point LSTM_TRAIN_DATA at a local 20 Newsgroups archive.
 LSTM_TRAIN_DATA ?= $(if $(wildcard ../shared/data/20news-bydate.tar.gz),$(abspath ../shared/data/20news-bydate.tar.gz),20newsgroups)
 export LSTM_TRAIN_DATA
+# The broker of the integration and fault suites: kafka (Apache Kafka, started from the jars kafka-jars fetches)
+# or tansu (the demo broker). Tests marked tansu_smoke run on Tansu as well; see docs/kafka.md.
+LSTM_TEST_BROKER ?= kafka
+export LSTM_TEST_BROKER
 
 .DEFAULT_GOAL := help
 .PHONY: help install kafka-jars kafka test faults deploy-check lint bench plots docs demo clean

@@ -1,10 +1,11 @@
 """Make a topic of a live Apache Kafka refuse writes, for real, and accept them again.
 
-``refuse_writes``: ``min.insync.replicas=2`` on a topic with one replica. Every ``acks=all`` write (the worker's
-producer, idempotent, always uses it) is answered NOT_ENOUGH_REPLICAS: a retriable refusal the producer keeps
-retrying, which ends the moment ``accept_writes`` sets it back to 1 (a send fault that clears while the worker
-runs). ``limit_record_size`` sets ``max.message.bytes`` below a record: a real RecordTooLarge refusal.
-Tansu ignores both settings: tests that use them are marked ``kafka_only`` (tests/support/brokers.py).
+``refuse_writes``: ``message.timestamp.before.max.ms=0`` on the topic: every record the producer stamped before
+the broker reads it (all of them) is refused with INVALID_TIMESTAMP, until ``accept_writes`` restores the
+default (a send fault that clears while the worker runs). ``min.insync.replicas`` above the replica count cannot
+do it on one broker: Kafka takes min(min.insync.replicas, replication factor) as the effective minimum.
+``limit_record_size`` sets ``max.message.bytes`` below a record: a real RecordTooLarge refusal.
+Tansu ignores these settings: tests that use them are marked ``kafka_only`` (tests/support/brokers.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import time
 
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
-WRITES_REFUSED = "Tansu ignores min.insync.replicas: no way to make a topic refuse writes and clear it"
+WRITES_REFUSED = "Tansu ignores topic timestamp limits: no way to make a topic refuse writes and clear it"
+TIMESTAMP_LIMIT = "message.timestamp.before.max.ms"
+NO_TIMESTAMP_LIMIT = str(2**63 - 1)  # Kafka's default: any timestamp in the past is accepted
 SIZE_LIMITED = "Tansu ignores max.message.bytes: no broker-side record size limit"
 
 
@@ -34,13 +37,13 @@ def set_topic_config(bootstrap: str, topic: str, name: str, value: str, timeout:
 
 
 def refuse_writes(bootstrap: str, topic: str) -> None:
-    """From now on every acks=all write to ``topic`` is refused with NOT_ENOUGH_REPLICAS (retriable)."""
-    set_topic_config(bootstrap, topic, "min.insync.replicas", "2")
+    """From now on every write to ``topic`` is refused with INVALID_TIMESTAMP (not retriable by the producer)."""
+    set_topic_config(bootstrap, topic, TIMESTAMP_LIMIT, "0")
 
 
 def accept_writes(bootstrap: str, topic: str) -> None:
-    """Undo :func:`refuse_writes`: the producer's next retry lands."""
-    set_topic_config(bootstrap, topic, "min.insync.replicas", "1")
+    """Undo :func:`refuse_writes`: the next try lands."""
+    set_topic_config(bootstrap, topic, TIMESTAMP_LIMIT, NO_TIMESTAMP_LIMIT)
 
 
 def limit_record_size(bootstrap: str, topic: str, max_bytes: int) -> None:
