@@ -20,7 +20,15 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from devtools.apache_kafka import ApacheKafka
 from tests.support.acls import Acl, grant, revoke, scaler_acls, worker_acls
 from tests.support.kafka import committed_offsets, create_stream, produce, reconcile, wait_committed
-from tests.support.workers import AT_LEAST_ONCE, EXACTLY_ONCE, WorkerPool, mode_flags, run_worker_once, wait_until
+from tests.support.workers import (
+    AT_LEAST_ONCE,
+    EXACTLY_ONCE,
+    WorkerPool,
+    WorkerProcess,
+    mode_flags,
+    run_worker_once,
+    wait_until,
+)
 
 PRINCIPAL = "User:worker"
 PARTITIONS = 3
@@ -136,9 +144,9 @@ def test_an_acl_lost_while_running_holds_commits_and_resumes(stream_factory, wor
     taken = stream.acl(lost)
     revoke(stream.admin, [taken])
     stream.write(keys[HALF:], news_docs[HALF:])
-    wait_until(lambda: worker.status("/readyz") == 503, 30, "/readyz to report the refusal")
-    status, body = worker.get("/readyz")
-    assert status == 503 and taken.name in body, body
+    # The group's refusal may first show as heartbeats going unanswered; /readyz names the permission once a
+    # poll or a send is refused.
+    wait_until(lambda: refusal_named(worker, taken.name), 30, f"/readyz to name {taken.describe()}")
     assert stream.committed() == HALF, "committed past the last answered record while refused"
 
     grant(stream.admin, [taken])
@@ -148,6 +156,11 @@ def test_an_acl_lost_while_running_holds_commits_and_resumes(stream_factory, wor
     assert stream.committed() == len(keys)
     worker.wait_ready(30)
     assert worker.terminate() == 0, worker.log()
+
+
+def refusal_named(worker: WorkerProcess, name: str) -> bool:
+    status, body = worker.get("/readyz")
+    return status == 503 and name in body
 
 
 def test_the_scaler_reads_lag_with_describe_alone(kafka: ApacheKafka, stream_factory, news_docs: list[str]) -> None:
