@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 import click
 
 from core.cli_types import FiniteFloat
+from core.exit_codes import CannotStart
 from training.config import AUTO, EMBEDDING_INITS, POOLINGS, TrainConfig
 
 DEFAULTS = TrainConfig(data="", output="")
@@ -196,7 +197,7 @@ def main(data, output, evaluate_dir, overwrite, **options) -> None:
       lstm-train --data tickets.csv --label-field queue --output artifacts/tickets --time-budget 20m
       lstm-train --evaluate artifacts/default --data other.jsonl
     """
-    from training.exceptions import TrainingError
+    from training.exceptions import DataError, TrainingError
 
     if not data:
         raise click.UsageError("--data is required (a CSV/TSV/JSONL file, the 20news-bydate archive, "
@@ -220,5 +221,7 @@ def main(data, output, evaluate_dir, overwrite, **options) -> None:
         check_output(output, config.resume, overwrite)
         with guarded_run(output):
             run_training(config, log=click.echo)
+    except DataError as exc:  # found while reading the data, before any training: nothing was done
+        raise CannotStart(str(exc)) from None
     except TrainingError as exc:
         raise click.ClickException(str(exc)) from None

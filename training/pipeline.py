@@ -20,6 +20,7 @@ from training.calibration import Calibration, calibration_scores, fit_calibratio
 from training.checkpoint import BEST_FILE, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import load_dataset, load_evaluation_rows
+from training.data_checks import data_warnings
 from training.ensemble import train_configuration
 from training.exceptions import TrainingError
 from training.metrics import classification_metrics, confidence_coverage
@@ -110,6 +111,9 @@ def start_run(config: TrainConfig, log: Log) -> Run:
                "train_label_counts": {dataset.label_names[i]: n for i, n in
                                       sorted(Counter(dataset.train_labels).items())}}
     bad = describe_bad_rows(bad_rows, log)
+    summary["warnings"] = data_warnings(dataset)
+    for warning in summary["warnings"]:
+        log(f"warning: {warning}")
     # Ensembles: member 1's fold (the others trained on it; the export gates compare graphs, not members).
     write_validation_split(output / "validation.jsonl", first)
     return Run(config, output, device, prepared, first, summary, bad, started, started_perf, started_cpu)

@@ -119,6 +119,10 @@ def _column(header: list[str], field: str, path: Path, role: str) -> int:
         return header.index(field)
     if field.isdigit() and int(field) >= 1:
         return int(field) - 1  # 1-based column number: the file has no header row
+    separator = next((sep for sep in (";", "\t", ",", "|") if len(header) == 1 and sep in header[0]), None)
+    if separator is not None:
+        raise DataError(f"{path}: the header {header[0][:80]!r} is one column that looks {separator!r}-separated; "
+                        "save the file comma-separated as .csv or tab-separated as .tsv")
     raise DataError(
         f"{path}: no {role} column {field!r} in the header {header[:8]}; pass --{role}-field NAME "
         f"(or column numbers, e.g. --text-field 2 --label-field 1, for a file without a header row)"

@@ -127,6 +127,7 @@ def summary_table(metrics: dict) -> str:
             f"{values['train_seconds']:>14.1f}" if "train_seconds" in values else f"{'':>14}" for _, values in columns))
     if metrics.get("baseline"):
         lines += ["", _baseline_verdict(metrics)]
+    lines += [f"warning: {warning}" for warning in metrics.get("data", {}).get("warnings", [])]
     selection = metrics.get("bow_weight_selection")
     if selection:
         lines += ["", _selection_line(selection)]
@@ -163,8 +164,12 @@ def _baseline_verdict(metrics: dict) -> str:
     """Whether the model beats the TF-IDF + LinearSVC baseline on this test split, in one line."""
     ours, theirs = metrics["accuracy"], metrics["baseline"]["accuracy"]
     verdict = "beats" if ours > theirs else "matches" if ours == theirs else "does NOT beat"
-    return (f"the model {verdict} its TF-IDF + LinearSVC baseline on this test split: accuracy {ours:.4f} "
+    line = (f"the model {verdict} its TF-IDF + LinearSVC baseline on this test split: accuracy {ours:.4f} "
             f"vs {theirs:.4f}")
+    if ours <= theirs:
+        line += ("; to try: more labelled examples; --time-budget 10m (searches the settings on validation); "
+                 "or, if the baseline is good enough, a model that leans on its kind: --bow-weight 0.9")
+    return line
 
 
 def _budget_lines(budget: dict) -> list[str]:

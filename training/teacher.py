@@ -31,8 +31,15 @@ def teacher_margins(texts: Sequence[str], labels: Sequence[int], num_classes: in
     if folds < 2:
         raise ValueError("distillation needs at least 2 training documents in every class")
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    margins = as_two_columns(cross_val_predict(linear_model(), list(texts), labels_array, cv=splitter,
-                                               method="decision_function"))
+    try:
+        margins = as_two_columns(cross_val_predict(linear_model(), list(texts), labels_array, cv=splitter,
+                                                   method="decision_function"))
+    except ValueError as exc:
+        if "no terms remain" not in str(exc):
+            raise
+        # scikit-learn's "Try a lower min_df": no word is in two documents of a fold, i.e. far too little text.
+        raise ValueError("too little text to distill from (no word occurs in two training documents of a "
+                         "fold): add examples, or pass --distill-weight 0") from None
     scores = np.full((len(labels_array), num_classes), -np.inf)
     scores[:, present] = margins
     return scores

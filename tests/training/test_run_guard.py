@@ -79,7 +79,7 @@ def test_a_folder_holding_files_is_refused_unless_resume_or_overwrite(lstm_train
 def test_a_failed_run_leaves_no_empty_folder(lstm_train, synthetic_jsonl: Path, tmp_path: Path) -> None:
     output = tmp_path / "new" / "run"
     result = lstm_train("--data", str(synthetic_jsonl), "--output", str(output), "--text-field", "absent")
-    assert result.returncode == 1 and "'absent'" in only_error_line(result)
+    assert result.returncode == 2 and "'absent'" in only_error_line(result)  # a data error: nothing was done
     assert not (tmp_path / "new").exists()
 
 
