@@ -178,7 +178,7 @@ def report(result: dict, texts: list[str], truths: list[str], exit_code: int, lo
           "\n      the whole path, a second version promoted live: docs/tutorial.md;"
           "\n      full training `lstm-train --data $LSTM_TRAIN_DATA --output artifacts/full` (about 10 minutes on"
           "\n      2 cores, 0.887 test accuracy; README: Results),"
-          "\n      the worker on a cluster: `kubectl apply -k deploy/k8s/overlays/cpu` (README: Deployment).")
+          "\n      the worker on a cluster: `kubectl apply -k deploy/k8s/overlays/cpu` (docs/deploy.md).")
 
 
 if __name__ == "__main__":
