@@ -89,8 +89,9 @@ def connection_cause(failure: BaseException, protocol: str) -> str:
         return (f"the broker's TLS certificate cannot be verified ({tls.verify_message}): --ssl-cafile must hold "
                 "the CA that signed it")
     if tls is not None:
-        return (f"the TLS handshake failed ({tls.reason or tls}): check that --security-protocol matches the "
-                "listener and the client certificate and key (--ssl-certfile, --ssl-keyfile)")
+        reason = getattr(tls, "reason", None) or tls  # OpenSSL's short name, when OpenSSL raised it
+        return (f"the TLS handshake failed ({reason}): check that --security-protocol matches the listener and the "
+                "client certificate and key (--ssl-certfile, --ssl-keyfile)")
     if "ECONNREFUSED" in text or errno.errorcode.get(getattr(failure, "errno", None) or 0) == "ECONNREFUSED":
         return ("connection refused, nothing listens there: check --bootstrap-servers, or start a local broker with "
                 "`lstm-worker broker`")
