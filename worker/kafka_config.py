@@ -78,7 +78,7 @@ def producer_config(settings: WorkerSettings) -> dict[str, Any]:
 def connect_error(settings: WorkerSettings, exc: Exception) -> StartupError:
     """One line: where, over which protocol, and why the last attempt failed (the client only says it timed out)."""
     servers = ",".join(settings.bootstrap_servers)
-    where = f"cannot connect to Kafka at {servers} ({settings.security.protocol})"
+    where = f"cannot reach Kafka at {servers} ({settings.security.protocol})"
     return StartupError(f"{where}: {connection_cause(CLIENT_LOG.last_failure or exc, settings.security.protocol)}")
 
 
