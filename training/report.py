@@ -175,12 +175,14 @@ def _baseline_verdict(metrics: dict) -> str:
 def _budget_lines(budget: dict) -> list[str]:
     """What a --time-budget search tried (validation scores only) and what it chose."""
     lines = [f"time budget {budget['budget_seconds']:.0f}s, {budget.get('seconds_used', 0):.0f}s used; trials "
-             "(validation accuracy, out of fold; LSTM and linear parts alone):",
-             f"{'trial':<7}{'max_len':>8}{'hidden':>8}{'epochs':>8}{'val acc':>9}{'LSTM':>8}{'linear':>8}{'weight':>8}"
+             "(validation accuracy and log-loss after a temperature, out of fold; LSTM and linear parts alone):",
+             f"{'trial':<7}{'max_len':>8}{'hidden':>8}{'epochs':>8}{'val acc':>9}{'loss':>8}{'LSTM':>8}{'linear':>8}"
+             f"{'weight':>8}"
              f"{'pairs':>7}{'s':>7}  status"]
     for t in budget["trials"]:
         scores = "".join(_cell(t.get(key), width, digits) for key, width, digits in (
-            ("val_accuracy", 9, 4), ("lstm_val_accuracy", 8, 4), ("linear_val_accuracy", 8, 4), ("bow_weight", 8, 2)))
+            ("val_accuracy", 9, 4), ("val_log_loss", 8, 4), ("lstm_val_accuracy", 8, 4), ("linear_val_accuracy", 8, 4),
+            ("bow_weight", 8, 2)))
         pairs = "-" if not t.get("bow_weight") else "yes" if t.get("bow_bigram_buckets") else "no"
         lines.append(f"{t['trial'] or '-'!s:<7}{t['max_len']:>8}{t['hidden_size']:>8}{t['epochs']:>8}{scores}"
                      f"{pairs:>7}{_cell(t.get('seconds'), 7, 0)}  {t['status']}")
