@@ -131,13 +131,44 @@ def test_a_csv_labelled_on_a_stream_with_no_code(broker: DevBroker, workers: Wor
     assert all(label and "@" in model for _, label, model in lines)
 
 
+def test_tail_into_a_pipe_closed_early_ends_quietly(broker: DevBroker, unique_name: str) -> None:
+    """`lstm-worker tail ... | head -n 1`: no traceback when head has what it wanted."""
+    bootstrap = ["--bootstrap-servers", broker.bootstrap_servers]
+    assert lstm_worker("topics", "create", unique_name, "--no-results", *bootstrap).returncode == 0
+    produce(broker.bootstrap_servers, unique_name, [(None, b"x" * 1000) for _ in range(500)])
+    result = subprocess.run(f"{WORKER} tail --topic {unique_name} --from-beginning --timeout 5 "
+                            f"--bootstrap-servers {broker.bootstrap_servers} | head -n 1",
+                            shell=True, capture_output=True, text=True, timeout=60)
+    assert result.stdout == "x" * 1000 + "\n"
+    assert "Traceback" not in result.stderr and "Error" not in result.stderr, result.stderr
+
+
+def test_the_broker_stops_its_tansu_on_sighup() -> None:
+    port = free_port()
+    process = subprocess.Popen([WORKER, "broker", "--port", str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert any("Ctrl-C to stop" in line for line in process.stderr)  # it is up (Tansu's lines may come first)
+        process.send_signal(signal.SIGHUP)
+        assert process.wait(30) == 0
+        assert not port_accepts("127.0.0.1", port)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_the_broker_creates_topics_and_its_tansu_dies_with_it_even_on_sigkill() -> None:
     port = free_port()
     process = subprocess.Popen([WORKER, "broker", "--port", str(port), "--topics", "a,b", "--no-results"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        line = process.stderr.readline()  # "created a, b ..." once the broker is up
-        assert line.startswith("created a, b (3 partitions each)"), line
+        lines = []
+        for line in process.stderr:  # Tansu's own lines may come first
+            lines.append(line)
+            if "Ctrl-C to stop" in line:
+                break
+        assert "created a, b (3 partitions each)\n" in lines, lines
         children = [int(pid) for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
         assert len(children) == 1
         os.kill(process.pid, signal.SIGKILL)
