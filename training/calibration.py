@@ -75,19 +75,21 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels, bins: int = ECE_BINS) -> float:
-    """Top-label ECE: |accuracy - mean confidence| per equal-width confidence bin, weighted by the bin's share."""
+def reliability_bins(probabilities: np.ndarray, labels, bins: int = ECE_BINS) -> list[tuple[float, float, float]]:
+    """Per non-empty equal-width bin of the top score: (share of documents, mean top score, accuracy)."""
     labels = np.asarray(labels, dtype=np.int64)
     confidence, predicted = probabilities.max(axis=1), probabilities.argmax(axis=1)
     correct = (predicted == labels).astype(np.float64)
     # Bin i holds confidences in (i/bins, (i+1)/bins]; a confidence of exactly 0 joins the first.
     index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
-    error = 0.0
-    for b in range(bins):
-        chosen = index == b
-        if chosen.any():
-            error += chosen.mean() * abs(correct[chosen].mean() - confidence[chosen].mean())
-    return float(error)
+    return [(float((index == b).mean()), float(confidence[index == b].mean()), float(correct[index == b].mean()))
+            for b in range(bins) if (index == b).any()]
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels, bins: int = ECE_BINS) -> float:
+    """Top-label ECE: |accuracy - mean top score| per equal-width bin, weighted by the bin's share of documents."""
+    return float(sum(share * abs(accuracy - confidence)
+                     for share, confidence, accuracy in reliability_bins(probabilities, labels, bins)))
 
 
 def negative_log_likelihood(probabilities: np.ndarray, labels) -> float:

@@ -56,20 +56,15 @@ def plot_confusion(path: Path, y_true, y_pred, label_names: list[str]) -> None:
 
 def plot_reliability(path: Path, y_true, uncalibrated: np.ndarray, calibrated: np.ndarray) -> None:
     """Test reliability diagram: accuracy against mean top score per confidence bin, before and after calibration."""
-    from training.calibration import ECE_BINS, expected_calibration_error
+    from training.calibration import ECE_BINS, expected_calibration_error, reliability_bins
 
     plt = _pyplot()
-    labels = np.asarray(y_true)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="calibrated: accuracy = score")
     for title, probabilities in (("raw", uncalibrated), ("calibrated", calibrated)):
-        confidence = probabilities.max(axis=1)
-        correct = probabilities.argmax(axis=1) == labels
-        index = np.clip(np.ceil(confidence * ECE_BINS).astype(int) - 1, 0, ECE_BINS - 1)
-        used = [b for b in range(ECE_BINS) if (index == b).any()]
-        ece = expected_calibration_error(probabilities, labels)
-        ax.plot([confidence[index == b].mean() for b in used], [correct[index == b].mean() for b in used],
-                marker="o", label=f"{title} (ECE {ece:.3f})")
+        bins = reliability_bins(probabilities, y_true)
+        ax.plot([confidence for _, confidence, _ in bins], [accuracy for _, _, accuracy in bins], marker="o",
+                label=f"{title} (ECE {expected_calibration_error(probabilities, y_true):.3f})")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel(f"top score (mean per bin, {ECE_BINS} equal-width bins)")
