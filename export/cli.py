@@ -127,6 +127,9 @@ def main(checkpoint: Path, output: Path | None, store: Path | None, quantize: st
     if store is not None and click.get_current_context().get_parameter_source("model_version") in (
             click.core.ParameterSource.DEFAULT, None):
         raise click.UsageError("--store needs --version VERSION: it names the new version's directory")
+    if store is not None and store.is_dir() and any(store.iterdir()) and not ModelStore.is_store(store):
+        raise CannotStart(f"--store {store} holds files but is not a model store (no CURRENT or HISTORY): give a "
+                          "new folder, or the store an earlier `lstm-export --store` made")
     unwritable = unwritable_reason(output if output is not None else store)
     if unwritable:
         raise CannotStart(f"{unwritable}: choose another {'--output' if output is not None else '--store'}")

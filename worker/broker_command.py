@@ -6,7 +6,7 @@ import signal
 
 import click
 
-from worker.options import option
+from worker.options import CannotStart, option
 from worker.topics_command import no_results_option, partitions_option, report_topics
 
 
@@ -35,8 +35,8 @@ def broker(port: int, host: str, topics: str, partitions: int, no_results: bool)
     dev = DevBroker(port=port, host=host)
     try:
         dev.start(foreground=True)
-    except BrokerError as exc:
-        raise click.ClickException(str(exc)) from None
+    except BrokerError as exc:  # not installed, port taken, Tansu did not start: nothing runs
+        raise CannotStart(str(exc)) from None
     # Stop like Ctrl-C, so the child is always reaped; a SIGKILL is covered by the child's death signal.
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)

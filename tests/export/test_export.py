@@ -334,3 +334,15 @@ def test_a_bare_version_among_other_arguments_is_refused(tiny_checkpoint_dir: Pa
             "Error: --version needs a value here: the model's version, e.g. --version 2 "
             "(alone, `lstm-export --version` prints the tool's version)"]
     assert not output.exists()
+
+
+def test_a_store_is_never_made_inside_a_folder_that_is_not_one(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:
+    working = tmp_path / "work"
+    working.mkdir()
+    (working / "notes.txt").write_text("the user's own files")
+    result = run_cli("lstm-export", "--checkpoint", str(tiny_checkpoint_dir), "--store", str(working), "--version", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"Error: --store {working} holds files but is not a model store (no CURRENT or HISTORY): give a new folder, "
+        "or the store an earlier `lstm-export --store` made"]
+    assert sorted(p.name for p in working.iterdir()) == ["notes.txt"]
