@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from core.bundle import Preprocessing
@@ -36,6 +37,8 @@ class Checkpoint:
     provenance: dict[str, Any]
     # What lstm-train fitted out of fold (training.calibration); the identity for checkpoints trained before it.
     calibration: Calibration = Calibration()
+    # lstm-train's out-of-fold probabilities of the final model, raw [documents, labels]; None before calibration.
+    held_out_probabilities: np.ndarray | None = None
 
     def probability_model(self) -> ProbabilityModel:
         """A fresh eval-mode copy of the trained model with a softmax head (the probabilities that get exported)."""
@@ -84,6 +87,8 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
         preprocessing = Preprocessing(int(prep["max_len"]), bool(prep["lowercase"]), str(prep["tokenizer"]))
         state_dict = data["state_dict"]
         calibration = Calibration.from_dict(data.get("calibration"))
+        held_out = data.get("held_out_probabilities")
+        held_out = None if held_out is None else held_out.numpy().astype(np.float32)
     except Exception as exc:  # KeyError/TypeError/ValueError/VocabularyError: all mean "malformed"
         raise CheckpointError(f"{path}: malformed checkpoint ({type(exc).__name__}: {exc})") from None
     if len(vocab) != config.vocab_size or len(labels) != config.num_classes:
@@ -109,7 +114,11 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     if calibration.class_bias is not None and len(calibration.class_bias) != len(labels):
         raise CheckpointError(f"{path}: the calibration's class bias has {len(calibration.class_bias)} entries for "
                               f"{len(labels)} labels")
-    return Checkpoint(directory, config, state_dict, vocab, labels, preprocessing, metrics, provenance, calibration)
+    if held_out is not None and (held_out.ndim != 2 or held_out.shape[1] != len(labels)):
+        raise CheckpointError(f"{path}: held_out_probabilities of shape {tuple(held_out.shape)} do not fit "
+                              f"{len(labels)} labels")
+    return Checkpoint(directory, config, state_dict, vocab, labels, preprocessing, metrics, provenance, calibration,
+                      held_out)
 
 
 def load_validation(directory: str | Path, labels: tuple[str, ...],

@@ -1,7 +1,12 @@
 """Measure the drift reference a bundle carries (core/drift_reference.py) from what the export already has.
 
-The held-out documents the gates score give the predicted-label mix and the top-1 confidence distribution,
-scored by the graph being published. The training label counts come from ``metrics.json``
+Held-out scores give the predicted-label mix and the top-1 confidence distribution: the published graph's
+on the documents the gates score, where those are held out (one LSTM without the branch, or
+``--parity-data``). An ensemble's other members and the linear branch trained on ``validation.jsonl``, so
+there the graph is sure of nearly every document, and held-out traffic would read as a confidence drop;
+its reference comes from lstm-train's out-of-fold predictions instead, calibrated as the graph calibrates.
+
+The training label counts come from ``metrics.json``
 (``data.train_label_counts``, written by ``lstm-train``); a checkpoint trained before that has none, and the
 gold labels of its validation split stand in (it was drawn stratified from the training documents).
 """
@@ -10,12 +15,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.bundle import not_held_out_reasons
 from core.drift_reference import QUANTILE_STEPS, DriftReference
 from worker.metrics import CONFIDENCE_BUCKETS
+
+if TYPE_CHECKING:
+    from export.checkpoint import Checkpoint
 
 HISTOGRAM_EDGES = (0.0, *CONFIDENCE_BUCKETS, 1.0)  # the bins of the worker's lstm_worker_confidence histogram
 SHARE_DIGITS = 6
@@ -30,6 +39,17 @@ def training_label_counts(metrics: dict[str, Any], validation_labels: Sequence[s
     counts = Counter(validation_labels)
     return {label: counts.get(label, 0) for label in labels}, \
         "validation split (the checkpoint's metrics.json has no training label counts)"
+
+
+def held_out_probabilities(graph_scores: np.ndarray, checkpoint: Checkpoint, documents_given: bool) -> tuple[
+        np.ndarray, str]:
+    """The probabilities to measure the reference on, and where they come from (see the module's docstring)."""
+    trained_on = {"model": {"config": checkpoint.model_config.to_dict()},
+                  "source": {"train_config": checkpoint.provenance.get("train_config") or {}}}
+    if documents_given or checkpoint.held_out_probabilities is None or not not_held_out_reasons(trained_on):
+        return graph_scores, "held-out documents scored by the published graph"
+    return (checkpoint.calibration.apply(checkpoint.held_out_probabilities),
+            "lstm-train's out-of-fold predictions, calibrated (validation.jsonl is not held out)")
 
 
 def measure(probabilities: np.ndarray, labels: Sequence[str], training_counts: dict[str, int],

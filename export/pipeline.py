@@ -196,8 +196,12 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
         report["passed"] = True
         if final_engine is not fp32_engine:  # the reference describes the graph that is published
             held_out = final_engine.predict_proba(all_ids)
+        reference_scores, reference_source = drift_reference.held_out_probabilities(
+            held_out, checkpoint, documents_given=config.parity_data is not None)
+        log(f"drift reference: {reference_source}")
         common["extra"] = {**common["extra"], DRIFT_REFERENCE_KEY: drift_reference.reference_for(
-            held_out, checkpoint.labels, checkpoint.metrics, [label for _, label in validation])}
+            reference_scores, checkpoint.labels, checkpoint.metrics, [label for _, label in validation]),
+            "drift_reference_scores": reference_source}
         final = write_bundle(scratch / "final", onnx_model=final_bytes, quantization=config.quantize, parity=report,
                              self_test=self_test, self_test_report=selftest_inputs.coverage(
                                  test_inputs, expected, checkpoint.labels, max_len, len(candidates)), **common)

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from core.vocab import Vocabulary
@@ -199,7 +200,7 @@ def finish_run(run: Run, config: TrainConfig, result: TrainResult, log: Log, tim
 
 
 def calibrate(result: TrainResult, output: Path, seed: int, log: Log) -> tuple[Calibration, dict]:
-    """Fit the calibration on ``result``'s out-of-fold predictions and store it in ``output/checkpoint.pt``."""
+    """Fit the calibration on ``result``'s out-of-fold predictions; store it, and them, in ``output/checkpoint.pt``."""
     if result.held_out is None:
         calibration, report = Calibration(), {"method": "none", "reason": "no validation folds (--val-fraction 0) "
                                                                           "to fit it on; scores are uncalibrated"}
@@ -207,6 +208,8 @@ def calibrate(result: TrainResult, output: Path, seed: int, log: Log) -> tuple[C
         calibration, report = fit_calibration(*result.held_out, seed=seed)
     checkpoint = load_checkpoint(output / BEST_FILE)
     checkpoint["calibration"] = calibration.to_dict()
+    if result.held_out is not None:  # lstm-export's drift reference where validation.jsonl is not held out
+        checkpoint["held_out_probabilities"] = torch.from_numpy(np.asarray(result.held_out[0], dtype=np.float32))
     save_checkpoint(checkpoint, output / BEST_FILE)
     if "reason" in report:
         log(f"calibration: none, {report['reason']}")

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from core.bundle import load_bundle
-from export.drift_reference import measure, training_label_counts
+from export.drift_reference import held_out_probabilities, measure, training_label_counts
+from training.calibration import METHOD_TEMPERATURE, Calibration
 from worker.engine import InferenceEngine
 
 
@@ -37,6 +39,8 @@ def test_the_bundle_carries_the_reference_of_its_held_out_documents(tiny_bundle_
     assert reference.training_labels == pytest.approx({k: v / sum(counts.values()) for k, v in counts.items()},
                                                       abs=1e-5)
     assert reference.training_labels_source.startswith("training split")
+    # One LSTM without the branch: validation.jsonl is its held-out fold, scored by the graph itself.
+    assert bundle.manifest["drift_reference_scores"].startswith("held-out documents scored by the published graph")
 
 
 def test_a_checkpoint_without_training_counts_falls_back_to_its_validation_labels() -> None:
@@ -54,3 +58,27 @@ def test_measure_refuses_probabilities_that_do_not_fit_the_labels() -> None:
     assert reference.training_labels == {"a": 0.75, "b": 0.25}
     assert reference.confidence_quantiles[0] == 0.6 and reference.confidence_quantiles[-1] == 0.9
     assert sum(reference.confidence_histogram["shares"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_where_validation_trained_the_model_the_reference_is_its_calibrated_out_of_fold_scores() -> None:
+    """An ensemble's graph is sure of validation.jsonl (its other members trained on it): held-out traffic would
+    read as a confidence drop against it, so lstm-train's out-of-fold scores, calibrated, stand in."""
+    graph = np.array([[0.99, 0.01], [0.02, 0.98]])
+    out_of_fold = np.array([[0.6, 0.4], [0.3, 0.7], [0.55, 0.45]], dtype=np.float32)
+    calibration = Calibration(0.5, None, METHOD_TEMPERATURE)
+
+    def checkpoint(members: int, bow_weight: float, held_out):
+        return SimpleNamespace(model_config=SimpleNamespace(to_dict=lambda: {"members": members,
+                                                                             "bow_weight": bow_weight}),
+                               provenance={"train_config": {"val_fraction": 0.1}}, calibration=calibration,
+                               held_out_probabilities=held_out)
+
+    for members, bow_weight in ((3, 0.0), (1, 0.7), (3, 0.7)):
+        scores, source = held_out_probabilities(graph, checkpoint(members, bow_weight, out_of_fold), False)
+        np.testing.assert_allclose(scores, calibration.apply(out_of_fold))
+        assert "out-of-fold" in source
+    # Held out already (one LSTM, or --parity-data), or trained before lstm-train kept its out-of-fold scores.
+    for case, given in ((checkpoint(1, 0.0, out_of_fold), False), (checkpoint(3, 0.7, out_of_fold), True),
+                        (checkpoint(3, 0.7, None), False)):
+        scores, source = held_out_probabilities(graph, case, given)
+        assert scores is graph and "published graph" in source
