@@ -88,14 +88,17 @@ def test_a_signal_stops_every_member_and_says_how_to_resume(sms_data: str, tmp_p
                                                             code: int) -> None:
     output = tmp_path / "run"
     process = subprocess.Popen([LSTM_TRAIN, "--data", sms_data, "--output", str(output), *SLOW_THREE_MEMBERS],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         while len(list(output.glob("member-*/last.pt"))) < 3:  # every member has finished an epoch
             assert process.poll() is None and time.monotonic() < deadline, "lstm-train ended before the signal"
             time.sleep(0.2)
         children = [int(pid) for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
-        process.send_signal(signum)
+        if signum == signal.SIGINT:
+            os.killpg(process.pid, signum)  # Ctrl-C in a terminal reaches the whole group, members included
+        else:
+            process.send_signal(signum)  # `kill PID`: the parent only
         _, stderr = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
