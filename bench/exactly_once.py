@@ -12,7 +12,6 @@ transaction commits.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import random
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import click
 
+from bench.provenance import command_line, write_result
 from bench.streaming import measure_worker
 from core.bundle import load_bundle
 from devtools.local_broker import BROKER_KINDS, DESCRIPTIONS, KAFKA, TANSU, running_broker
@@ -57,6 +57,7 @@ def main(bundle: Path, data: str, docs: int, rounds: int, threads: int, latency_
     measured = {kind: measure_on(kind, bundle, texts, rounds, threads, latency_seconds) for kind in brokers}
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "command": command_line("bench.exactly_once"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
         "bundle": loaded.model_id, "docs": docs, "rounds": rounds, "threads": threads,
         "brokers": {kind: {"broker": DESCRIPTIONS[kind], **result} for kind, result in measured.items()},
@@ -65,8 +66,7 @@ def main(bundle: Path, data: str, docs: int, rounds: int, threads: int, latency_
         report["throughput_ratio_kafka_vs_tansu"] = {
             mode: round(measured[KAFKA]["summary"][mode]["docs_per_s_median"]
                         / measured[TANSU]["summary"][mode]["docs_per_s_median"], 3) for mode in MODES}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2))
+    write_result(output, report)
     click.echo(f"\nresults: {output}")
     for kind, result in measured.items():
         click.echo(DESCRIPTIONS[kind])

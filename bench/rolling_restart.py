@@ -31,7 +31,6 @@ worker rewrite in a sibling worktree; the result records that checkout's commit.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import random
@@ -47,6 +46,7 @@ from pathlib import Path
 
 import click
 
+from bench.provenance import command_line, write_result
 from bench.rollout_stream import PARTITIONS, Stream, window_stats
 from bench.streaming import create_topics
 from devtools.local_broker import BROKER_KINDS, DESCRIPTIONS, KAFKA, running_broker
@@ -241,6 +241,7 @@ def main(bundle: Path, data: str, assignment_strategy: str | None, min_ready_s: 
     rollout = window_stats(stream, rollout_start, rollout_end)
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "command": command_line("bench.rolling_restart"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
         "broker": DESCRIPTIONS[broker_kind],
         "bundle": str(bundle),
@@ -260,8 +261,7 @@ def main(bundle: Path, data: str, assignment_strategy: str | None, min_ready_s: 
                    for e in sorted(events, key=lambda e: e["t"])],
         "worker_logs": str(workdir),
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2))
+    write_result(output, report)
     click.echo(f"\nresults: {output}")
     click.echo(f"steady : longest output gap {steady['max_gap_s']:.3f} s, longest per-partition gap "
                f"{steady['max_partition_gap_s']:.3f} s, latency {steady.get('latency_ms')}")
