@@ -37,7 +37,7 @@ def consumer_config(settings: WorkerSettings) -> dict[str, Any]:
         group_id=settings.group_id,
         client_id=_client_id(settings),
         enable_auto_commit=False,  # offsets move only with answered records (worker/pipeline/guarantees.py)
-        auto_offset_reset="earliest",
+        auto_offset_reset=settings.start_from,  # only where the group committed nothing
         # Records of aborted upstream transactions are never classified, whichever guarantee this worker gives.
         isolation_level="read_committed",
         partition_assignment_strategy=(ASSIGNORS[settings.assignment_strategy],),

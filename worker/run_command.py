@@ -20,6 +20,7 @@ from worker.settings import (
     LOG_LEVELS,
     PASSWORD_ENV,
     SECURITY_PROTOCOLS,
+    START_POSITIONS,
     WorkerSettings,
 )
 
@@ -28,6 +29,10 @@ from worker.settings import (
 @option("--topic", required=True, help="Input topic to classify.")
 @bootstrap_servers_option
 @option("--group-id", default="lstm-worker", help="Consumer group; run more workers with the same id to scale out.")
+@option("--start-from", default="earliest", type=click.Choice(START_POSITIONS),
+        help="Where the group starts reading a partition it has no committed offset for (a new group, or an "
+             "offset deleted by retention): earliest labels everything the topic holds, latest only what arrives "
+             "after the partition is assigned. A committed offset always wins.")
 @option("--output-topic", default=None, help="Topic for labels. [default: <topic>.labels]")
 @option("--dlq-topic", default=None, help="Dead-letter topic for unclassifiable records. [default: <topic>.dlq]")
 @option("--model-poll-s", default=10.0, type=FiniteFloat(min=0.1),
@@ -195,7 +200,8 @@ def run_worker(settings: WorkerSettings) -> int:
              output_topic=settings.output_topic, dlq_topic=settings.dlq_topic, batch_size=settings.batch_size,
              metrics_port=server.port if server else None,
              delivery="exactly-once" if settings.exactly_once else "at-least-once",
-             assignment_strategy=settings.assignment_strategy, transactional_id=settings.transactional_id or None)
+             assignment_strategy=settings.assignment_strategy, start_from=settings.start_from,
+             transactional_id=settings.transactional_id or None)
     CLIENT_LOG.started()  # the client's own errors show from now on (as JSON lines); start-up failed in one line
     try:
         code = pipeline.run()

@@ -19,6 +19,8 @@ INPUT_FORMATS = ("auto", "text", "json")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ASSIGNMENT_STRATEGIES = ("range", "roundrobin", "cooperative-sticky")
+# Where a group reads a partition it has no committed offset for (kafka-python's auto_offset_reset).
+START_POSITIONS = ("earliest", "latest")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 PASSWORD_ENV = "LSTM_WORKER_SASL_PASSWORD"
@@ -102,6 +104,9 @@ class WorkerSettings:
     session_timeout_ms: int = 10_000
     max_poll_interval_ms: int = 60_000
     assignment_strategy: str = "range"
+    # A partition without a committed offset (a new group, or one deleted by retention) starts here; a committed
+    # offset always wins. earliest: nothing the topic holds goes unlabelled (see docs/worker.md).
+    start_from: str = "earliest"
     shutdown_timeout_s: float = 20.0
     log_format: str = "auto"
     log_level: str = "info"
@@ -243,6 +248,9 @@ def build_settings(
         _require(rest["shutdown_timeout_s"] > 0, "--shutdown-timeout-s", "must be positive")
     if "send_retry_backoff_max_s" in rest:
         _require(rest["send_retry_backoff_max_s"] > 0, "--send-retry-backoff-max-s", "must be positive")
+    if "start_from" in rest:
+        _require(rest["start_from"] in START_POSITIONS, "--start-from",
+                 f"choose one of {', '.join(START_POSITIONS)}, got {rest['start_from']!r}")
     if "text_field" in rest:
         _require(bool(rest["text_field"]), "--text-field", "must not be empty")
     _check_timing(rest)
