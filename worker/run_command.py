@@ -6,6 +6,7 @@ import faulthandler
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,25 @@ from worker.settings import (
     START_POSITIONS,
     WorkerSettings,
 )
+
+
+def security_options(command: Callable) -> Callable:
+    """How to reach a secured broker: the same options in every command that reads or writes the worker's topics."""
+    decorators = [
+        option("--security-protocol", default="PLAINTEXT",
+               type=click.Choice(SECURITY_PROTOCOLS, case_sensitive=False),
+               help="Kafka security protocol."),
+        option("--sasl-mechanism", default=None, help="SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."),
+        option("--sasl-username", default=None, help="SASL user name."),
+        option("--sasl-password-file", default=None, type=click.Path(path_type=Path, dir_okay=False),
+               help=f"File holding the SASL password (or set {PASSWORD_ENV}; never on the command line)."),
+        option("--ssl-cafile", default=None, help="CA bundle (PEM) to verify the brokers."),
+        option("--ssl-certfile", default=None, help="Client certificate (PEM) for mutual TLS."),
+        option("--ssl-keyfile", default=None, help="Client private key (PEM) for mutual TLS."),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
 
 
 @click.command("run")
@@ -80,15 +100,7 @@ from worker.settings import (
 @option("--send-retry-backoff-max-s", default=30.0, type=FiniteFloat(),
         help="A send (or transaction) the broker refuses is retried after 0.5 s, doubling up to this many seconds; "
              "later outputs wait and no offset is committed past it.")
-@option("--security-protocol", default="PLAINTEXT", type=click.Choice(SECURITY_PROTOCOLS, case_sensitive=False),
-        help="Kafka security protocol.")
-@option("--sasl-mechanism", default=None, help="SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
-@option("--sasl-username", default=None, help="SASL user name.")
-@option("--sasl-password-file", default=None, type=click.Path(path_type=Path, dir_okay=False),
-        help=f"File holding the SASL password (or set {PASSWORD_ENV}; never on the command line).")
-@option("--ssl-cafile", default=None, help="CA bundle (PEM) to verify the brokers.")
-@option("--ssl-certfile", default=None, help="Client certificate (PEM) for mutual TLS.")
-@option("--ssl-keyfile", default=None, help="Client private key (PEM) for mutual TLS.")
+@security_options
 @option("--exactly-once", is_flag=True, default=False,
         help="Exactly-once: outputs, dead letters and consumed offsets commit in one Kafka transaction per batch "
              "(downstream readers need isolation.level=read_committed; see docs/worker.md).")
@@ -126,8 +138,12 @@ def run(sasl_password_file: Path | None, **options: Any) -> None:
     sys.exit(run_worker(settings))
 
 
-def run_worker(settings: WorkerSettings) -> int:
-    """Start-up checks, then the loop; returns the exit code. User errors become one-line ClickExceptions."""
+def run_worker(settings: WorkerSettings, open_source: Callable[[WorkerSettings], Any] | None = None) -> int:
+    """Start-up checks, then the loop; returns the exit code. User errors become one-line ClickExceptions.
+
+    ``open_source`` builds the consumer (default: the subscribed :class:`worker.kafka_io.KafkaSource`); replay
+    passes its bounded, assigned one (worker/replay_source.py), so both run the one pipeline.
+    """
     import structlog
 
     from core.model_store import ModelStore
@@ -162,7 +178,7 @@ def run_worker(settings: WorkerSettings) -> int:
         else None
     source = sink = server = None
     try:
-        source = KafkaSource(settings)
+        source = (open_source or KafkaSource)(settings)
         partitions = source.check_topic()
         sink = KafkaSink(settings)
         sink.check_topic(settings.output_topic, "--output-topic")

@@ -104,6 +104,8 @@ class WorkerSettings:
     session_timeout_ms: int = 10_000
     max_poll_interval_ms: int = 60_000
     assignment_strategy: str = "range"
+    # Set by `lstm-worker replay` only: every label names the job, so a replayed label can be told from a live one.
+    replay_job: str = ""
     # A partition without a committed offset (a new group, or one deleted by retention) starts here; a committed
     # offset always wins. earliest: nothing the topic holds goes unlabelled (see docs/worker.md).
     start_from: str = "earliest"

@@ -99,6 +99,8 @@ def render(entry: Entry, outcome: Any, settings: WorkerSettings, model_id: str, 
         review = bool(settings.review_topic) and codec.low_confidence(outcome, settings.min_confidence)
         body = codec.output_body(record_id=entry.decoded.id, prediction=outcome, model_id=model_id,
                                  source=entry.source, min_confidence=settings.min_confidence, for_review=review)
+        if settings.replay_job:  # `lstm-worker replay`: told apart from the live worker's labels
+            body["replay"] = {"job": settings.replay_job}
         return Message(entry, outcome, rung, settings.review_topic if review else settings.output_topic, record.key,
                        codec.to_json(body).encode("utf-8"), codec.output_headers(record.headers, model_id),
                        model=model_id)
