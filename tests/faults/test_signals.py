@@ -18,8 +18,8 @@ from tests.support.workers import frozen, mode_flags
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_second_signal_exits_at_once_while_the_first_drains(broker, real_texts, workers, mode, signum) -> None:
-    topic, bootstrap = "signals", broker.bootstrap_servers
+def test_second_signal_exits_at_once_while_the_first_drains(own_broker, real_texts, workers, mode, signum) -> None:
+    topic, bootstrap = "signals", own_broker.bootstrap_servers
     create_stream(bootstrap, topic, partitions=2)
     worker = workers.start(bootstrap, topic, "g-signals", *mode_flags(mode), "--shutdown-timeout-s", "300",
                            "--batch-size", "8")
@@ -27,7 +27,7 @@ def test_second_signal_exits_at_once_while_the_first_drains(broker, real_texts, 
     records = json_records(real_texts[:600])
     produce(bootstrap, topic, records)
     read_until(bootstrap, [f"{topic}.labels", f"{topic}.dlq"], expected=1)  # work is under way
-    with frozen(broker.process.pid):
+    with frozen(own_broker.process.pid):
         worker.send_signal(signum)
         time.sleep(3)
         assert worker.alive(), f"the first signal did not leave the worker draining:\n{worker.log()}"
