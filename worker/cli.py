@@ -8,6 +8,7 @@ from worker import __version__
 from worker.broker_command import broker
 from worker.classify_command import classify
 from worker.models_command import models, promote
+from worker.replay_command import replay
 from worker.run_command import run
 from worker.send_command import send
 from worker.tail_command import tail
@@ -21,6 +22,7 @@ def main() -> None:
 
 
 main.add_command(run)
+main.add_command(replay)
 main.add_command(classify)
 main.add_command(broker)
 main.add_command(topics)
