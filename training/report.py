@@ -122,7 +122,8 @@ def summary_table(metrics: dict) -> str:
             f"{values['train_seconds']:>14.1f}" if "train_seconds" in values else f"{'':>14}" for _, values in columns))
     if metrics.get("baseline"):
         lines += ["", _baseline_verdict(metrics)]
-    lines += [f"warning: {warning}" for warning in metrics.get("data", {}).get("warnings", [])]
+    data = metrics.get("data")  # --evaluate: the data file's path, no summary
+    lines += [f"warning: {warning}" for warning in (data.get("warnings", []) if isinstance(data, dict) else [])]
     selection = metrics.get("bow_weight_selection")
     if selection:
         lines += ["", _selection_line(selection)]
