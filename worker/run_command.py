@@ -52,7 +52,8 @@ def security_options(command: Callable) -> Callable:
 @option("--start-from", default="earliest", type=click.Choice(START_POSITIONS),
         help="Where the group starts reading a partition it has no committed offset for (a new group, or an "
              "offset deleted by retention): earliest labels everything the topic holds, latest only what arrives "
-             "after the partition is assigned. A committed offset always wins.")
+             "after the partition is assigned. A committed offset always wins (to re-label a "
+             "slice of history: lstm-worker replay).")
 @option("--output-topic", default=None, help="Topic for labels. [default: <topic>.labels]")
 @option("--dlq-topic", default=None, help="Dead-letter topic for unclassifiable records. [default: <topic>.dlq]")
 @option("--model-poll-s", default=10.0, type=FiniteFloat(min=0.1),
