@@ -36,10 +36,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.provenance import command_line, write_result
 from bench.streaming import create_topics, output_consumer, produce, start_worker, wait_http
 from core.bundle import load_bundle
+from core.engine import InferenceEngine
 from training.readers import read_news_archive
 from worker.devbroker import DevBroker, free_port
 from worker.drift import DriftMonitor
-from worker.engine import InferenceEngine
 from worker.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -43,9 +43,9 @@ import click
 import numpy as np
 
 from core.bundle import load_bundle
+from core.engine import InferenceEngine
 from core.vocab import UNK_ID
 from training.data import load_dataset
-from worker.engine import InferenceEngine
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).parent / "lstm-worker"

@@ -19,8 +19,8 @@ import click
 from bench.offline import ort_batched
 from bench.plots import draw_frontier
 from core.bundle import load_bundle
+from core.runtime import usable_cpus
 from training.data import load_dataset
-from worker.engine import usable_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 

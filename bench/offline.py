@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from core.bundle import Bundle
-from worker.engine import InferenceEngine
+from core.engine import InferenceEngine
 
 
 def _rate(count: int, seconds: float) -> dict:

@@ -21,9 +21,9 @@ from bench.offline import ort_batched, ort_per_message, torch_per_message
 from bench.provenance import command_line, write_result
 from bench.streaming import measure_worker
 from core.bundle import load_bundle
+from core.runtime import usable_cpus
 from training.data import load_dataset
 from worker.devbroker import DevBroker, free_port
-from worker.engine import usable_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLES = [ROOT / "artifacts/default/bundle", ROOT / "artifacts/demo/bundle"]

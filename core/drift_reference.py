@@ -24,6 +24,8 @@ from typing import Any
 
 MANIFEST_KEY = "drift_reference"
 QUANTILE_STEPS = 100  # quantiles at every percent
+# The top-1 score bins of the worker's lstm_worker_confidence histogram and of the reference's histogram.
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 @dataclass(frozen=True)

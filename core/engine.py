@@ -33,25 +33,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from core.bundle import Bundle
-from core.exceptions import BundleError
+from core.exceptions import BundleError, EngineError, InferenceError
+from core.runtime import CUDA, choose_providers, open_session, usable_cpus
+from core.verification import SelfTestError, SelfTestResult, well_formed
 from core.vocab import pad_batch
-from worker.exceptions import EngineError, InferenceError
-from worker.runtime import CUDA, PROVIDERS, choose_providers, open_session, usable_cpus  # noqa: F401 - re-exported
 
 # Rows per ONNX Runtime call when the caller leaves it to the engine. On the CPU small calls keep the
 # LSTM's per-step state in cache and ORT's memory arena small (docs/worker.md, Inference threads);
 # a GPU wants bigger calls.
 CPU_ROWS_PER_CALL = 16
 GPU_ROWS_PER_CALL = 64
-
-
-# One line wherever a bundle without calibration is loaded (worker/options.report_self_test).
-UNCALIBRATED_WARNING = ("its scores are uncalibrated (exported before lstm-train fitted a calibration, or trained "
-                        "without validation folds): a score is not the chance that the label is right; retrain and "
-                        "re-export it for calibrated scores")
 
 
 @dataclass(frozen=True)
@@ -61,38 +54,6 @@ class Prediction:
     top_k: tuple[tuple[str, float], ...]
     # With --explain: the tokens that raised the label's probability most, (token, weight), strongest first.
     explanation: tuple[tuple[str, float], ...] | None = None
-
-
-class SelfTestError(EngineError):
-    """The bundle's self-test failed on this engine; ``result`` is the measurement (None: it could not run)."""
-
-    def __init__(self, message: str, result: SelfTestResult | None = None):
-        super().__init__(message)
-        self.result = result
-
-
-@dataclass(frozen=True)
-class SelfTestResult:
-    """The bundle's self-test as measured by one engine (its provider, its ONNX Runtime, this CPU/GPU)."""
-
-    n: int
-    max_abs_diff: float
-    argmax_mismatches: int
-    tolerance: float
-    provider: str
-    reference: str
-    # Explaining engines only: whether the attributions came back finite, one per token and 0 at the pads.
-    attributions_ok: bool = True
-
-    @property
-    def passed(self) -> bool:
-        return self.max_abs_diff <= self.tolerance and self.argmax_mismatches == 0 and self.attributions_ok
-
-    def describe(self) -> str:
-        verdict = "passed" if self.passed else "FAILED"
-        return (f"self-test {verdict}: max |Δp| {self.max_abs_diff:.2e} (tolerance {self.tolerance:.0e}), "
-                f"{self.argmax_mismatches} argmax mismatches on {self.n} inputs, provider {self.provider}, "
-                f"expected by {self.reference}" + ("" if self.attributions_ok else "; malformed attributions"))
 
 
 class InferenceEngine:
@@ -121,6 +82,8 @@ class InferenceEngine:
         self.rows_per_call = rows_per_call or (GPU_ROWS_PER_CALL if on_gpu else CPU_ROWS_PER_CALL)
         # On a GPU one caller feeds the device; on the CPU, ``threads`` single-threaded calls run at once.
         self.runners = 1 if on_gpu else (threads or usable_cpus())
+        import onnxruntime as ort  # where a session opens: an install without ONNX Runtime still imports core
+
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # The memory pattern planner keeps a buffer plan per input shape, and a stream's micro-batches come
@@ -278,13 +241,6 @@ class InferenceEngine:
             )
             for i, (probs, row) in enumerate(zip(probabilities, best, strict=True))
         ]
-
-
-def well_formed(attributions: np.ndarray, ids: np.ndarray, lengths: np.ndarray) -> bool:
-    """One finite attribution per position of the padded batch, exactly 0 at the pads."""
-    if attributions.shape != ids.shape or not np.isfinite(attributions).all():
-        return False
-    return not attributions[np.arange(ids.shape[1])[None, :] >= lengths[:, None]].any()
 
 
 def open_verified(bundle: Bundle, **engine_settings: object) -> InferenceEngine:

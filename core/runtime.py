@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnxruntime as ort
+from core.exceptions import EngineError
 
-from worker.exceptions import EngineError
+if TYPE_CHECKING:  # ONNX Runtime is imported where a session opens: an install without it still imports core
+    import onnxruntime as ort
 
 PROVIDERS = ("auto", "cpu", "cuda")
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -23,6 +25,8 @@ def open_session(model: bytes, options: ort.SessionOptions, providers: list[str]
     closed again: the memory of a path load, and still no file on disk that could be swapped
     after the checksum was verified.
     """
+    import onnxruntime as ort
+
     try:
         fd = os.memfd_create("model.onnx", os.MFD_CLOEXEC)
     except (AttributeError, OSError):  # not Linux, or memfd refused (seccomp): keep the bytes route
@@ -39,6 +43,8 @@ def choose_providers(requested: str) -> list[str]:
     """ONNX Runtime providers for ``auto|cpu|cuda``; ``cuda`` without CUDA is an error."""
     if requested not in PROVIDERS:
         raise EngineError(f"unknown provider {requested!r}; choose one of {', '.join(PROVIDERS)}")
+    import onnxruntime as ort
+
     available = ort.get_available_providers()
     if requested == "cpu":
         return [CPU]

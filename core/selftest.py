@@ -4,7 +4,7 @@ A checksum proves the files are the ones exported; it cannot prove that *this*
 ONNX Runtime, on *this* provider and CPU, computes what PyTorch computed. So
 every bundle of format 2 ships ``selftest.json`` (covered by the manifest's
 checksums) and every consumer runs it through the engine it is about to serve
-with (``worker.engine.InferenceEngine.self_test``). This module only reads and
+with (``core.engine.InferenceEngine.self_test``). This module only reads and
 writes the file and checks its shape; it imports neither torch nor ONNX Runtime.
 
 The inputs are token ids, never text: shuffled, cut bags of held-out validation

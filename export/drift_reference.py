@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.bundle import not_held_out_reasons
-from core.drift_reference import QUANTILE_STEPS, DriftReference
-from worker.metrics import CONFIDENCE_BUCKETS
+from core.drift_reference import CONFIDENCE_BUCKETS, QUANTILE_STEPS, DriftReference
 
 if TYPE_CHECKING:
     from export.checkpoint import Checkpoint

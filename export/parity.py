@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.engine import InferenceEngine
 from core.text import tokenize
 from core.vocab import Vocabulary, pad_batch
 from export.exceptions import PaddingInvarianceError, ParityError
-from worker.engine import InferenceEngine
 
 PARITY_TOLERANCE = 1e-4
 INVARIANCE_TOLERANCE = 1e-5

@@ -27,15 +27,16 @@ import torch
 
 from core.bundle import DRIFT_REFERENCE_KEY, MODEL_FILE, load_bundle, not_held_out_reasons
 from core.bundle_writer import write_bundle
+from core.engine import InferenceEngine, open_verified
 from core.model_store import ModelStore, check_version_name
 from core.selftest import SelfTest
+from core.verification import SelfTestError
 from core.vocab import pad_batch
 from export import __version__, drift_reference, embedding_quant, parity, quantize, selftest_inputs
 from export.checkpoint import Checkpoint, load_checkpoint, load_validation
 from export.exceptions import ExportError, PaddingInvarianceError, ParityError
 from export.onnx_export import export_onnx, graph_op_types
 from export.quantize import MAX_ACCURACY_DROP_POINTS
-from worker.engine import InferenceEngine, SelfTestError, open_verified
 
 # int8: ONNX Runtime quantize_dynamic (int8 LSTMs, faster, batch-dependent);
 # int8-embedding: per-row int8 embedding table only (smaller, exact, not faster).

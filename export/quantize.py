@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.engine import InferenceEngine
 from export.exceptions import QuantizationError
 from export.onnx_export import graph_op_types
-from worker.engine import InferenceEngine
 
 DYNAMIC_METHOD = "onnxruntime.quantization.quantize_dynamic (QInt8 weights, dynamic activations)"
 MAX_ACCURACY_DROP_POINTS = 1.0

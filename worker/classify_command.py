@@ -20,10 +20,10 @@ from typing import IO, Any
 
 import click
 
+from core.engine import InferenceEngine, Prediction
+from core.exceptions import InferenceError
 from core.exit_codes import EXIT_PARTIAL
 from worker import codec
-from worker.engine import InferenceEngine, Prediction
-from worker.exceptions import WorkerError
 from worker.explanations import explain_all
 from worker.options import CannotStart, engine_options, open_engine, option
 
@@ -162,7 +162,7 @@ def classify(texts: tuple[str, ...], model: Path, input_path: str | None, output
             sink.write("".join(line + "\n" for line in lines))
             sink.flush()
             total, rejected = total + len(lines), rejected + bad
-    except WorkerError as exc:
+    except InferenceError as exc:
         raise click.ClickException(f"inference failed after {total} lines: {exc}") from None
     finally:
         engine.close()

@@ -5,14 +5,6 @@ class WorkerError(Exception):
     """Base class for worker errors."""
 
 
-class EngineError(WorkerError):
-    """The inference engine could not be created (provider unavailable, model unloadable)."""
-
-
-class InferenceError(WorkerError):
-    """ONNX Runtime failed while scoring a batch."""
-
-
 class BrokerError(WorkerError):
     """The development broker (``lstm-worker broker``) cannot start or is not running."""
 

@@ -16,11 +16,11 @@ from typing import Any
 import click
 
 from core.bundle import load_bundle, not_held_out_reasons, read_manifest
-from core.exceptions import BundleError, StoreError
+from core.engine import open_verified
+from core.exceptions import BundleError, EngineError, StoreError
 from core.exit_codes import EXIT_FAILED
 from core.model_store import ModelStore
-from worker.engine import PROVIDERS, open_verified
-from worker.exceptions import EngineError
+from core.runtime import PROVIDERS
 from worker.options import CannotStart, option
 
 STORE_HELP = "Model store directory (versions as sub-directories, CURRENT names the served one)."

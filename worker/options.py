@@ -6,7 +6,7 @@ calls). Exit codes are the same for the same situation in both commands.
 
 ``--model`` is a bundle or a model store (``core.model_store``: then its
 CURRENT version is served). Either way the bundle must pass its self-test on
-this engine before anything is served (``worker.engine.open_verified``).
+this engine before anything is served (``core.engine.open_verified``).
 """
 
 from __future__ import annotations
@@ -20,12 +20,17 @@ import structlog
 
 from core.bundle import load_bundle
 from core.cli_types import FiniteFloat
-from core.exceptions import BundleError, StoreError
+from core.engine import InferenceEngine, open_verified
+from core.exceptions import BundleError, EngineError, StoreError
 from core.exit_codes import CannotStart
 from core.model_store import ModelStore, resolve_model
-from worker.engine import PROVIDERS, UNCALIBRATED_WARNING, InferenceEngine, open_verified
-from worker.exceptions import EngineError
+from core.runtime import PROVIDERS
 from worker.settings import INPUT_FORMATS
+
+# One line wherever a bundle without calibration is loaded (report_self_test).
+UNCALIBRATED_WARNING = ("its scores are uncalibrated (exported before lstm-train fitted a calibration, or trained "
+                        "without validation folds): a score is not the chance that the label is right; retrain and "
+                        "re-export it for calibrated scores")
 
 
 def open_engine(model: Path, **engine_settings: Any) -> InferenceEngine:

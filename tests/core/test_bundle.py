@@ -206,8 +206,8 @@ def test_loader_is_torch_free(bundle_dir: Path) -> None:
 def test_model_swapped_after_loading_is_never_served(tiny_bundle_dir, tmp_path) -> None:
     """The engine runs the bytes it verified, not whatever lies at the path later."""
     from core.bundle import load_bundle
-    from worker.engine import InferenceEngine
-    from worker.exceptions import EngineError
+    from core.engine import InferenceEngine
+    from core.exceptions import EngineError
 
     copy = tmp_path / "bundle"
     shutil.copytree(tiny_bundle_dir, copy)

@@ -11,10 +11,11 @@ import torch
 from click.testing import CliRunner
 
 from core.bundle import load_bundle
+from core.engine import InferenceEngine
 from export.cli import main as export_main
 from training.calibration import METHOD_NONE, Calibration
 from worker.classify_command import classify
-from worker.engine import UNCALIBRATED_WARNING, InferenceEngine
+from worker.options import UNCALIBRATED_WARNING
 
 pytestmark = pytest.mark.slow
 

@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 
 from core.bundle import load_bundle
+from core.engine import InferenceEngine
 from core.exit_codes import EXIT_CANNOT_START, EXIT_PARTIAL
 from core.vocab import pad_batch
 from worker.classify_command import classify
-from worker.engine import InferenceEngine
 
 BIN = Path(sys.executable).parent
 

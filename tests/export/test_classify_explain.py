@@ -13,11 +13,11 @@ from click.testing import CliRunner
 
 from core.bundle import INPUT_IDS, INPUT_LENGTHS, OUTPUT_PROBABILITIES, load_bundle
 from core.bundle_writer import write_bundle
+from core.engine import InferenceEngine
 from core.exit_codes import EXIT_CANNOT_START
 from core.text import tokenize
 from export.checkpoint import load_checkpoint
 from worker.classify_command import classify
-from worker.engine import InferenceEngine
 from worker.explanations import top_tokens
 
 

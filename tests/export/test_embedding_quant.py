@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from onnx import TensorProto, numpy_helper
 
 from core.bundle import load_bundle
+from core.engine import InferenceEngine
 from export.cli import main as export_main
 from export.embedding_quant import quantize_rows
-from worker.engine import InferenceEngine
 
 
 def test_quantize_rows_keeps_each_row_within_half_a_step_and_zero_rows_exact() -> None:

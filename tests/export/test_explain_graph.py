@@ -14,14 +14,15 @@ import torch
 
 from core.bundle import OUTPUT_ATTRIBUTIONS, OUTPUT_PROBABILITIES, Preprocessing, load_bundle
 from core.bundle_writer import write_bundle
+from core.engine import InferenceEngine
+from core.exceptions import EngineError
+from core.verification import well_formed
 from core.vocab import Vocabulary, pad_batch
 from export import embedding_quant, quantize
 from export.explain_graph import _needed_for
 from export.onnx_export import export_onnx
 from training.attribution import ExplainingModel
 from training.model import ModelConfig, build_model
-from worker.engine import InferenceEngine, well_formed
-from worker.exceptions import EngineError
 
 VOCAB = Vocabulary(("<pad>", "<unk>", *(f"w{i}" for i in range(298))))
 CONFIGS = [dict(pooling="max_mean"), dict(pooling="attention", word_shortcut=True), dict(pooling="mean"),

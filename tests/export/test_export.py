@@ -19,10 +19,10 @@ import torch
 from click.testing import CliRunner
 
 from core.bundle import MODEL_FILE, load_bundle
+from core.engine import InferenceEngine
 from export import parity
 from export.cli import main as export_main
 from tests.support.model import TINY_TRAIN_ARGS, run_cli
-from worker.engine import InferenceEngine
 
 pytestmark = pytest.mark.slow
 

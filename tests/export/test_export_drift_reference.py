@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from core.bundle import load_bundle
+from core.engine import InferenceEngine
 from export.drift_reference import held_out_probabilities, measure, training_label_counts
 from training.calibration import METHOD_TEMPERATURE, Calibration
-from worker.engine import InferenceEngine
 
 
 def test_the_bundle_carries_the_reference_of_its_held_out_documents(tiny_bundle_dir: Path,

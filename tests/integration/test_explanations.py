@@ -6,10 +6,10 @@ import json
 import statistics
 
 from core.bundle import load_bundle
+from core.engine import InferenceEngine
 from core.text import tokenize
 from tests.support.data import json_records
 from tests.support.kafka import create_stream, create_topics, produce, read_until
-from worker.engine import InferenceEngine
 
 
 def test_labels_and_review_labels_carry_explanations_from_their_document(broker, workers, news_docs, unique_name,

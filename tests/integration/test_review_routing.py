@@ -7,10 +7,10 @@ import json
 import statistics
 
 from core.bundle import load_bundle
+from core.engine import InferenceEngine
 from tests.support.data import json_records
 from tests.support.kafka import create_stream, create_topics, produce, read_until
 from tests.support.workers import mode_flags, wait_until
-from worker.engine import InferenceEngine
 
 
 def test_low_confidence_labels_go_to_the_review_topic(broker, workers, news_docs, unique_name, mode,

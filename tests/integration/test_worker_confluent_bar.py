@@ -13,10 +13,10 @@ import random
 from pathlib import Path
 
 from core.bundle import load_bundle
+from core.engine import InferenceEngine
 from tests.support.kafka import create_stream, produce, read_until
 from tests.support.workers import WorkerPool, mode_flags
 from worker.devbroker import DevBroker
-from worker.engine import InferenceEngine
 
 MALFORMED = [
     (b"\xc3\x28 broken utf-8", "invalid_utf8"),

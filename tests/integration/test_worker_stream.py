@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from core.bundle import load_bundle
+from core.engine import InferenceEngine
 from tests.support.brokers import Broker
 from tests.support.kafka import Message, create_stream, produce, read_all, read_until
 from tests.support.workers import WorkerPool, mode_flags
-from worker.engine import InferenceEngine
 
 MAX_MESSAGE_BYTES = 200_000
 TOP_K = 3

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from core.bundle import load_bundle
+from core.engine import InferenceEngine
 from core.exceptions import StoreError
 from core.model_store import ModelStore, resolve_model
 from core.selftest import bucket_of, length_buckets
 from training.data import load_dataset
-from worker.engine import InferenceEngine
 
 pytestmark = pytest.mark.slow
 RUN = 8  # no run of this many ids of real text ships (shuffled bags only)

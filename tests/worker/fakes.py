@@ -17,8 +17,8 @@ import numpy as np
 from kafka.errors import MessageSizeTooLargeError, ProducerFencedError
 from kafka.structs import TopicPartition
 
-from worker.engine import InferenceEngine
-from worker.exceptions import InferenceError
+from core.engine import InferenceEngine
+from core.exceptions import InferenceError
 from worker.pipeline.ports import InputRecord
 
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from core.engine import Prediction
 from worker import codec
 from worker.codec import Decoded, Rejection, SourceRef
-from worker.engine import Prediction
 
 SRC = SourceRef("incoming", 3, 42)
 

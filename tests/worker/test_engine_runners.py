@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from core.bundle import load_bundle
-from worker.engine import InferenceEngine, usable_cpus
-from worker.exceptions import InferenceError
+from core.engine import InferenceEngine
+from core.exceptions import InferenceError
+from core.runtime import usable_cpus
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import click
 import numpy as np
 import pytest
 
+from core.engine import Prediction
 from core.vocab import Vocabulary
 from worker import codec
-from worker.engine import Prediction
 from worker.explanations import top_tokens
 from worker.settings import build_settings
 

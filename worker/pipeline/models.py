@@ -4,7 +4,7 @@
 (docs/models.md). With a store, :class:`ModelWatcher` re-reads ``CURRENT`` every
 ``--model-poll-s`` seconds, or at once after SIGHUP. A new version is loaded on a
 background thread, beside the serving model, and must pass its self-test with the
-provider in use (``worker.engine.open_verified``); only then does the loop switch
+provider in use (``core.engine.open_verified``); only then does the loop switch
 to it, at a batch boundary (:meth:`worker.pipeline.loop.Pipeline`). A version that
 fails is refused: the old model keeps serving, the worker stays ready, and the
 reason is logged and counted. At most two models are in memory, and only while
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.bundle import load_bundle
+from core.engine import InferenceEngine, open_verified
 from core.exceptions import ContractError
 from core.model_store import ModelStore
-from worker.engine import InferenceEngine, open_verified
 from worker.exceptions import WorkerError
 from worker.metrics import WorkerMetrics
 

@@ -1,7 +1,7 @@
 """What the pipeline talks to: a consumer, a producer, an inference engine, and the record they pass.
 
 :mod:`worker.kafka_io` implements the consumer and producer with kafka-python and
-:mod:`worker.engine` the engine with ONNX Runtime; the pipeline sees only these.
+:mod:`core.engine` the engine with ONNX Runtime; the pipeline sees only these.
 """
 
 from __future__ import annotations

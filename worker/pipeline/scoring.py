@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from core.exceptions import InferenceError
 from worker import codec
-from worker.exceptions import InferenceError
 from worker.explanations import top_tokens
 from worker.metrics import WorkerMetrics
 from worker.pipeline.messages import Entry
@@ -24,7 +24,7 @@ from worker.pipeline.ports import Engine
 
 def score(engine: Engine, entries: list[Entry], top_k: int, metrics: WorkerMetrics, log: Any,
           explain: int = 0) -> list[Any]:
-    """Per entry, its :class:`~worker.engine.Prediction` or its :class:`~worker.codec.Rejection`.
+    """Per entry, its :class:`~core.engine.Prediction` or its :class:`~worker.codec.Rejection`.
 
     ``explain`` > 0: each prediction carries its ``explain`` strongest tokens (``worker.explanations``).
     """
