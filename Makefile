@@ -39,6 +39,7 @@ kafka: kafka-jars ## run a local Apache Kafka (PLAINTEXT, SSL, SASL_SSL) in the 
 test: install kafka-jars ## unit, integration (real broker, ONNX Runtime), deploy and docs tests (the tutorial too)
 	@$(PY) -m tests.support.datasets
 	deploy/validate.sh
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -m "not faults" --durations=15 --only-listed-skips
 
 deploy-check: ## render every overlay, schema-validate, lint, checkov (deploy/validate.sh)
@@ -48,8 +49,9 @@ faults: install kafka-jars ## real processes under real faults: SIGKILL, broker 
 	@$(PY) -m tests.support.datasets news
 	$(PY) -m pytest -q -m faults tests/faults --durations=10 --only-listed-skips
 
-lint: install ## ruff
+lint: install ## ruff, and the layers' import contracts (pyproject.toml, [tool.importlinter])
 	$(VENV)/bin/ruff check core training export worker tests bench scripts devtools
+	$(VENV)/bin/lint-imports
 
 bench: install ## throughput, latency against offered load, RSS; writes bench/results/latest.json
 	$(PY) -m bench.run
