@@ -1,7 +1,7 @@
 """Generate the command-line reference and the configuration table from the commands themselves.
 
 ``python scripts/cli_docs.py`` rewrites the generated parts of two pages; ``--check`` only
-reports drift (``tests/test_docs.py`` runs it, so a changed option fails the tests until the
+reports drift (``tests/test_readme.py`` runs it, so a changed option fails the tests until the
 pages are regenerated):
 
 - ``docs/cli.md``: every block between ``<!-- cli: COMMAND -->`` and ``<!-- /cli -->`` is the
