@@ -22,8 +22,10 @@ records of the old assignment are ignored, and records polled for a partition
 that is not assigned are refused, so nothing is ever committed on behalf of
 records that were dropped.
 
-Acks arrive on the producer's I/O thread, registrations and commits happen on
-the consumer thread: all methods take one lock.
+Acks come back on the producer's I/O thread, but the at-least-once strategy queues
+them and applies them on the pipeline's thread (``worker/pipeline/at_least_once.py``),
+where registrations and commits happen too. The methods still take one lock, so a
+reader on another thread sees whole states.
 """
 
 from __future__ import annotations
