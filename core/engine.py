@@ -9,10 +9,10 @@ Parallelism on the CPU is across sub-batches, not inside an operator: each
 ONNX Runtime call runs on one thread, and ``threads`` calls run at once on a
 shared session. An LSTM is hundreds of small sequential steps; with ORT's own
 intra-op pool every step waits for its slowest thread, so one core taken by
-the Kafka client or a neighbour stalls the whole batch (measured on 2 cores:
-p99 latency at half load 0.6-1.2 s with a 2-thread pool). Per-document cost
-on one thread is nearly flat from batch 1 to 256 here, so splitting a batch
-across threads costs almost nothing and a busy core slows only its share.
+the Kafka client or a neighbour stalls the whole batch. Per-document cost on
+one thread is nearly flat across batch sizes, so splitting a batch across
+threads costs almost nothing and a busy core slows only its share (the
+measurements: docs/worker.md, Inference threads).
 
 Before serving, a bundle proves itself on this machine: ``open_verified`` runs
 the bundle's self-test (``core.selftest``) through this very session and
