@@ -15,6 +15,7 @@ restart goes on where the last commit left off and stops at the same end. The li
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ from worker.replay_progress import ReplayProgress
 from worker.settings import WorkerSettings
 
 _REQUEST_TIMEOUT_MS = 10_000
+# Longest look for the records of a partition's last batch past what ListOffsets answered (see _log_ends).
+_END_PROBE_S = 5.0
 
 
 def replay_group_id(job: str) -> str:
@@ -106,7 +109,7 @@ class ReplaySource(KafkaSource):
         if not partitions:
             return {}
         beginnings = self.consumer.beginning_offsets(partitions, timeout_ms=_REQUEST_TIMEOUT_MS)
-        ends = self.consumer.end_offsets(partitions, timeout_ms=_REQUEST_TIMEOUT_MS)
+        ends = self._log_ends(partitions)
         if self._slice.from_time_ms is not None:
             found = self.consumer.offsets_for_times({tp: self._slice.from_time_ms for tp in partitions},
                                                     timeout_ms=_REQUEST_TIMEOUT_MS)
@@ -122,6 +125,25 @@ class ReplaySource(KafkaSource):
             starts = beginnings
         # A start before the log's beginning (deleted by retention) reads from the beginning; past the end, nothing.
         return {tp: PartitionSlice(min(max(starts[tp], beginnings[tp]), ends[tp]), ends[tp]) for tp in partitions}
+
+    def _log_ends(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Each partition's end now: ListOffsets, raised to one past the last record a fetch from there returns.
+
+        Apache Kafka answers ListOffsets exactly (read_committed: the last stable offset), and the fetch adds
+        nothing; Tansu answers the last record batch's first offset + 1, and the fetch reads the rest of that
+        batch. The records fetched here are only looked at: the caller seeks every partition afterwards.
+        """
+        ends = self.consumer.end_offsets(partitions, timeout_ms=_REQUEST_TIMEOUT_MS)
+        probing = {tp for tp in partitions if ends[tp] > 0}
+        for tp in probing:
+            self.consumer.seek(tp, ends[tp] - 1)
+        deadline = time.monotonic() + _END_PROBE_S
+        while probing and time.monotonic() < deadline:
+            for tp, records in self.consumer.poll(timeout_ms=100).items():
+                ends[tp] = max(ends[tp], records[-1].offset + 1)
+            # Done once the fetch position passed what ListOffsets named (records, or markers skipped).
+            probing = {tp for tp in probing if (self.consumer.position(tp, timeout_ms=0) or 0) < ends[tp]}
+        return ends
 
     # -- reading up to the end ------------------------------------------------------------------------------
     def poll(self, timeout_ms: int, max_records: int) -> list[InputRecord]:
