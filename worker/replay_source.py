@@ -70,10 +70,12 @@ class ReplaySource(KafkaSource):
         self.consumer.assign(partitions)
         try:
             checkpoint = self._checkpoint(partitions)
-            fresh = self._slice_bounds([tp for tp in partitions if tp not in checkpoint])
+            fresh = self._slice_bounds([tp for tp in partitions if checkpoint.get(tp, (0, None))[1] is None])
             self.resumed_from_checkpoint = bool(checkpoint)
             for tp in partitions:
-                position, self.partitions[tp] = checkpoint.get(tp) or (fresh[tp].start, fresh[tp])
+                position, bounds = checkpoint.get(tp, (None, None))
+                self.partitions[tp] = bounds or fresh[tp]
+                position = self.partitions[tp].start if position is None else position
                 self.consumer.seek(tp, position)
                 self.committed[tp] = position
             # Record the ends at once: a job stopped before its first commit still ends where it would have.
@@ -90,11 +92,15 @@ class ReplaySource(KafkaSource):
         self._progress.begin(self.partitions, self.committed)
         self._finish_reached()
 
-    def _checkpoint(self, partitions: list[TopicPartition]) -> dict[TopicPartition, tuple[int, PartitionSlice]]:
-        found = {}
+    def _checkpoint(self, partitions: list[TopicPartition]) -> dict[TopicPartition, tuple[int, PartitionSlice | None]]:
+        """Committed offset and slice bounds per partition; bounds None where the broker kept no metadata (Tansu)."""
+        found: dict[TopicPartition, tuple[int, PartitionSlice | None]] = {}
         for tp in partitions:
             committed = self.consumer.committed(tp, metadata=True, timeout_ms=_REQUEST_TIMEOUT_MS)
             if committed is None or committed.offset < 0:
+                continue
+            if not committed.metadata:  # the offset is still the checkpoint; the end is recorded again
+                found[tp] = committed.offset, None
                 continue
             try:
                 bounds = json.loads(committed.metadata)
@@ -127,11 +133,13 @@ class ReplaySource(KafkaSource):
         return {tp: PartitionSlice(min(max(starts[tp], beginnings[tp]), ends[tp]), ends[tp]) for tp in partitions}
 
     def _log_ends(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """Each partition's end now: ListOffsets, raised to one past the last record a fetch from there returns.
+        """Each partition's end now: ListOffsets, raised to what a fetch from there finds (last record, watermark).
 
         Apache Kafka answers ListOffsets exactly (read_committed: the last stable offset), and the fetch adds
-        nothing; Tansu answers the last record batch's first offset + 1, and the fetch reads the rest of that
-        batch. The records fetched here are only looked at: the caller seeks every partition afterwards.
+        nothing unless a transaction is open (its high watermark is past the last stable offset: the partition is
+        then done once that transaction ended); Tansu answers the last record batch's first offset + 1, and the
+        fetch's high watermark says where the log ends. The records fetched here are only looked at: the caller
+        seeks every partition afterwards.
         """
         ends = self.consumer.end_offsets(partitions, timeout_ms=_REQUEST_TIMEOUT_MS)
         probing = {tp for tp in partitions if ends[tp] > 0}
@@ -140,7 +148,7 @@ class ReplaySource(KafkaSource):
         deadline = time.monotonic() + _END_PROBE_S
         while probing and time.monotonic() < deadline:
             for tp, records in self.consumer.poll(timeout_ms=100).items():
-                ends[tp] = max(ends[tp], records[-1].offset + 1)
+                ends[tp] = max(ends[tp], records[-1].offset + 1, self.consumer.highwater(tp) or 0)
             # Done once the fetch position passed what ListOffsets named (records, or markers skipped).
             probing = {tp for tp in probing if (self.consumer.position(tp, timeout_ms=0) or 0) < ends[tp]}
         return ends

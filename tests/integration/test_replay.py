@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Producer
 
 from tests.support.kafka import committed_offsets, create_stream, create_topics, read_all, wait_committed
@@ -98,6 +99,7 @@ class Replay:
             self.process.wait()
 
 
+@pytest.mark.kafka_only("Tansu answers ListOffsets by timestamp (offsets_for_times) with the log's first offset")
 def test_replay_from_the_half_hour_mark_labels_exactly_that_slice_once_with_the_pinned_version(
         broker, workers, news_docs, unique_name, two_version_store, tmp_path) -> None:
     bootstrap = broker.bootstrap_servers
