@@ -22,8 +22,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_manifests import TOOLS_PYTHON, render, worker_container, worker_settings
 
+from tests.deploy.test_manifests import TOOLS_PYTHON, render, worker_container, worker_settings
 from tests.support.ports import free_port
 from worker.devbroker import DevBroker
 

@@ -147,7 +147,8 @@ HOSTILE = [
     (b'{"id": NaN, "text": "not a number id"}', "label"),
     (b'{"id": 1e999, "text": "infinite id"}', "label"),
     (b'\xef\xbb\xbf{"id": "bom", "text": "byte order mark"}', "label"),
-    (b'{"text": "deep", "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "label"),  # too deep to parse: text
+    # Too deep to parse: like any payload that starts as JSON and does not parse, a dead letter (not prose).
+    (b'{"text": "deep", "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "invalid_json"),
     (b'{"text": "t", "id": "' + b"i" * 900 + b'"}', "label"),
     (b"\xff\xfe not utf-8", "invalid_utf8"),
     (None, "null_value"),
