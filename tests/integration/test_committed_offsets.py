@@ -52,9 +52,9 @@ def test_offsets_end_at_the_input_end_with_one_result_per_input(broker, workers,
 
 
 @pytest.mark.kafka_only(WRITES_REFUSED)
-def test_a_batch_the_broker_refuses_never_moves_offsets(broker, workers, news_docs, unique_name, mode) -> None:
+def test_a_batch_the_broker_refuses_never_moves_offsets(own_broker, workers, news_docs, unique_name, mode) -> None:
     """Whatever the worker does while every label is refused (retry, abort), no offset passes what is answered."""
-    bootstrap = broker.bootstrap_servers
+    bootstrap = own_broker.bootstrap_servers
     topic, group = unique_name, f"{unique_name}-g"
     create_stream(bootstrap, topic, partitions=1)
     first = json_docs(news_docs[:30], "a")

@@ -76,10 +76,10 @@ def test_a_drained_transactional_input_is_committed_at_its_log_end(broker, worke
 
 
 @pytest.mark.kafka_only(WRITES_REFUSED)
-def test_the_lag_gauge_keeps_moving_while_fetching_is_paused(broker, workers, news_docs, unique_name,
+def test_the_lag_gauge_keeps_moving_while_fetching_is_paused(own_broker, workers, news_docs, unique_name,
                                                             mode) -> None:
     """Every label is refused: the worker stalls and pauses fetching; the lag still counts new input."""
-    bootstrap = broker.bootstrap_servers
+    bootstrap = own_broker.bootstrap_servers
     topic, labels, _ = create_stream(bootstrap, unique_name, partitions=1)
     group = f"{unique_name}-g"
     first = json_records(news_docs[:20], "a")
