@@ -24,9 +24,9 @@ from training.batching import BucketBatchSampler, collate, drop_words
 from training.checkpoint import BEST_FILE, LAST_FILE, load_checkpoint, make_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.embeddings import InitialVectors
-from training.exceptions import CheckpointError
 from training.model import LSTMClassifier, build_model
 from training.predict import predict_logits, softmax, validation_scores
+from training.resume import Progress, load_last, save_last
 from training.transfer import InitSource, apply_init
 
 Log = Callable[[str], None]
@@ -160,18 +160,16 @@ def fit_member(config: TrainConfig, job: MemberJob, device: torch.device, log: L
     best finished epoch is kept (or, if none finished, the weights as they are) and ``cut_short`` is set.
     """
     torch.manual_seed(job.seed)
-    resume_state = _load_resume_state(config, job.output) if config.resume and job.output else None
-    if resume_state is not None and resume_state["vocab"] != job.vocab.to_dict():
-        raise CheckpointError(f"--resume: {job.output / LAST_FILE} was trained with another vocabulary")
+    resumed = load_last(config, job.vocab, job.output) if config.resume and job.output else None
     model = build_model(config.model_config(len(job.vocab), len(job.label_names)))
-    embedding_source = "random"
-    if resume_state is None and job.vectors is not None:
+    progress = Progress()
+    if resumed is None and job.vectors is not None:
         with torch.no_grad():
             model.embedding.weight.copy_(torch.from_numpy(job.vectors.matrix))
-        embedding_source = job.vectors.source
-    if resume_state is None and job.init is not None:
+        progress.embedding_source = job.vectors.source
+    if resumed is None and job.init is not None:
         apply_init(model, job.init, job.vocab, list(job.label_names), map_new_tokens=job.vectors is not None)
-        embedding_source = f"{embedding_source}, shared tokens from {job.init.path}"
+        progress.embedding_source = f"{progress.embedding_source}, shared tokens from {job.init.path}"
     model.to(device)
 
     train_y = torch.as_tensor(job.train_labels, dtype=torch.long)
@@ -182,32 +180,24 @@ def fit_member(config: TrainConfig, job: MemberJob, device: torch.device, log: L
         anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     soft_targets, margins, distillation = _distillation_targets(config, job, log)
-    history: list[dict] = []
     # Without a validation split there is nothing to stop early on or to pick an epoch with:
     # every epoch replaces the saved model, so the last one is kept.
     validating = bool(job.val_ids)
     if not validating:
         log("no validation split (--val-fraction 0): no early stopping, the last epoch is kept")
-    best_f1, best_epoch, bad_epochs, start_epoch, elapsed, elapsed_cpu = -1.0, 0, 0, 1, 0.0, 0.0
     best_state = None
-    if resume_state is not None:
-        model.load_state_dict(resume_state["state_dict"])
-        optimizer.load_state_dict(resume_state["optimizer_state"])
-        scheduler.load_state_dict(resume_state["scheduler_state"])
-        torch.set_rng_state(resume_state["torch_rng_state"])
-        history = list(resume_state["history"])
-        best_f1 = resume_state["best_val_macro_f1"] if resume_state["best_val_macro_f1"] is not None else -1.0
-        best_epoch = int(resume_state["best_epoch"])
-        bad_epochs, elapsed = int(resume_state["bad_epochs"]), float(resume_state["train_seconds"])
-        elapsed_cpu = float(resume_state.get("train_cpu_seconds", 0.0))
-        start_epoch = int(resume_state["epoch"]) + 1
-        embedding_source = str(resume_state.get("embedding_source", "resumed"))
+    if resumed is not None:
+        model.load_state_dict(resumed.weights)
+        optimizer.load_state_dict(resumed.optimizer_state)
+        scheduler.load_state_dict(resumed.scheduler_state)
+        torch.set_rng_state(resumed.torch_rng_state)
+        progress = resumed.progress
         best_state = load_checkpoint(job.output / BEST_FILE)["state_dict"]
-        log(f"resuming from {job.output / LAST_FILE} after epoch {start_epoch - 1}")
-    stopped_early, cut_short = bad_epochs >= config.patience, False
+        log(f"resuming from {job.output / LAST_FILE} after epoch {progress.epoch}")
+    stopped_early, cut_short = progress.bad_epochs >= config.patience, False
     saving = dict(vocab=job.vocab, labels=list(job.label_names), max_len=config.max_len,
                   train_config=config.to_dict())
-    for epoch in range(start_epoch, config.epochs + 1):
+    for epoch in range(progress.epoch + 1, config.epochs + 1):
         if stopped_early:
             break
         began, began_cpu = time.perf_counter(), time.process_time()
@@ -240,7 +230,7 @@ def fit_member(config: TrainConfig, job: MemberJob, device: torch.device, log: L
             seen += len(batch)
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
         if cut_short and best_state is not None:
-            log(f"deadline: stopped in epoch {epoch}; epoch {best_epoch} is kept")
+            log(f"deadline: stopped in epoch {epoch}; epoch {progress.best_epoch} is kept")
             break
         record = {"epoch": epoch, "train_loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
                   "lr": scheduler.get_last_lr()[0]}
@@ -248,28 +238,26 @@ def fit_member(config: TrainConfig, job: MemberJob, device: torch.device, log: L
             record["share_of_epoch"] = round(seen / max(len(job.train_ids), 1), 4)
         record.update(validation_scores(model, job.val_ids, job.val_labels, device) if validating else
                       {"val_loss": None, "val_accuracy": None, "val_macro_f1": None})
-        elapsed += time.perf_counter() - began
-        # CPU seconds too: on a shared machine wall time says more about the neighbours than about us.
-        elapsed_cpu += time.process_time() - began_cpu
+        progress.epoch = epoch
+        progress.train_seconds += time.perf_counter() - began
+        progress.train_cpu_seconds += time.process_time() - began_cpu
         record["seconds"] = round(time.perf_counter() - began, 1)
-        history.append(record)
-        improved = not validating or record["val_macro_f1"] > best_f1
+        progress.history.append(record)
+        improved = not validating or record["val_macro_f1"] > progress.best_f1
         if improved:
-            best_f1, best_epoch, bad_epochs = record["val_macro_f1"] if validating else best_f1, epoch, 0
+            if validating:
+                progress.best_f1 = record["val_macro_f1"]
+            progress.best_epoch, progress.bad_epochs = epoch, 0
             best_state = copy.deepcopy(model.state_dict())
             if job.output:
-                save_checkpoint(make_checkpoint(model=model, epoch=epoch, best_val_macro_f1=_known(best_f1),
+                save_checkpoint(make_checkpoint(model=model, epoch=epoch, best_val_macro_f1=progress.best_known,
                                                 **saving), job.output / BEST_FILE)
         else:
-            bad_epochs += 1
-        stopped_early = bad_epochs >= config.patience
+            progress.bad_epochs += 1
+        stopped_early = progress.bad_epochs >= config.patience
         if job.output:
-            last = make_checkpoint(model=model, epoch=epoch, best_val_macro_f1=_known(best_f1), **saving)
-            last.update({"optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
-                         "torch_rng_state": torch.get_rng_state(), "history": history, "best_epoch": best_epoch,
-                         "bad_epochs": bad_epochs, "train_seconds": elapsed,
-                         "train_cpu_seconds": elapsed_cpu, "embedding_source": embedding_source})
-            save_checkpoint(last, job.output / LAST_FILE)
+            save_last(make_checkpoint(model=model, epoch=epoch, best_val_macro_f1=progress.best_known, **saving),
+                      progress, optimizer, scheduler, job.output)
         scores = (f"val loss {record['val_loss']:.4f}  val acc {record['val_accuracy']:.4f}  "
                   f"val macro-F1 {record['val_macro_f1']:.4f}  " if validating else "")
         log(f"epoch {epoch:>2}/{config.epochs}  loss {record['train_loss']:.4f}  "
@@ -283,22 +271,7 @@ def fit_member(config: TrainConfig, job: MemberJob, device: torch.device, log: L
     if best_state is not None:
         model.load_state_dict(best_state)
     val_probabilities = softmax(predict_logits(model, job.val_ids, device)) if validating else None
-    return MemberFit(model, history, best_epoch, _known(best_f1), elapsed, elapsed_cpu, stopped_early,
-                     embedding_source, distillation, val_probabilities, margins, cut_short)
+    return MemberFit(model, progress.history, progress.best_epoch, progress.best_known, progress.train_seconds,
+                     progress.train_cpu_seconds, stopped_early, progress.embedding_source, distillation,
+                     val_probabilities, margins, cut_short)
 
-
-def _known(best_f1: float) -> float | None:
-    """The best validation macro-F1, or None when there was no validation split (still at its -1 start)."""
-    return None if best_f1 < 0 else best_f1
-
-
-def _load_resume_state(config: TrainConfig, output: Path) -> dict:
-    state = load_checkpoint(output / LAST_FILE)
-    if "optimizer_state" not in state:
-        raise CheckpointError(f"{output / LAST_FILE}: has no optimizer state; it cannot be resumed")
-    mismatched = config.resume_mismatches(state.get("train_config", {}))
-    if mismatched:
-        raise CheckpointError(
-            f"--resume: settings differ from the interrupted run ({', '.join(mismatched)}); "
-            "rerun with the same options or drop --resume")
-    return state
