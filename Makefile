@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # Apache Kafka for the test suites and `make kafka`: Maven fetches the pinned release once into
-# ~/.cache/lstm-worker (needs java and mvn; a missing one is a one-line error naming the package).
+# ~/.cache/lstm-worker (needs java and mvn: installed with apt-get when missing and root, else a one-line error).
 kafka-jars: install ## fetch the pinned Apache Kafka release from Maven Central (cached; idempotent)
 	@$(PY) -m devtools.kafka_jars
 

@@ -30,12 +30,24 @@ def cache_dir(version: str = KAFKA_VERSION) -> Path:
 
 
 def require_tool(name: str, package: str) -> str:
-    """The path of ``name`` on PATH, or a one-line error naming what to install."""
-    found = shutil.which(name)
+    """The path of ``name`` on PATH, installed from Debian's ``package`` where we may; else a one-line error."""
+    found = shutil.which(name) or _apt_install(name, package)
     if found is None:
         raise KafkaToolError(f"{name} not found: install {package} to run a local Apache Kafka "
                              f"(e.g. apt-get install {package})")
     return found
+
+
+def _apt_install(name: str, package: str) -> str | None:
+    """As deploy/validate.sh does for promtool: a fresh CI machine installs what the suites need (root only)."""
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        return None
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package]
+    if subprocess.run(install, capture_output=True, env=env, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, check=False)
+        subprocess.run(install, capture_output=True, env=env, check=False)
+    return shutil.which(name)
 
 
 def kafka_jars(version: str = KAFKA_VERSION) -> Path:
