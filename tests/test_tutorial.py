@@ -90,6 +90,16 @@ def test_the_tutorial_runs_as_written(sms_data: str, tmp_path: Path) -> None:
     assert {labels[i]["model"] for i in first} == {"spam@1"}, output[-3000:]
     assert {labels[i]["model"] for i in second} == {"spam@2"}, output[-3000:]
     assert (tmp_path / "models" / "CURRENT").read_text().strip() == "2"
+    # The replays: all 400 messages once per version, each labelled by the version pinned, the live topic unchanged.
+    for version in ("1", "2"):
+        rows = [line.split("\t") for line in (tmp_path / f"history-v{version}.tsv").read_text().splitlines()]
+        assert sorted(row[0] for row in rows) == sorted(truth), output[-3000:]
+        assert {row[2] for row in rows} == {f"spam@{version}"}, output[-3000:]
+        finished = [json.loads(line) for line in (tmp_path / f"replay-v{version}.log").read_text().splitlines()
+                    if '"replay_finished"' in line]
+        assert finished and finished[-1]["complete"] is True and finished[-1]["total"] == 400, output[-3000:]
+    disagree = (tmp_path / "disagree.tsv").read_text().splitlines()
+    assert all(row.split("\t")[1] != row.split("\t")[3] for row in disagree)
     # Spam is about one message in eight: answering "ham" to all would score 0.87.
     for half in (first, second):
         assert sum(labels[i]["label"] == truth[i] for i in half) / len(half) >= 0.93, output[-3000:]
