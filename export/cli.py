@@ -15,9 +15,10 @@ from core.model_store import ModelStore
 from core.output_paths import unwritable_reason
 from export import __version__
 from export.exceptions import ExportError, GateError
+from export.gates import QUANTIZATIONS
 from export.onnx_export import DEFAULT_OPSET, MIN_OPSET
 from export.parity import MIN_PARITY_DOCS
-from export.pipeline import QUANTIZATIONS, ExportConfig, run_export, summary
+from export.pipeline import ExportConfig, run_export, summary
 from export.quantize import MAX_ACCURACY_DROP_POINTS
 
 _SHOW_TOOL_VERSION = "\0show-tool-version"

@@ -20,27 +20,24 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime
 import torch
 
-from core.bundle import DRIFT_REFERENCE_KEY, MODEL_FILE, load_bundle, not_held_out_reasons
+from core.bundle import DRIFT_REFERENCE_KEY, load_bundle, not_held_out_reasons
 from core.bundle_writer import write_bundle
-from core.engine import InferenceEngine, open_verified
+from core.engine import open_verified
 from core.model_store import ModelStore, check_version_name
-from core.selftest import SelfTest
 from core.verification import SelfTestError
-from core.vocab import pad_batch
-from export import __version__, drift_reference, embedding_quant, parity, quantize, selftest_inputs
+from export import __version__, drift_reference, parity, selftest_inputs
 from export.checkpoint import Checkpoint, load_checkpoint, load_validation
-from export.exceptions import ExportError, PaddingInvarianceError, ParityError
+from export.exceptions import ExportError, ParityError
+from export.gates import Gated, run_gates
 from export.onnx_export import export_onnx, graph_op_types
 from export.quantize import MAX_ACCURACY_DROP_POINTS
-
-# int8: ONNX Runtime quantize_dynamic (int8 LSTMs, faster, batch-dependent);
-# int8-embedding: per-row int8 embedding table only (smaller, exact, not faster).
-QUANTIZATIONS = ("int8", "int8-embedding")
+from export.reference import TorchReference, torch_reference
 
 
 @dataclass(frozen=True)
@@ -78,10 +75,6 @@ def _output(config: ExportConfig) -> Path:
     return output
 
 
-def _run_batches(engine: InferenceEngine, inputs: list[list[int]], plan: list[tuple[int, int]]) -> np.ndarray:
-    return np.concatenate([engine.run_padded(*pad_batch(inputs[start:end])) for start, end in plan])
-
-
 def _check_output(output: Path) -> None:
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ExportError(f"{output} already exists and is not an empty directory; choose a new --output")
@@ -101,49 +94,44 @@ def _manifest_extra(config: ExportConfig, checkpoint: Checkpoint) -> dict:
     }
 
 
-def _padding_gate(engine: InferenceEngine, id_lists: list[list[int]], config: ExportConfig) -> dict:
-    """The padding-invariance gate; for int8 the user may accept (not hide) a failure."""
-    try:
-        return parity.check_padding_invariance(engine, id_lists)
-    except PaddingInvarianceError as exc:
-        if config.quantize is None or not config.allow_batch_dependence:
-            if config.quantize == "int8":
-                exc.args = (f"{exc.args[0]}. Dynamic int8 quantizes the LSTM input with one scale per batch, so "
-                            "scores depend on batch neighbours; serve the fp32 bundle, or pass "
-                            "--allow-batch-dependence to publish it anyway",)
-            raise
-        return {**exc.report, "accepted": "--allow-batch-dependence"}
-
-
 def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None) -> Path:
-    """Export, gate and publish the bundle at ``config.output``; raise :class:`ExportError` on refusal."""
+    """Export, gate and publish the bundle at ``config.output``; raise :class:`ExportError` on refusal.
+
+    Four stages: PyTorch's reference (``export/reference.py``), the ONNX graph, the gates
+    (``export/gates.py``), then publishing: written, verified as a consumer loads it, renamed into place.
+    """
     output = _output(config)
     _check_output(output)
     checkpoint = load_checkpoint(config.checkpoint)
     validation = load_validation(config.checkpoint, checkpoint.labels, config.parity_data)
-    model = checkpoint.explaining_model()
-    max_len = checkpoint.preprocessing.max_len
     texts = [text for text, _ in validation]
-    docs = parity.select_documents(texts, checkpoint.vocab, max_len, max(config.parity_docs, parity.MIN_PARITY_DOCS))
-    plan = parity.batch_plan(len(docs.id_lists))
-    log(f"PyTorch reference on {len(docs.id_lists)} validation documents")
-    reference, reference_attributions = parity.torch_outputs(model, docs.id_lists, plan)
-    candidates = selftest_inputs.candidates([checkpoint.vocab.token_ids(t, max_len) for t in texts], max_len)
-    log(f"self-test: choosing inputs among {len(candidates)} shuffled validation token bags")
-    chosen = selftest_inputs.select(candidates, parity.torch_probabilities(model, candidates, parity.batch_plan(
-        len(candidates))), len(checkpoint.labels), max_len, parity.PARITY_TOLERANCE)
-    test_inputs = [candidates[i] for i in chosen]
-    test_plan = parity.batch_plan(len(test_inputs), selftest_inputs.SELF_TEST_BATCH_SIZES)
-    test_torch = parity.torch_probabilities(model, test_inputs, test_plan)
+    model = checkpoint.explaining_model()
+    reference = torch_reference(model, checkpoint, texts, config.parity_docs, log)
     parity.after_reference_hook(model)
     log(f"exporting ONNX (opset {config.opset})")
     fp32_bytes = export_onnx(model, config.opset)
-    name = config.name or checkpoint.directory.resolve().name
-    common = dict(
+    fields = _bundle_fields(config, checkpoint)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.export-", dir=output.parent))
+    try:
+        gold = [checkpoint.labels.index(label) for _, label in validation]
+        gated = run_gates(config, reference, fp32_bytes, fields, scratch, texts, gold, log)
+        _publish(config, checkpoint, [label for _, label in validation], reference, gated, fields, scratch,
+                 output, log)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if config.store is not None:  # the first version of a store becomes CURRENT; later ones wait for promote
+        ModelStore(output.parent).promote(output.name, only_if_empty=True, action="export", verify=lambda _: {
+            "self_test_max_abs_diff": float(np.abs(gated.served - gated.expected).max()), "provider": "cpu"})
+    return output
+
+
+def _bundle_fields(config: ExportConfig, checkpoint: Checkpoint) -> dict[str, Any]:
+    """What every bundle the export writes carries, the gated candidates' and the published one's."""
+    return dict(
         vocab=checkpoint.vocab,
         labels=list(checkpoint.labels),
         preprocessing=checkpoint.preprocessing,
-        name=name,
+        name=config.name or checkpoint.directory.resolve().name,
         version=config.version,
         opset=config.opset,
         model_config=checkpoint.model_config.to_dict(),
@@ -151,77 +139,32 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _: None
         extra=_manifest_extra(config, checkpoint),
         calibration=checkpoint.calibration.to_dict(),
     )
-    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.export-", dir=output.parent))
+
+
+def _publish(config: ExportConfig, checkpoint: Checkpoint, validation_labels: list[str], reference: TorchReference,
+             gated: Gated, fields: dict[str, Any], scratch: Path, output: Path, log: Callable[[str], None]) -> None:
+    """Write the gated graph with its drift reference, verify it as a consumer loads it, rename it into place."""
+    reference_scores, reference_source = drift_reference.held_out_probabilities(
+        gated.held_out, checkpoint, documents_given=config.parity_data is not None)
+    log(f"drift reference: {reference_source}")
+    extra = {**fields["extra"], DRIFT_REFERENCE_KEY: drift_reference.reference_for(
+        reference_scores, checkpoint.labels, checkpoint.metrics, validation_labels),
+        "drift_reference_scores": reference_source}
+    final = write_bundle(scratch / "final", onnx_model=gated.model_bytes, quantization=config.quantize,
+                         parity=gated.report, self_test=gated.self_test, self_test_report=selftest_inputs.coverage(
+                             reference.test_inputs, gated.expected, checkpoint.labels,
+                             checkpoint.preprocessing.max_len, reference.candidate_count),
+                         **{**fields, "extra": extra})
+    # The published bundle must verify, and pass its self-test, exactly as a consumer will load it.
     try:
-        # Gate the model exactly as it will be served: through a written, verified bundle and the engine.
-        fp32_engine = InferenceEngine(load_bundle(write_bundle(scratch / "fp32", onnx_model=fp32_bytes, **common)),
-                                      provider="cpu", threads=config.threads, explain=True)
-        log("parity gate: ONNX Runtime vs PyTorch (probabilities and attributions)")
-        report = {"onnx": parity.check_parity(fp32_engine, reference, docs, plan, reference_attributions)}
-        log(f"  max |Δp| {report['onnx']['max_abs_diff']:.2e}, attributions "
-            f"{report['onnx']['attributions']['max_abs_diff']:.2e} on {report['onnx']['documents_compared']} documents")
-        gold = [checkpoint.labels.index(label) for _, label in validation]
-        all_ids = [fp32_engine.token_ids(text) for text in texts]
-        held_out = fp32_engine.predict_proba(all_ids)
-        report["validation_accuracy"] = round(quantize.accuracy(held_out, gold), 6)
-        final_bytes, final_engine = fp32_bytes, fp32_engine
-        if config.quantize in QUANTIZATIONS:
-            if config.quantize == "int8":
-                log("quantizing to int8 (onnxruntime quantize_dynamic)")
-                int8_path = scratch / "int8.onnx"
-                ops = quantize.quantize_int8(scratch / "fp32" / MODEL_FILE, int8_path)
-                final_bytes, details = int8_path.read_bytes(), {"method": quantize.DYNAMIC_METHOD}
-            else:
-                log("quantizing the embedding table to per-row int8")
-                final_bytes, details = embedding_quant.quantize_embeddings(fp32_bytes)
-                ops = graph_op_types(final_bytes)
-            final_engine = InferenceEngine(
-                load_bundle(write_bundle(scratch / "int8", onnx_model=final_bytes, quantization=config.quantize,
-                                         **common)),
-                provider="cpu", threads=config.threads, explain=True)
-            report["quantization"] = {**quantize.check_int8(fp32_engine, final_engine, all_ids, gold, ops,
-                                                            max_drop_points=config.max_accuracy_drop,
-                                                            method=details["method"]), **details}
-            report["validation_accuracy"] = report["quantization"]["int8_accuracy"]
-        elif config.quantize is not None:
-            raise ExportError(f"unknown quantization {config.quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
-        log("padding-invariance gate")
-        report["padding_invariance"] = _padding_gate(final_engine, docs.id_lists, config)
-        # fp32: the self-test expects PyTorch's answers. A quantized graph has no PyTorch twin, so it
-        # expects what ONNX Runtime on this CPU gave the published graph, in the same fixed batches.
-        served = _run_batches(final_engine, test_inputs, test_plan)
-        expected = test_torch if config.quantize is None else served
-        self_test = SelfTest(tuple(tuple(x) for x in test_inputs), tuple(tuple(p) for p in expected.tolist()),
-                             tuple(test_plan), parity.PARITY_TOLERANCE,
-                             "pytorch" if config.quantize is None else "onnxruntime-cpu")
-        report["passed"] = True
-        if final_engine is not fp32_engine:  # the reference describes the graph that is published
-            held_out = final_engine.predict_proba(all_ids)
-        reference_scores, reference_source = drift_reference.held_out_probabilities(
-            held_out, checkpoint, documents_given=config.parity_data is not None)
-        log(f"drift reference: {reference_source}")
-        common["extra"] = {**common["extra"], DRIFT_REFERENCE_KEY: drift_reference.reference_for(
-            reference_scores, checkpoint.labels, checkpoint.metrics, [label for _, label in validation]),
-            "drift_reference_scores": reference_source}
-        final = write_bundle(scratch / "final", onnx_model=final_bytes, quantization=config.quantize, parity=report,
-                             self_test=self_test, self_test_report=selftest_inputs.coverage(
-                                 test_inputs, expected, checkpoint.labels, max_len, len(candidates)), **common)
-        # The published bundle must verify, and pass its self-test, exactly as a consumer will load it.
-        try:
-            open_verified(load_bundle(final), provider="cpu", threads=config.threads, explain=True).close()
-        except SelfTestError as exc:
-            raise ParityError(f"self-test gate failed: {exc}; no bundle written",
-                              {"self_test": exc.result.describe() if exc.result else str(exc)}) from None
-        try:
-            os.rename(final, output)  # atomic on one filesystem; replaces an empty output directory
-        except OSError as exc:
-            raise ExportError(f"cannot move the verified bundle to {output}: {exc.strerror}") from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    if config.store is not None:  # the first version of a store becomes CURRENT; later ones wait for promote
-        ModelStore(output.parent).promote(output.name, only_if_empty=True, action="export", verify=lambda _: {
-            "self_test_max_abs_diff": float(np.abs(served - expected).max()), "provider": "cpu"})
-    return output
+        open_verified(load_bundle(final), provider="cpu", threads=config.threads, explain=True).close()
+    except SelfTestError as exc:
+        raise ParityError(f"self-test gate failed: {exc}; no bundle written",
+                          {"self_test": exc.result.describe() if exc.result else str(exc)}) from None
+    try:
+        os.rename(final, output)  # atomic on one filesystem; replaces an empty output directory
+    except OSError as exc:
+        raise ExportError(f"cannot move the verified bundle to {output}: {exc.strerror}") from None
 
 
 def _not_held_out(manifest: dict) -> str:
