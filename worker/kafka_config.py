@@ -36,7 +36,7 @@ def consumer_config(settings: WorkerSettings) -> dict[str, Any]:
         bootstrap_servers=list(settings.bootstrap_servers),
         group_id=settings.group_id,
         client_id=_client_id(settings),
-        enable_auto_commit=False,  # offsets move only with answered records (worker/pipeline/guarantees.py)
+        enable_auto_commit=False,  # offsets move only with answered records (worker/pipeline/guarantee.py)
         auto_offset_reset=settings.start_from,  # only where the group committed nothing
         # Records of aborted upstream transactions are never classified, whichever guarantee this worker gives.
         isolation_level="read_committed",
