@@ -9,7 +9,6 @@ exactly what the parity gate exists to catch.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from core.engine import InferenceEngine
 from export import parity
 from export.cli import main as export_main
 from tests.support.model import TINY_TRAIN_ARGS, run_cli
+from tests.support.paths import read_only_folder
 
 pytestmark = pytest.mark.slow
 
@@ -296,15 +296,6 @@ def test_the_printed_validation_accuracy_says_why_it_is_not_held_out(model_confi
     assert (expected in caveat and caveat.startswith(" (not held out: ")) if expected else caveat == ""
     if train_config["val_fraction"] == 0:
         assert "member 1" not in caveat  # every member trained on everything; there is no member-1 fold
-
-
-def read_only_folder(tmp_path: Path) -> Path:
-    """A folder this process cannot write in: mode 555, or for root (whom modes do not stop) /proc."""
-    if os.geteuid() == 0:
-        return Path("/proc")
-    folder = tmp_path / "read-only"
-    folder.mkdir(mode=0o555)
-    return folder
 
 
 def test_an_unwritable_output_is_refused_before_any_work(tiny_checkpoint_dir: Path, tmp_path: Path) -> None:

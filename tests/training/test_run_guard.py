@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.paths import read_only_folder
+
 LSTM_TRAIN = str(Path(sys.executable).parent / "lstm-train")
 # Small, but long enough (40 epochs) that a signal lands while three members train in their processes.
 SLOW_THREE_MEMBERS = ["--text-field", "2", "--label-field", "1", "--members", "3", "--jobs", "3", "--epochs", "40",
@@ -36,15 +38,6 @@ def running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
-
-
-def read_only_folder(tmp_path: Path) -> Path:
-    """A folder this process cannot write in: mode 555, or for root (whom modes do not stop) /proc."""
-    if os.geteuid() == 0:
-        return Path("/proc")
-    folder = tmp_path / "read-only"
-    folder.mkdir(mode=0o555)
-    return folder
 
 
 def test_an_unwritable_output_is_refused_before_any_work(lstm_train, synthetic_jsonl: Path, tmp_path: Path) -> None:
