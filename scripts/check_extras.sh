@@ -24,7 +24,10 @@ fi
 
 started=$SECONDS
 "$PYTHON" -m venv "$work/worker"
-"$work/worker/bin/pip" install --quiet --disable-pip-version-check '.[worker]'
+# From a copy of the sources: a build in the checkout leaves build/, whose stale modules a later build would ship.
+mkdir "$work/source"
+cp -r pyproject.toml README.md core training export worker "$work/source/"
+"$work/worker/bin/pip" install --quiet --disable-pip-version-check "$work/source[worker]"
 if "$work/worker/bin/python" -c 'import torch' 2>/dev/null; then
     echo "check_extras: torch is installed with [worker] alone" >&2
     exit 1
