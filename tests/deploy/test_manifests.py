@@ -878,3 +878,9 @@ def test_worker_alert_unit_tests(rendered: dict[str, list[Obj]], case: str, tmp_
     result = subprocess.run([PROMTOOL, "test", "rules", "worker-alerts.test.yaml"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     assert (result.returncode != 0) == fails, result.stdout + result.stderr
+
+
+def test_the_replay_job_connects_as_the_workers_do() -> None:
+    # kustomize loads no file from outside a kustomization's folder, so the Job keeps a copy of the
+    # workers' Kafka settings; a change to one without the other would point the Job at another cluster.
+    assert (K8S / "jobs" / "replay" / "kafka.env").read_text() == (K8S / "base" / "kafka.env").read_text()
