@@ -7,7 +7,14 @@ handles it on the loop thread:
 - acknowledged: the record is answered, and its offset can be committed once
   every earlier record of its partition is;
 - *too large*: the record's message moves one rung down the ladder and is sent
-  again (a label becomes an ``output_too_large`` dead letter);
+  again (a label becomes an ``output_too_large`` dead letter), but only when the
+  refusal is the record's own (:func:`~worker.pipeline.send_failures.own_refusal`):
+  the producer refused it before queueing, or the broker refused it while nothing
+  else was in flight. Otherwise (kafka-python fails the sends queued behind a
+  refused batch, and every later one of a failed idempotent producer, with that
+  same error) the message is held as a *suspect*: the producer is replaced, and
+  held messages go out one at a time, each alone, until every suspect was sent
+  alone: the ones that fit are labelled, the others move down;
 - *fatal* (the producer is closed or fenced, or a bug): the worker stops, and a
   restart re-reads from the last commit;
 - anything else (a missing topic, no ACL, a schema refusing records, a timeout):
@@ -29,7 +36,7 @@ from kafka.structs import TopicPartition
 from worker.exceptions import StartupError
 from worker.pipeline.guarantee import OVERDUE_S, Guarantee
 from worker.pipeline.messages import FIRST_DEAD_LETTER, Message, smaller
-from worker.pipeline.send_failures import FailureKind, classify
+from worker.pipeline.send_failures import FailureKind, classify, own_refusal
 
 
 class AtLeastOnce(Guarantee):
@@ -39,6 +46,8 @@ class AtLeastOnce(Guarantee):
         self._outcomes: queue.SimpleQueue[tuple[Message, BaseException | None, float]] = queue.SimpleQueue()
         self._held: list[Message] = []  # waiting behind a failed send; per partition in offset order
         self._probe: Message | None = None  # the retried send whose outcome ends or extends the stall
+        self._probe_alone = False  # nothing else was in flight when the probe went out
+        self._suspects: set[int] = set()  # id() of held messages refused as too large among others
         self._unacknowledged: OrderedDict[int, tuple[str, float]] = OrderedDict()  # id(message) -> (topic, sent at)
         self._last_commit = 0.0
 
@@ -58,20 +67,39 @@ class AtLeastOnce(Guarantee):
 
     def service(self, now: float) -> None:
         self._take_outcomes(now)
-        if self.stall is not None and self._probe is None and self.retry_due(now) and self._producer_usable(now):
-            probe = self._pop_live()
-            if probe is None:  # everything held belonged to revoked partitions
-                self.recovered(now, held=0)
-            else:
-                self._probe = probe
-                self.metrics.send_retries.labels(probe.topic).inc()
-                self._send(probe, now)
-        while self.stall is None and self._probe is None and self._held:
+        if self._probe is not None:
+            return
+        if self.stall is not None:
+            if self.retry_due(now) and self._producer_usable(self.stall.topic, now):
+                probe = self._pop_live()
+                if probe is None:  # everything held belonged to revoked partitions
+                    self.recovered(now, held=0)
+                else:
+                    self.metrics.send_retries.labels(probe.topic).inc()
+                    self._send_probe(probe, now)
+            return
+        if self._isolating():
+            # Alone means alone on this producer: wait for what is in flight, and replace a failed producer.
+            if not self._unacknowledged and self._producer_usable(self._held[0].topic, now):
+                probe = self._pop_live()
+                if probe is not None:
+                    self._send_probe(probe, now)
+            return
+        while self._held:
             message = self._pop_live()
             if message is not None:
                 self._send(message, now)
 
-    def _producer_usable(self, now: float) -> bool:
+    def _send_probe(self, message: Message, now: float) -> None:
+        self._probe, self._probe_alone = message, not self._unacknowledged
+        self._send(message, now)
+
+    def _isolating(self) -> bool:
+        """True while a held message was refused as too large among others and not yet sent alone."""
+        self._suspects &= {id(message) for message in self._held}
+        return bool(self._suspects)
+
+    def _producer_usable(self, topic: str, now: float) -> bool:
         """Replace a producer that a refusal left unusable, before the retry; False if no new one started yet."""
         broken = self.producer.broken()
         if broken is None:
@@ -79,7 +107,7 @@ class AtLeastOnce(Guarantee):
         try:
             replacement = self.new_producer()
         except (KafkaError, StartupError) as exc:  # the broker is still away: try again after the backoff
-            self.schedule_retry(self.stall.topic, exc, now)
+            self.schedule_retry(topic, exc, now)
             return False
         self.discard_producer(broken)
         self.producer = replacement
@@ -125,7 +153,10 @@ class AtLeastOnce(Guarantee):
             except Exception as exc:  # noqa: BLE001 - classified below: too large, retried, or fatal
                 if classify(exc) is FailureKind.TOO_LARGE and not message.smallest:
                     self._log_too_large(message, exc)
-                    message = smaller(message, self.settings)
+                    reduced = smaller(message, self.settings)
+                    if message is self._probe:
+                        self._probe = reduced
+                    message = reduced
                     continue
                 self._failed(message, exc, now)
                 return
@@ -168,12 +199,17 @@ class AtLeastOnce(Guarantee):
         if kind is FailureKind.FATAL:
             self.fatal = self.fatal or f"send to {message.topic!r} failed: {type(exc).__name__}: {exc}"
             return
-        if kind is FailureKind.TOO_LARGE and not message.smallest:
-            if was_probe:  # the destination answered: it works, only this message does not fit
+        if kind is FailureKind.TOO_LARGE:
+            if was_probe:  # the destination answered: it works, only some message does not fit
                 self.recovered(now, held=len(self._held))
-            self._log_too_large(message, exc)
-            self.publish([smaller(message, self.settings)], now)
-            return
+            if not own_refusal(exc, alone=was_probe and self._probe_alone):
+                self._suspects.add(id(message))  # sent again alone before anything is concluded
+                self._hold(message)
+                return
+            if not message.smallest:
+                self._log_too_large(message, exc)
+                self.publish([smaller(message, self.settings)], now)
+                return
         self._hold(message)
         if self.stall is not None and not was_probe:
             return  # one more send that was already in flight; the probe decides when to try again

@@ -8,9 +8,16 @@ flush timeout, a third of ``--transaction-timeout-ms``, so a transaction ends
 is back in ``poll`` well within ``--max-poll-interval-ms``.
 
 A failed transaction is aborted and the same batch is sent again after the
-backoff (messages refused as too large one rung smaller); later batches wait
+backoff; later batches wait
 behind it, fetching pauses and ``/readyz`` says why, as for a failed send in
 at-least-once mode. Records are answered only when their transaction commits.
+
+A message moves one rung down the ladder only for a *too large* refusal of its
+own (:func:`~worker.pipeline.send_failures.own_refusal`): the broker refuses a
+whole batch and kafka-python fails the sends queued behind it with the same
+error, so when one comes back among others the retried transaction sends the
+batch one message at a time, each flushed alone, and the first refused one moves
+down before the next retry.
 
 The offsets a transaction commits are one past the batch's last record, or the
 consumer's position where nothing was polled after the batch (it passes the
@@ -38,7 +45,7 @@ from kafka.structs import TopicPartition
 from worker.exceptions import StartupError
 from worker.pipeline.guarantee import Guarantee
 from worker.pipeline.messages import Message, smaller
-from worker.pipeline.send_failures import FailureKind, backoff_s, classify
+from worker.pipeline.send_failures import FailureKind, backoff_s, classify, own_refusal
 
 
 class ExactlyOnce(Guarantee):
@@ -48,6 +55,7 @@ class ExactlyOnce(Guarantee):
         self._timeout_s = self.settings.flush_timeout_s
         self._next_offsets_commit = 0.0  # when a transaction of offsets alone may run next (monotonic)
         self._offsets_failures = 0
+        self._one_at_a_time = False  # the oldest batch had a too-large refusal among others: isolate its sends
 
     def publish(self, messages: list[Message], now: float) -> None:
         if messages:
@@ -64,6 +72,7 @@ class ExactlyOnce(Guarantee):
             if batch and not self._transact(batch, self._offsets_after(batch), now, deadline):
                 return
             self._pending.popleft()
+            self._one_at_a_time = False
             now = time.monotonic()
             if self.stall is not None:
                 self.recovered(now, batches_waiting=len(self._pending))
@@ -108,20 +117,7 @@ class ExactlyOnce(Guarantee):
             if self.producer is None:
                 self.producer = self.new_producer()
             self.producer.begin()
-            sent = [self._send(message) for message in batch]
-            self.producer.flush(timeout)
-            failures = []
-            for i, (message, future) in enumerate(sent):
-                if future.succeeded():
-                    continue
-                error = future.exception or KafkaTimeoutError(f"send not acknowledged within {timeout:.1f} s")
-                if classify(error) is FailureKind.TOO_LARGE and not message.smallest:
-                    sent[i] = (smaller(message, self.settings), future)  # the retry sends it smaller
-                failures.append(error)
-            if failures:
-                self._pending[0] = [message for message, _ in sent]
-                error = failures[0]
-                raise error if isinstance(error, KafkaError) else KafkaError(f"send failed: {error!r}")
+            sent = self._send_batch(batch, timeout)
             if offsets and self.consumer.membership_in_doubt():
                 raise KafkaError("no heartbeat answered for longer than the session timeout: the group may have "
                                  "moved these partitions; the batch waits")
@@ -141,6 +137,38 @@ class ExactlyOnce(Guarantee):
         self.tracker.mark_committed(offsets)
         self.metrics.commits.labels("ok").inc()
         return True
+
+    def _send_batch(self, batch: list[Message], timeout: float) -> list[tuple[Message, Any]]:
+        """Send and flush ``batch`` (each message alone when isolating); raise on the first failure found.
+
+        Before raising, the batch waiting for the retry is updated: a message refused as too large on its own
+        moves one rung down; a refusal among others makes the retry send one message at a time.
+        """
+        alone = self._one_at_a_time or len(batch) == 1
+        sent: list[tuple[Message, Any]] = []
+        for message in batch:
+            sent.append(self._send(message))
+            if self._one_at_a_time:
+                self.producer.flush(timeout)
+                self._check(sent, batch, timeout, alone)
+        if not self._one_at_a_time:
+            self.producer.flush(timeout)
+            self._check(sent, batch, timeout, alone)
+        return sent
+
+    def _check(self, sent: list[tuple[Message, Any]], batch: list[Message], timeout: float, alone: bool) -> None:
+        for i, (message, future) in enumerate(sent):
+            if future.succeeded():
+                continue
+            error = future.exception or KafkaTimeoutError(f"send not acknowledged within {timeout:.1f} s")
+            retry = [sent_message for sent_message, _ in sent] + batch[len(sent):]
+            if classify(error) is FailureKind.TOO_LARGE:
+                if not own_refusal(error, alone=alone and i == len(sent) - 1):
+                    self._one_at_a_time = True
+                elif not message.smallest:
+                    retry[i] = smaller(message, self.settings)
+            self._pending[0] = retry
+            raise error if isinstance(error, KafkaError) else KafkaError(f"send failed: {error!r}")
 
     def _send(self, message: Message) -> tuple[Message, Any]:
         """Send in the largest form the producer takes: one it refuses before queueing joins smaller at once."""

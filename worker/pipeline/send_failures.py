@@ -32,6 +32,17 @@ def classify(exc: BaseException) -> FailureKind:
     return FailureKind.RETRY
 
 
+def own_refusal(exc: BaseException, *, alone: bool) -> bool:
+    """Whether a *too large* refusal says the record itself does not fit.
+
+    The producer checks each record before queueing it (that error is always the record's own); the broker
+    refuses a whole batch, and kafka-python fails every send queued behind it (and, for an idempotent
+    producer, every later one until it is replaced) with that same error. So a broker's refusal counts as the
+    record's own only when the record was ``alone`` in flight: by itself in its batch, nothing queued before it.
+    """
+    return classify(exc) is FailureKind.TOO_LARGE and alone
+
+
 def advice(topic: str, exc: BaseException, transactional_id: str = "") -> str:
     """What an operator can do about a send to ``topic`` (in a transaction of ``transactional_id``) failing."""
     if isinstance(exc, kafka_errors.TransactionalIdAuthorizationFailedError):
