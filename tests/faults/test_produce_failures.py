@@ -3,7 +3,7 @@
 On Apache Kafka (tests/support/topic_refusal.py) an output topic refuses writes for real and accepts them again
 while the worker runs (a topic timestamp limit: INVALID_TIMESTAMP); Tansu ignores it, so that test is
 ``kafka_only``. "Too large" for the worker's own producer (``max_request_size``) runs on both. (A topic's
-``max.message.bytes`` below a label is not tested yet: docs/kafka.md says what it does today.)
+``max.message.bytes`` below a label: tests/faults/test_topic_size_limit.py.)
 
 Both delivery modes must behave alike: a refused send (or a transaction that keeps failing) is retried with
 back-off, the worker stays up and reports not ready, and only a real fence would make it exit. (The refusal
