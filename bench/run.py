@@ -3,6 +3,11 @@
 Writes ``bench/results/<timestamp>.json`` and ``bench/results/latest.json`` and
 prints the ratios the performance targets are stated in. Ratios measured in
 one run are what count; absolute numbers depend on the machine and its load.
+
+The worker is measured through each local broker of ``--broker`` (Apache Kafka
+and Tansu by default), the rounds interleaved so every broker sees the same
+load; the targets are checked on the first, and ``kafka_vs_tansu`` holds the
+ratios between the two when both ran.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import os
 import platform
 import random
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
@@ -22,8 +28,9 @@ from bench.provenance import command_line, write_result
 from bench.streaming import measure_worker
 from core.bundle import load_bundle
 from core.runtime import usable_cpus
+from devtools.local_broker import BROKER_KINDS, DESCRIPTIONS, KAFKA, TANSU, running_broker
 from training.data import load_dataset
-from worker.devbroker import DevBroker, free_port
+from worker.devbroker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLES = [ROOT / "artifacts/default/bundle", ROOT / "artifacts/demo/bundle"]
@@ -59,9 +66,14 @@ def default_bundle() -> Path | None:
                    "half load is always measured, and is the one the latency target is stated at).")
 @click.option("--rounds", default=3, show_default=True,
               help="Alternating classify/worker throughput rounds; medians are compared.")
+@click.option("--broker", "brokers", type=click.Choice(BROKER_KINDS), multiple=True, default=(KAFKA, TANSU),
+              show_default=True, envvar="LSTM_BENCH_BROKER", show_envvar=True,
+              help="Local broker(s) to measure the worker through, interleaved (repeatable; the targets are "
+                   "checked on the first).")
 @click.option("--output", type=click.Path(path_type=Path), default=ROOT / "bench/results", show_default=True)
 def main(bundle: Path | None, checkpoint: Path | None, data: str, docs: int, per_message_docs: int, threads: int,
-         provider: str, latency_seconds: float, curve_loads: tuple[float, ...], rounds: int, output: Path) -> None:
+         provider: str, latency_seconds: float, curve_loads: tuple[float, ...], rounds: int,
+         brokers: tuple[str, ...], output: Path) -> None:
     """Measure per-message PyTorch, per-message ONNX Runtime, batched classify and the worker via Kafka."""
     if bundle is None:
         raise click.UsageError("no bundle found: run `make demo` or `lstm-export`, or pass --bundle")
@@ -92,34 +104,48 @@ def main(bundle: Path | None, checkpoint: Path | None, data: str, docs: int, per
     results["classify_unbucketed"] = ort_batched(loaded, texts, threads, provider, bucketed=False)
     # Three seconds of streaming is a short, noisy sample on a shared machine: alternate classify and the
     # worker for --rounds rounds (so both see the same load) and compare medians.
-    classify_rounds, worker_rounds = [], []
-    for round_no in range(rounds):
-        click.echo(f"round {round_no + 1}/{rounds}: batched classify, then the worker through a local broker ...")
-        classify_rounds.append(ort_batched(loaded, texts, threads, provider, bucketed=True))
-        with DevBroker() as broker:
-            worker_rounds.append(measure_worker(broker.bootstrap_servers, bundle, texts, metrics_port=free_port(),
-                                                threads=threads, provider=provider, latency_seconds=0))
-    results["classify_bucketed"] = median_round(classify_rounds)
-    results["worker_throughput_rounds"] = [r["docs_per_s"] for r in worker_rounds]
-    results["classify_rounds"] = [r["docs_per_s"] for r in classify_rounds]
-    config = loaded.manifest["model"].get("config")
-    if config:
-        tokens = sum(len(loaded.vocab.token_ids(t, loaded.preprocessing.max_len)) for t in texts)
-        seconds = results["classify_bucketed"]["seconds"]
-        results["lstm_gflops_achieved"] = round(tokens * lstm_flops_per_token(config) / seconds / 1e9, 2)
-    worker_max = median_round(worker_rounds)["docs_per_s"]
-    click.echo(f"latency at half load ({worker_max / 2:.0f} docs/s), then at {', '.join(map(str, curve_loads))} "
-               "of the worker's throughput ...")
-    with DevBroker() as broker:
-        results["worker"] = measure_worker(broker.bootstrap_servers, bundle, texts, metrics_port=free_port(),
-                                           threads=threads, provider=provider, latency_seconds=latency_seconds,
-                                           latency_rate=worker_max / 2,
-                                           curve_rates=[share * worker_max for share in curve_loads])
-    # That run's own throughput is a fourth sample; the median of the alternating rounds is what counts.
-    results["worker"]["fourth_round_docs_per_s"] = results["worker"]["docs_per_s"]
-    results["worker"]["docs_per_s"] = worker_max
+    brokers = tuple(dict.fromkeys(brokers))  # each once, in the order given
+    with ExitStack() as stack:
+        started = {kind: stack.enter_context(running_broker(kind)) for kind in brokers}
+        bootstrap = {kind: broker.bootstrap_servers for kind, broker in started.items()}
+        classify_rounds: list[dict] = []
+        worker_rounds: dict[str, list[dict]] = {kind: [] for kind in brokers}
+        for round_no in range(rounds):
+            click.echo(f"round {round_no + 1}/{rounds}: batched classify, then the worker through "
+                       f"{', '.join(brokers)} ...")
+            classify_rounds.append(ort_batched(loaded, texts, threads, provider, bucketed=True))
+            for kind in brokers:
+                worker_rounds[kind].append(measure_worker(bootstrap[kind], bundle, texts, metrics_port=free_port(),
+                                                          threads=threads, provider=provider, latency_seconds=0))
+        results["classify_bucketed"] = median_round(classify_rounds)
+        results["classify_rounds"] = [r["docs_per_s"] for r in classify_rounds]
+        config = loaded.manifest["model"].get("config")
+        if config:
+            tokens = sum(len(loaded.vocab.token_ids(t, loaded.preprocessing.max_len)) for t in texts)
+            seconds = results["classify_bucketed"]["seconds"]
+            results["lstm_gflops_achieved"] = round(tokens * lstm_flops_per_token(config) / seconds / 1e9, 2)
+        results["brokers"] = {}
+        for kind in brokers:
+            worker_max = median_round(worker_rounds[kind])["docs_per_s"]
+            click.echo(f"{kind}: latency at half load ({worker_max / 2:.0f} docs/s), then at "
+                       f"{', '.join(map(str, curve_loads))} of the worker's throughput ...")
+            worker = measure_worker(bootstrap[kind], bundle, texts, metrics_port=free_port(), threads=threads,
+                                    provider=provider, latency_seconds=latency_seconds, latency_rate=worker_max / 2,
+                                    curve_rates=[share * worker_max for share in curve_loads])
+            # That run's own throughput is one more sample; the median of the alternating rounds is what counts.
+            worker["fourth_round_docs_per_s"] = worker["docs_per_s"]
+            worker["docs_per_s"] = worker_max
+            results["brokers"][kind] = {"broker": DESCRIPTIONS[kind], "worker": worker,
+                                        "worker_throughput_rounds": [r["docs_per_s"] for r in worker_rounds[kind]]}
+    primary = results["brokers"][brokers[0]]
+    results["worker_broker"] = brokers[0]
+    results["worker"] = primary["worker"]
+    results["worker_throughput_rounds"] = primary["worker_throughput_rounds"]
     results["machine"]["load_avg_at_end"] = os.getloadavg()
     results["ratios"] = ratios(results)
+    if KAFKA in results["brokers"] and TANSU in results["brokers"]:
+        results["kafka_vs_tansu"] = between_brokers(results["brokers"][KAFKA]["worker"],
+                                                    results["brokers"][TANSU]["worker"])
     write(results, output)
 
 
@@ -143,6 +169,17 @@ def ratios(r: dict) -> dict:
     return out
 
 
+def between_brokers(kafka: dict, tansu: dict) -> dict:
+    """The worker on Apache Kafka over the worker on Tansu: above 1 means more (throughput) or slower (times)."""
+    return {
+        "docs_per_s": round(kafka["docs_per_s"] / tansu["docs_per_s"], 3),
+        "p50_ms_at_half_load": round(kafka["latency"]["p50_ms"] / tansu["latency"]["p50_ms"], 3),
+        "p99_ms_at_half_load": round(kafka["latency"]["p99_ms"] / tansu["latency"]["p99_ms"], 3),
+        "startup_to_ready_s": round(kafka["startup_to_ready_s"] / tansu["startup_to_ready_s"], 3),
+        "worker_rss_mb": round(kafka["rss_mb"] / tansu["rss_mb"], 3),
+    }
+
+
 def write(results: dict, output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -156,11 +193,16 @@ def write(results: dict, output: Path) -> None:
         lower_is_better = name in ("p99_ms_at_half_load", "worker_rss_mb")
         ok = "" if target is None else ("yes" if (value <= target if lower_is_better else value >= target) else "NO")
         click.echo(f"{name:<34}{value:>12}{'' if target is None else target:>10}  {ok}")
-    rates = {k: v["docs_per_s"] for k, v in results.items() if isinstance(v, dict) and "docs_per_s" in v}
+    rates = {k: v["docs_per_s"] for k, v in results.items() if isinstance(v, dict) and "docs" in v}
     click.echo("\n" + "  ".join(f"{k}: {v} docs/s" for k, v in rates.items()))
-    for point in results["worker"].get("latency_curve", []):
-        measured = point.get("error") or f"p50 {point['p50_ms']} / p95 {point['p95_ms']} / p99 {point['p99_ms']} ms"
-        click.echo(f"offered {point['offered_docs_per_s']:>8} docs/s: {measured}")
+    for measured_on in results["brokers"].values():
+        click.echo(f"{measured_on['broker']}: {measured_on['worker']['docs_per_s']} docs/s "
+                   f"(rounds: {measured_on['worker_throughput_rounds']})")
+        for point in measured_on["worker"].get("latency_curve", []):
+            measured = point.get("error") or f"p50 {point['p50_ms']} / p95 {point['p95_ms']} / p99 {point['p99_ms']} ms"
+            click.echo(f"  offered {point['offered_docs_per_s']:>8} docs/s: {measured}")
+    for name, ratio in results.get("kafka_vs_tansu", {}).items():
+        click.echo(f"Kafka / Tansu {name}: {ratio}")
 
 
 if __name__ == "__main__":
