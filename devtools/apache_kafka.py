@@ -27,9 +27,11 @@ from types import TracebackType
 from devtools.kafka_jars import KAFKA_VERSION, KafkaToolError, classpath, require_tool
 from devtools.kafka_properties import (
     ADMIN_USER,
-    CLIENT_LISTENERS,
+    ALLOWED_URLS_PROPERTY,
     HOST,
     BrokerLayout,
+    OAuthValidation,
+    client_listeners,
     server_properties,
     write_log4j2,
     write_properties,
@@ -47,11 +49,15 @@ _running: set[ApacheKafka] = set()
 class ApacheKafka:
     """One Apache Kafka broker and controller on loopback, in ``workdir`` (a temporary directory if None)."""
 
-    def __init__(self, workdir: Path | None = None, *, authorizer: bool = False):
+    def __init__(self, workdir: Path | None = None, *, authorizer: bool = False,
+                 oauth: OAuthValidation | None = None):
+        """``oauth``: also a SASL_OAUTH listener whose tokens Kafka validates against that issuer's JWKS."""
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="apache-kafka-")) if workdir is None else Path(workdir)
         self.authorizer = authorizer
-        self.ports = {name: free_port(HOST) for name in (*CLIENT_LISTENERS, "INTERNAL", "CONTROLLER")}
+        self.oauth = oauth
+        self.ports = {name: free_port(HOST)
+                      for name in (*client_listeners(oauth is not None), "INTERNAL", "CONTROLLER")}
         self.users = {name: secrets.token_hex(12) for name in USERS}
         self._broker_password = secrets.token_hex(12)
         self.tls: TestCertificates | None = None
@@ -61,7 +67,7 @@ class ApacheKafka:
     # -- addresses and client settings ------------------------------------------------------------------------
     @property
     def listeners(self) -> dict[str, str]:
-        return {name: f"{HOST}:{self.ports[name]}" for name in CLIENT_LISTENERS}
+        return {name: f"{HOST}:{self.ports[name]}" for name in client_listeners(self.oauth is not None)}
 
     @property
     def bootstrap_servers(self) -> str:
@@ -88,11 +94,12 @@ class ApacheKafka:
         self.tls = make_test_certificates(self.workdir / "tls")
         layout = BrokerLayout(ports=self.ports, data_dir=self.workdir / "data", log_dir=self.log_file.parent,
                               tls=self.tls, users=self.users, broker_password=self._broker_password,
-                              authorizer=self.authorizer)
+                              authorizer=self.authorizer, oauth=self.oauth)
         properties = write_properties(config_dir / "server.properties", server_properties(layout))
         log4j = write_log4j2(config_dir / "log4j2.properties", self.log_file)
+        allowed = [f"-D{ALLOWED_URLS_PROPERTY}={self.oauth.jwks_url}"] if self.oauth else []
         jvm = [java, *HEAP, "-XX:+UseG1GC", "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
-               f"-Dkafka.logs.dir={self.log_file.parent}", "-cp", jars]
+               f"-Dkafka.logs.dir={self.log_file.parent}", *allowed, "-cp", jars]
         self._format(jvm, properties)
         output = (self.log_file.parent / "jvm.out").open("ab")
         with output:

@@ -4,7 +4,9 @@ Listeners, each on its own loopback port: PLAINTEXT, SSL (client certificates re
 SASL_SSL (SCRAM-SHA-512 and PLAIN) for clients, SSL_WRONG_HOST (TLS with a certificate for another host name,
 which hostname verification must refuse); INTERNAL (inter-broker: the transaction coordinator writes its
 markers through it) and CONTROLLER, both SASL_PLAINTEXT as the user ``broker``, so that with the authorizer on the
-broker is a named super user rather than ``User:ANONYMOUS``, which every PLAINTEXT client also is.
+broker is a named super user rather than ``User:ANONYMOUS``, which every PLAINTEXT client also is. With
+``oauth`` set, one more: SASL_OAUTH (SASL_SSL, OAUTHBEARER only), whose tokens Kafka's own validator checks
+against an OIDC issuer's JWKS, and which makes every client re-authenticate (KIP-368) as often as ``reauth_ms``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from devtools.kafka_tls import TestCertificates
 
 HOST = "127.0.0.1"
 CLIENT_LISTENERS = ("PLAINTEXT", "SSL", "SASL_SSL", "SSL_WRONG_HOST")
+OAUTH_LISTENER = "SASL_OAUTH"
+OAUTH_VALIDATOR = "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler"
+# Kafka 4 fetches a JWKS (or a token) only from URLs this JVM system property lists.
+ALLOWED_URLS_PROPERTY = "org.apache.kafka.sasl.oauthbearer.allowed.urls"
 BROKER_USER = "broker"
 ADMIN_USER = "admin"
 STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
@@ -42,6 +48,16 @@ TEST_BROKER_SETTINGS = {
 
 
 @dataclass(frozen=True)
+class OAuthValidation:
+    """Whose tokens the SASL_OAUTH listener accepts, and how long an authenticated session lives."""
+
+    jwks_url: str
+    issuer: str
+    audience: str
+    reauth_ms: int  # connections.max.reauth.ms: a session is re-validated (a fresh token) at least this often
+
+
+@dataclass(frozen=True)
 class BrokerLayout:
     """Where one broker listens and keeps its files, and who may log in."""
 
@@ -52,6 +68,25 @@ class BrokerLayout:
     users: dict[str, str]  # client users (SCRAM and PLAIN alike) -> password
     broker_password: str
     authorizer: bool
+    oauth: OAuthValidation | None = None
+
+
+def client_listeners(oauth: bool) -> tuple[str, ...]:
+    return (*CLIENT_LISTENERS, OAUTH_LISTENER) if oauth else CLIENT_LISTENERS
+
+
+def _oauth_properties(oauth: OAuthValidation) -> dict[str, object]:
+    listener = f"listener.name.{OAUTH_LISTENER.lower()}"
+    return {
+        f"{listener}.sasl.enabled.mechanisms": "OAUTHBEARER",
+        f"{listener}.oauthbearer.sasl.jaas.config":
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;",
+        f"{listener}.oauthbearer.sasl.server.callback.handler.class": OAUTH_VALIDATOR,
+        "connections.max.reauth.ms": oauth.reauth_ms,
+        "sasl.oauthbearer.jwks.endpoint.url": oauth.jwks_url,
+        "sasl.oauthbearer.expected.issuer": oauth.issuer,
+        "sasl.oauthbearer.expected.audience": oauth.audience,
+    }
 
 
 def _plain_login(users: dict[str, str], login_as: tuple[str, str] | None = None) -> str:
@@ -68,9 +103,11 @@ def server_properties(layout: BrokerLayout) -> dict[str, object]:
         "node.id": 1,
         "controller.quorum.bootstrap.servers": f"{HOST}:{ports['CONTROLLER']}",
         "listeners": ",".join(f"{name}://{HOST}:{port}" for name, port in ports.items()),
-        "advertised.listeners": ",".join(f"{name}://{HOST}:{ports[name]}" for name in (*CLIENT_LISTENERS, "INTERNAL")),
+        "advertised.listeners": ",".join(f"{name}://{HOST}:{ports[name]}"
+                                         for name in (*client_listeners(layout.oauth is not None), "INTERNAL")),
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,SSL_WRONG_HOST:SSL,"
-                                          "INTERNAL:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+                                          "INTERNAL:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+                                          + (f",{OAUTH_LISTENER}:SASL_SSL" if layout.oauth else ""),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "INTERNAL",
         "sasl.mechanism.controller.protocol": "PLAIN",
@@ -93,6 +130,8 @@ def server_properties(layout: BrokerLayout) -> dict[str, object]:
         "log.dirs": layout.data_dir,
         **TEST_BROKER_SETTINGS,
     }
+    if layout.oauth is not None:
+        properties |= _oauth_properties(layout.oauth)
     if layout.authorizer:
         properties |= {
             "authorizer.class.name": STANDARD_AUTHORIZER,

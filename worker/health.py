@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -19,6 +20,8 @@ class HealthState:
         self.assigned = 0
         self.stopping = False
         self.send_problem: str | None = None  # why sends are stuck, while the worker retries them
+        # Why the worker cannot log in to the broker (an OAUTHBEARER token endpoint down), while it retries.
+        self.credential_problem: Callable[[], str | None] = lambda: None
 
     def beat(self) -> None:
         self.last_loop = time.monotonic()
@@ -36,6 +39,8 @@ class HealthState:
             return False, "shutting down"
         if self.send_problem:
             return False, f"not producing: {self.send_problem}"
+        if problem := self.credential_problem():
+            return False, f"cannot authenticate: {problem}"
         if self.assigned == 0:
             return False, "no partitions assigned"
         return True, f"ok: {self.assigned} partitions assigned"

@@ -85,6 +85,8 @@ def connect_error(settings: WorkerSettings, exc: Exception) -> StartupError:
 def principal(settings: WorkerSettings) -> str:
     """Who the broker sees: the SASL user, the client certificate's subject (mutual TLS), or ANONYMOUS."""
     security = settings.security
+    if security.oauth is not None:
+        return f"the subject of the OAUTHBEARER token of client {security.oauth.client_id!r}"
     if security.protocol.startswith("SASL"):
         return f"User:{security.sasl_username}"
     if security.ssl_certfile:

@@ -14,6 +14,7 @@ import click
 
 from core.cli_types import FiniteFloat
 from worker.kafka_tools import bootstrap_servers_option
+from worker.oauth_settings import client_secret_from_file
 from worker.options import CannotStart, engine_options, open_engine, option
 from worker.settings import (
     ASSIGNMENT_STRATEGIES,
@@ -32,13 +33,25 @@ def security_options(command: Callable) -> Callable:
         option("--security-protocol", default="PLAINTEXT",
                type=click.Choice(SECURITY_PROTOCOLS, case_sensitive=False),
                help="Kafka security protocol."),
-        option("--sasl-mechanism", default=None, help="SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."),
+        option("--sasl-mechanism", default=None,
+               help="SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER (OIDC client credentials: "
+                    "--sasl-oauth-*)."),
         option("--sasl-username", default=None, help="SASL user name."),
         option("--sasl-password-file", default=None, type=click.Path(path_type=Path, dir_okay=False),
                help=f"File holding the SASL password (or set {PASSWORD_ENV}; never on the command line)."),
         option("--ssl-cafile", default=None, help="CA bundle (PEM) to verify the brokers."),
         option("--ssl-certfile", default=None, help="Client certificate (PEM) for mutual TLS."),
         option("--ssl-keyfile", default=None, help="Client private key (PEM) for mutual TLS."),
+        option("--sasl-oauth-token-url", default=None,
+               help="With --sasl-mechanism OAUTHBEARER: the OIDC token endpoint the worker asks for tokens "
+                    "(client-credentials grant); a token is renewed at 80% of its lifetime."),
+        option("--sasl-oauth-client-id", default=None, help="With OAUTHBEARER: the OIDC client id."),
+        option("--sasl-oauth-client-secret-file", "sasl_oauth_client_secret", default=None,
+               type=click.Path(path_type=Path, dir_okay=False), callback=client_secret_from_file,
+               help="With OAUTHBEARER: file holding the OIDC client secret (never on the command line)."),
+        option("--sasl-oauth-scope", default=None, help="With OAUTHBEARER: scope requested with each token."),
+        option("--sasl-oauth-audience", default=None,
+               help="With OAUTHBEARER: audience requested with each token (sent as the audience parameter)."),
     ]
     for decorator in reversed(decorators):
         command = decorator(command)
@@ -154,6 +167,7 @@ def run_worker(settings: WorkerSettings, open_source: Callable[[WorkerSettings],
     from worker.kafka_io import KafkaSink, KafkaSource
     from worker.logging_setup import configure_logging
     from worker.metrics import WorkerMetrics
+    from worker.oauth_token import checked_token_provider
     from worker.offsets import OffsetTracker
     from worker.pipeline.loop import Pipeline
     from worker.pipeline.models import ModelWatcher, ServedModel, describe
@@ -179,6 +193,9 @@ def run_worker(settings: WorkerSettings, open_source: Callable[[WorkerSettings],
         else None
     source = sink = server = None
     try:
+        if settings.security.oauth is not None:  # a token now, and /readyz says when tokens stop coming
+            provider = checked_token_provider(settings.security.oauth)
+            health.credential_problem = lambda: provider.problem
         source = (open_source or KafkaSource)(settings)
         partitions = source.check_topic()
         sink = KafkaSink(settings)

@@ -15,6 +15,9 @@ from typing import Any
 
 import click
 
+from worker.oauth_settings import oauth_credentials
+from worker.oauth_token import OidcClientCredentials
+
 INPUT_FORMATS = ("auto", "text", "json")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -22,7 +25,7 @@ ASSIGNMENT_STRATEGIES = ("range", "roundrobin", "cooperative-sticky")
 # Where a group reads a partition it has no committed offset for (kafka-python's auto_offset_reset).
 START_POSITIONS = ("earliest", "latest")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
 PASSWORD_ENV = "LSTM_WORKER_SASL_PASSWORD"
 
 
@@ -54,11 +57,16 @@ class KafkaSecurity:
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    oauth: OidcClientCredentials | None = None  # with OAUTHBEARER only
 
     def client_config(self) -> dict[str, Any]:
         """kafka-python keyword arguments for this security setup."""
         config: dict[str, Any] = {"security_protocol": self.protocol}
-        if self.protocol.startswith("SASL"):
+        if self.oauth is not None:
+            from worker.oauth_token import token_provider
+
+            config.update(sasl_mechanism="OAUTHBEARER", sasl_oauth_token_provider=token_provider(self.oauth))
+        elif self.protocol.startswith("SASL"):
             config.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
                           sasl_plain_password=self.sasl_password)
         if self.protocol.endswith("SSL"):
@@ -203,6 +211,11 @@ def build_settings(
     ssl_cafile: str | None = None,
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
+    sasl_oauth_token_url: str | None = None,
+    sasl_oauth_client_id: str | None = None,
+    sasl_oauth_client_secret: str | None = None,
+    sasl_oauth_scope: str | None = None,
+    sasl_oauth_audience: str | None = None,
     host_slot: int | None = None,
     **rest: Any,
 ) -> WorkerSettings:
@@ -263,9 +276,13 @@ def build_settings(
         _require(bool(sasl_mechanism), "--sasl-mechanism", f"required with {protocol}")
         _require(sasl_mechanism.upper() in SASL_MECHANISMS, "--sasl-mechanism",
                  f"choose one of {', '.join(SASL_MECHANISMS)}")
-        _require(bool(sasl_username), "--sasl-username", f"required with {protocol}")
-        _require(sasl_password is not None, "--sasl-password-file",
-                 f"{protocol} needs a password: set {PASSWORD_ENV} or pass --sasl-password-file")
+        if sasl_mechanism.upper() == "OAUTHBEARER":
+            _require(not sasl_username and sasl_password is None, "--sasl-username",
+                     "not used with OAUTHBEARER: the token names the principal")
+        else:
+            _require(bool(sasl_username), "--sasl-username", f"required with {protocol}")
+            _require(sasl_password is not None, "--sasl-password-file",
+                     f"{protocol} needs a password: set {PASSWORD_ENV} or pass --sasl-password-file")
     else:
         _require(not sasl_mechanism and not sasl_username, "--security-protocol",
                  "SASL options given but the protocol is not SASL_PLAINTEXT or SASL_SSL")
@@ -274,7 +291,12 @@ def build_settings(
         if value is not None:
             _require(protocol.endswith("SSL"), option, "given but the protocol is not SSL or SASL_SSL")
             _require(Path(value).is_file(), option, f"file not found: {value}")
-    security = KafkaSecurity(protocol, sasl_mechanism.upper() if sasl_mechanism else None, sasl_username,
-                             sasl_password, ssl_cafile, ssl_certfile, ssl_keyfile)
+    mechanism = sasl_mechanism.upper() if sasl_mechanism else None
+    oauth = oauth_credentials(mechanism, dict(
+        sasl_oauth_token_url=sasl_oauth_token_url, sasl_oauth_client_id=sasl_oauth_client_id,
+        sasl_oauth_client_secret=sasl_oauth_client_secret, sasl_oauth_scope=sasl_oauth_scope,
+        sasl_oauth_audience=sasl_oauth_audience))
+    security = KafkaSecurity(protocol, mechanism, sasl_username, sasl_password, ssl_cafile, ssl_certfile,
+                             ssl_keyfile, oauth)
     return WorkerSettings(topic=topic, model=Path(model), bootstrap_servers=servers, output_topic=output_topic,
                           dlq_topic=dlq_topic, security=security, **rest)
