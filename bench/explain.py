@@ -42,6 +42,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from bench.provenance import command_line, write_result
 from core.bundle import load_bundle
 from core.engine import InferenceEngine
 from core.vocab import UNK_ID
@@ -243,11 +244,10 @@ def main(bundles: tuple[Path, ...], data: str, docs: int, k: int, draws: int, oc
         click.echo(f"plain classify: {max(plain['bundle_docs_per_s']):.0f} docs/s with attributions in the graph vs "
                    f"{max(plain['baseline_docs_per_s']):.0f} without ({plain['ratio_of_best']:.2f}x)")
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    result = {"command": "python -m bench.explain " + " ".join(sys.argv[1:]), "docs": docs, "k": k,
+    result = {"command": command_line("bench.explain"), "docs": docs, "k": k,
               "draws": draws, "threads": threads, "split": "20 Newsgroups bydate test", "bar": BAR,
               "load_average_1_5_15": list(os.getloadavg()), "measured_at": stamp, "bundles": rows, "plain_path": plain}
-    output.mkdir(parents=True, exist_ok=True)
-    (output / f"explain-{stamp}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    write_result(output / f"explain-{stamp}.json", result)
     click.echo(f"wrote {output / f'explain-{stamp}.json'}")
 
 

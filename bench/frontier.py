@@ -18,6 +18,7 @@ import click
 
 from bench.offline import ort_batched
 from bench.plots import draw_frontier
+from bench.provenance import command_line, portable, write_result
 from core.bundle import load_bundle
 from core.runtime import usable_cpus
 from training.data import load_dataset
@@ -71,10 +72,11 @@ def main(bundles: tuple[Path, ...], data: str, docs: int, rounds: int, threads: 
             best[str(path)] = max(best.get(str(path), 0.0), rate)
     rows = [{"bundle": str(p), "model": b.model_id, **describe(b.manifest), "docs_per_s": best[str(p)]}
             for p, b in zip(bundles, loaded, strict=True)]
-    result = {"docs": docs, "threads": threads, "rounds": rounds, "rows": rows,
+    result = {"command": command_line("bench.frontier"), "docs": docs, "threads": threads, "rounds": rounds,
+              "rows": rows,
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "frontier-latest.json").write_text(json.dumps(result, indent=2))
+    result = portable(result)
+    write_result(output / "frontier-latest.json", result)
     fastest = max(r["docs_per_s"] for r in rows)
     click.echo(f"{'bundle':<34}{'embed':>6}{'hidden':>7}{'members':>8}{'pooling':>10}{'bow':>5}{'tokens':>7}"
                f"{'test acc':>9}{'docs/s':>8}{'speed':>7}")
