@@ -19,6 +19,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 
+from kafka.errors import KafkaConnectionError
 from kafka.net.sasl.oauth import AbstractTokenProvider
 
 # Renew when this share of the token's lifetime has passed: early enough that a slow or briefly failing
@@ -29,8 +30,15 @@ REFRESH_AT = 0.8
 RETRY_AFTER_S = 1.0
 
 
-class TokenEndpointError(Exception):
-    """The token endpoint gave no usable token; the message is one line naming the endpoint and the cause."""
+class TokenEndpointError(KafkaConnectionError):
+    """The token endpoint gave no usable token; the message is one line naming the endpoint and the cause.
+
+    A connection error to kafka-python: raised inside an authentication, it fails that connection, which the
+    client retries, rather than reaching the worker's poll as a fatal error.
+    """
+
+    def __str__(self) -> str:  # the message alone: kafka-python's errors prefix their class name
+        return str(self.args[0]) if self.args else "no token"
 
 
 @dataclass(frozen=True)
