@@ -9,16 +9,12 @@ from typing import Any
 import click
 
 from worker.oauth_token import OidcClientCredentials
+from worker.settings import _require
 
 # The OAUTHBEARER options: required (the endpoint, the client) and optional (what the token is for).
 OAUTH_REQUIRED = {"sasl_oauth_token_url": "--sasl-oauth-token-url", "sasl_oauth_client_id": "--sasl-oauth-client-id",
                   "sasl_oauth_client_secret": "--sasl-oauth-client-secret-file"}
 OAUTH_OPTIONAL = {"sasl_oauth_scope": "--sasl-oauth-scope", "sasl_oauth_audience": "--sasl-oauth-audience"}
-
-
-def _require(condition: bool, option: str, message: str) -> None:
-    if not condition:
-        raise click.BadParameter(message, param_hint=option)
 
 
 def read_client_secret(secret_file: Path | None) -> str | None:

@@ -15,7 +15,6 @@ from typing import Any
 
 import click
 
-from worker.oauth_settings import oauth_credentials
 from worker.oauth_token import OidcClientCredentials
 
 INPUT_FORMATS = ("auto", "text", "json")
@@ -291,6 +290,8 @@ def build_settings(
         if value is not None:
             _require(protocol.endswith("SSL"), option, "given but the protocol is not SSL or SASL_SSL")
             _require(Path(value).is_file(), option, f"file not found: {value}")
+    from worker.oauth_settings import oauth_credentials  # it shares _require: imported here, not at the top
+
     mechanism = sasl_mechanism.upper() if sasl_mechanism else None
     oauth = oauth_credentials(mechanism, dict(
         sasl_oauth_token_url=sasl_oauth_token_url, sasl_oauth_client_id=sasl_oauth_client_id,
