@@ -30,12 +30,14 @@ def portable_path(text: str) -> str:
         value = os.environ.get(variable, "")
         if value.startswith("/") and (path == os.path.normpath(value)):
             return f"${variable}"
-    for base, spelled in ((ROOT, None), (ROOT.parent, None), (Path(tempfile.gettempdir()), "$TMPDIR"),
-                          (Path.home(), "~")):
-        if path == str(base) or path.startswith(str(base) + os.sep):
-            relative = os.path.relpath(path, base if spelled else ROOT)
-            return relative if spelled is None else f"{spelled}/{relative}"
-    return text
+    bases = ((ROOT, None), (ROOT.parent, None), (Path(tempfile.gettempdir()), "$TMPDIR"), (Path.home(), "~"))
+    # The deepest base that holds the path names it best (a clone in /tmp has its parent and $TMPDIR alike).
+    holding = [(base, spelled) for base, spelled in bases if path == str(base) or path.startswith(str(base) + os.sep)]
+    if not holding:
+        return text
+    base, spelled = max(holding, key=lambda found: len(found[0].parts))  # max keeps the first of equals
+    relative = os.path.relpath(path, base if spelled else ROOT)
+    return relative if spelled is None else f"{spelled}/{relative}"
 
 
 def portable(value: Any) -> Any:
