@@ -15,6 +15,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import (
     AuthorizationError,
     InvalidProducerEpochError,
+    KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
     ProducerFencedError,
@@ -121,6 +122,9 @@ class KafkaSource:
         except AuthorizationError as exc:  # an ACL taken away while running: wait for it, reading nothing
             self._refused = f"{refused_permission(self._settings, exc)} ({type(exc).__name__})", time.monotonic()
             time.sleep(timeout_ms / 1000)  # what poll would have waited: the loop does not spin
+            return []
+        except KafkaConnectionError:  # e.g. no OAuth token for a reconnect: the client retries; /readyz says why
+            time.sleep(timeout_ms / 1000)
             return []
         if self._refused is not None and (batches or time.monotonic() - self._refused[1] > REFUSAL_HOLD_S):
             self._refused = None
