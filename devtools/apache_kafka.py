@@ -116,7 +116,10 @@ class ApacheKafka:
         return self
 
     def _format(self, jvm: list[str], properties: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        # Never one that starts with "-": the tool's argument parser takes it for an option and fails the format.
+        cluster_id = "-"
+        while cluster_id.startswith("-"):
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         scram = [arg for name, password in self.users.items()
                  for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")]
         result = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "--standalone", "--cluster-id",
